@@ -1,0 +1,135 @@
+"""The `cfgdiff` entry point: plugin discovery, `--version`, and the one place errors become exits.
+
+Every command, built-in or not, is an entry point in the group `cfgdiff.commands`:
+
+    [project.entry-points."cfgdiff.commands"]
+    mycommand = "mypackage.cli:mycommand"     # a function with typer-annotated parameters,
+                                              # or a typer.Typer for a group of subcommands
+
+A plugin that fails to import is reported in one line on stderr and skipped; the others still work.
+Exit codes: 0 success, 1 runtime error (a CfgdiffError), 2 usage error, 130 interrupted.
+Set CFGDIFF_DEBUG=1 for tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Annotated, Optional
+
+import typer
+
+from cfgdiff import __version__
+
+GROUP = "cfgdiff.commands"
+
+
+@dataclass(frozen=True)
+class PluginRecord:
+    """One discovered command: where it came from and whether it loaded."""
+
+    name: str
+    target: str  # "module:attribute"
+    package: str  # distribution name and version, e.g. "cfgdiff 0.1.0"
+    error: str | None = None
+
+
+def _package_of(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "?"
+
+
+def discover() -> list[EntryPoint]:
+    """The group's entry points, one per command name (the first found wins), sorted by name."""
+    seen: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=GROUP):
+        seen.setdefault(ep.name, ep)
+    return [seen[name] for name in sorted(seen)]
+
+
+def build_app() -> tuple[typer.Typer, list[PluginRecord]]:
+    """The Typer app with every loadable plugin registered, and a record for each plugin."""
+    app = typer.Typer(
+        name="cfgdiff",
+        help="Classifier-free diffusion guidance (Ho & Salimans 2022): prepare, train, sample, sweep, score.",
+        no_args_is_help=True,
+        add_completion=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
+    records = []
+    for ep in discover():
+        try:
+            obj = ep.load()
+            if isinstance(obj, typer.Typer):
+                app.add_typer(obj, name=ep.name)
+            elif callable(obj):
+                app.command(name=ep.name)(obj)
+            else:
+                raise TypeError(f"{type(obj).__name__} is neither a function nor a typer.Typer")
+            records.append(PluginRecord(ep.name, ep.value, _package_of(ep)))
+        except Exception as exc:  # a broken plugin must not break the other commands
+            err = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            records.append(PluginRecord(ep.name, ep.value, _package_of(ep), err))
+            print(f"cfgdiff: plugin '{ep.name}' ({ep.value}) failed to load: {err}", file=sys.stderr)
+    _RECORDS[:] = records
+    return app, records
+
+
+_RECORDS: list[PluginRecord] = []
+
+
+def loaded_plugins() -> list[PluginRecord]:
+    """The records of the app built by this process (for the `plugins` command)."""
+    return list(_RECORDS)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cfgdiff {__version__}")
+        raise typer.Exit()
+
+
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Classifier-free diffusion guidance toolkit."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; library errors become one stderr line.
+
+    Click (inside Typer) handles usage errors itself (message, exit 2). A CfgdiffError is printed
+    as `cfgdiff: error: ...` with its exit code; a traceback only with CFGDIFF_DEBUG=1.
+    """
+    from cfgdiff.errors import CfgdiffError
+
+    app, _ = build_app()
+    command = typer.main.get_command(app)
+    debug = os.environ.get("CFGDIFF_DEBUG", "") not in ("", "0")
+    try:
+        command.main(args=argv, prog_name="cfgdiff", standalone_mode=True)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except CfgdiffError as e:
+        if debug:
+            raise
+        print(f"cfgdiff: error: {e}", file=sys.stderr)
+        code = e.exit_code
+    sys.stdout.flush()
+    return code
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,76 @@
+"""Distribution in one place: rank, world size, device, barrier, all-reduce, print on rank 0.
+
+Under `torchrun` (WORLD_SIZE > 1) `init()` starts one process group: NCCL when CUDA is available,
+gloo otherwise. With one process no group is created and every function is a cheap no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+
+import torch
+import torch.distributed as td
+
+
+def world_size() -> int:
+    return td.get_world_size() if td.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return td.get_rank() if td.is_initialized() else int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init() -> None:
+    """Join the process group if launched by torchrun; set this rank's CUDA device."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not td.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        td.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+
+
+def device() -> torch.device:
+    """This rank's device: its CUDA device when available, else the CPU."""
+    return torch.device("cuda", local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def barrier() -> None:
+    if td.is_initialized():
+        td.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum `t` over ranks in place (returns it); a no-op on one process."""
+    if td.is_initialized():
+        td.all_reduce(t, op=td.ReduceOp.SUM)
+    return t
+
+
+def broadcast_object(obj: object) -> object:
+    """Rank 0's `obj` on every rank."""
+    if not td.is_initialized():
+        return obj
+    box = [obj]
+    td.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def print0(*args: object, file=None) -> None:
+    """print() on rank 0 only, to stderr by default (stdout is kept for --json)."""
+    if is_main():
+        print(*args, file=file or sys.stderr, flush=True)
+
+
+def shutdown() -> None:
+    if td.is_initialized():
+        td.destroy_process_group()

@@ -1,0 +1,33 @@
+"""The library's exceptions. The CLI maps each to one line on stderr and an exit code."""
+
+
+class CfgdiffError(Exception):
+    """Base class: an error the user can act on. `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class ConfigError(CfgdiffError):
+    """An invalid option, preset or value (a usage error: exit 2)."""
+
+    exit_code = 2
+
+
+class DataError(CfgdiffError):
+    """A data source or dataset file that cannot be used."""
+
+
+class CheckpointError(CfgdiffError):
+    """A checkpoint that is missing, truncated or for another architecture."""
+
+
+class MetricsError(CfgdiffError):
+    """Bad input to a metric: wrong shapes or dtypes, too few images, non-finite statistics."""
+
+
+class WeightsError(CfgdiffError):
+    """Network weights (e.g. Inception) that cannot be found, downloaded or verified."""
+
+
+class NumericalError(CfgdiffError):
+    """A non-finite loss or sample."""
