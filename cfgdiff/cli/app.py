@@ -131,5 +131,7 @@ def run() -> None:
     sys.exit(main())
 
 
-if __name__ == "__main__":
-    run()
+if __name__ == "__main__":  # `python -m cfgdiff.cli.app`: run the imported module, not this copy
+    from cfgdiff.cli.app import run as _run
+
+    _run()

@@ -1,0 +1,97 @@
+"""The plugin mechanism: commands come from the `cfgdiff.commands` entry-point group.
+
+A small third-party plugin package is written into a temporary folder (module + dist-info with an
+entry_points.txt) and put on PYTHONPATH, exactly as pip would install it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+CFGDIFF = [sys.executable, "-m", "cfgdiff"]
+
+PLUGIN = '''
+from typing import Annotated
+import typer
+
+def hello(name: Annotated[str, typer.Option(help="Who to greet.")] = "world") -> None:
+    """Say hello (a third-party command)."""
+    typer.echo(f"hello {name}")
+
+def fail(kind: str = "data") -> None:
+    """Raise a library error."""
+    from cfgdiff.errors import ConfigError, DataError
+    raise (ConfigError if kind == "config" else DataError)(f"bad {kind} input")
+'''
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("plugin")
+    (root / "myplug.py").write_text(textwrap.dedent(PLUGIN))
+    info = root / "myplug-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text(
+        "[cfgdiff.commands]\nhello = myplug:hello\nfail = myplug:fail\nbroken = myplug_missing:command\n"
+    )
+    return root
+
+
+def run(args, plugin_path=None, **env):
+    e = dict(os.environ, **env)
+    if plugin_path is not None:
+        e["PYTHONPATH"] = str(plugin_path) + os.pathsep + e.get("PYTHONPATH", "")
+    return subprocess.run(CFGDIFF + args, capture_output=True, text=True, env=e, timeout=120)
+
+
+def test_help_and_version_without_plugins():
+    r = run(["--version"])
+    assert r.returncode == 0 and r.stdout.strip().startswith("cfgdiff ")
+    r = run(["--help"])
+    assert r.returncode == 0 and "plugins" in r.stdout
+
+
+def test_third_party_plugin_is_registered_and_runs(plugin_path):
+    r = run(["--help"], plugin_path)
+    assert r.returncode == 0
+    assert "hello" in r.stdout and "fail" in r.stdout
+    # the broken plugin is reported in exactly one line and breaks nothing else
+    lines = [line for line in r.stderr.splitlines() if "broken" in line]
+    assert len(lines) == 1 and "failed to load" in lines[0] and "ModuleNotFoundError" in lines[0]
+    r = run(["hello", "--name", "cfg"], plugin_path)
+    assert r.returncode == 0 and r.stdout.strip() == "hello cfg"
+
+
+def test_plugins_command_lists_packages(plugin_path):
+    r = run(["plugins", "--json"], plugin_path)
+    assert r.returncode == 0
+    records = {rec["name"]: rec for rec in json.loads(r.stdout)}
+    assert records["hello"]["package"] == "myplug 0.3" and records["hello"]["error"] is None
+    assert records["broken"]["error"].startswith("ModuleNotFoundError")
+    assert records["plugins"]["package"].startswith("cfgdiff ")
+
+
+def test_library_errors_become_one_line_and_exit_codes(plugin_path):
+    r = run(["fail"], plugin_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == "cfgdiff: error: bad data input"
+    assert "Traceback" not in r.stderr
+    r = run(["fail", "--kind", "config"], plugin_path)
+    assert r.returncode == 2
+    r = run(["fail"], plugin_path, CFGDIFF_DEBUG="1")
+    assert r.returncode != 0 and "Traceback" in r.stderr
+    r = run(["no-such-command"])
+    assert r.returncode == 2
+
+
+def test_building_the_app_does_not_import_torch():
+    code = "import sys; from cfgdiff.cli.app import build_app; build_app(); print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
