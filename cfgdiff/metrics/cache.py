@@ -1,0 +1,80 @@
+"""The metrics' on-disk cache: where it lives, content hashes, and atomic writes into it.
+
+Layout under the cache root (`$XDG_CACHE_HOME/cfgdiff`, else `~/.cache/cfgdiff`):
+
+    inception/     downloaded Inception weights
+    references/    reference statistics, keyed by input content hash + weights hash
+    hashes/        memo of content hashes, keyed by (path, size, mtime) so a 15 GB dataset is hashed once
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+CHUNK = 1 << 22  # 4 MiB reads keep hashing at disk speed without holding the file in memory
+
+
+def cache_root() -> Path:
+    """$XDG_CACHE_HOME/cfgdiff, or ~/.cache/cfgdiff (the XDG default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cfgdiff"
+
+
+def sha256_file(path: Path, h: hashlib._Hash | None = None) -> str:
+    """Hex SHA-256 of a file's bytes (or feed them into `h` and return its digest)."""
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_sha256(path: Path) -> str:
+    """SHA-256 of a file, or of a folder's regular files (relative name and bytes, in sorted order)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode() + b"\0")
+        sha256_file(f, h)
+    return h.hexdigest()
+
+
+def memo_content_sha256(path: Path, cache_dir: Path | None) -> str:
+    """`content_sha256`, remembered under `cache_dir/hashes` for an unchanged (path, size, mtime)."""
+    path = Path(path).resolve()
+    if cache_dir is None:
+        return content_sha256(path)
+    st = path.stat()
+    key = hashlib.sha256(f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:32]
+    memo = Path(cache_dir) / "hashes" / f"{key}.json"
+    try:
+        return json.loads(memo.read_text())["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = content_sha256(path)
+    with atomic_path(memo) as tmp:
+        tmp.write_text(json.dumps({"path": str(path), "sha256": digest}) + "\n")
+    return digest
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; on success rename it onto `dest`, on error delete it.
+
+    Readers never see a half-written file: the rename is atomic within one directory.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
