@@ -1,0 +1,107 @@
+"""Sharded, resumable sampling: per-seed reproducibility, w = 0 without the ∅ pass, resume, outputs."""
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+import torch
+
+from cfgdiff.config import TRAIN_PRESETS, DiffusionConfig, SamplerConfig
+from cfgdiff.errors import ConfigError
+from cfgdiff.nn.unet import build_unet
+from cfgdiff.sampling.shards import SampleJob, run_sample
+
+CPU = torch.device("cpu")
+
+
+@dataclass
+class Model:
+    """The fields of a loaded checkpoint that sampling uses, around a randomly initialised tiny U-Net."""
+
+    net: torch.nn.Module
+    diffusion_cfg: DiffusionConfig
+    num_classes: int
+    resolution: int
+    sha256: str = "0" * 64
+
+
+class Counting(torch.nn.Module):
+    def __init__(self, net, null):
+        super().__init__()
+        self.net, self.null, self.calls = net, null, []
+
+    def forward(self, x, c_noise, labels):
+        self.calls.append((x.shape[0], int(labels.eq(self.null).sum())))
+        return self.net(x, c_noise, labels)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = replace(TRAIN_PRESETS["tiny"].model, resolution=8, channel_mult=(1, 2), num_classes=4)
+    net = build_unet(cfg).eval()
+    # a random net with a zero-initialised output layer would predict ε = 0; give it a real output
+    torch.nn.init.normal_(net.conv_out.weight, std=0.05)
+    return Model(net, DiffusionConfig(), 4, 8)
+
+
+def _job(n, w=1.0, batch=64, steps=6, shard=1000):
+    seeds = tuple(range(10, 10 + n))
+    return SampleJob(seeds, tuple(s % 4 for s in seeds), SamplerConfig(steps=steps, w=w), batch=batch, shard_size=shard)
+
+
+def test_samples_do_not_depend_on_batch_size_and_files_are_adm_format(model, tmp_path):
+    a = run_sample(model, _job(9, batch=1), tmp_path / "a.npz", CPU)
+    run_sample(model, _job(9, batch=7, shard=4), tmp_path / "b.npz", CPU)
+    with np.load(tmp_path / "a.npz") as fa, np.load(tmp_path / "b.npz") as fb:
+        assert fa["arr_0"].shape == (9, 8, 8, 3) and fa["arr_0"].dtype == np.uint8
+        assert np.array_equal(fa["arr_0"], fb["arr_0"])
+        assert fa["arr_1"].tolist() == [s % 4 for s in range(10, 19)]
+        assert fa["arr_0"].std() > 5  # real images, not a constant
+    assert (tmp_path / "a.npz.json").exists() and a["nfe"] == 2 * 6 * 9 and a["seeds"] == "10-18"
+    assert not (tmp_path / "a.npz.parts").exists()
+
+
+def test_w0_makes_no_unconditional_pass(model, tmp_path):
+    counting = Counting(model.net, 4)
+    m = replace(model, net=counting)
+    run_sample(m, _job(5, w=0.0, steps=4), tmp_path / "c.npz", CPU)
+    assert counting.calls == [(5, 0)] * 4
+    counting.calls.clear()
+    run_sample(m, _job(5, w=2.0, steps=4), tmp_path / "d.npz", CPU)
+    assert counting.calls == [(10, 5)] * 4
+
+
+def test_rerun_skips_finished_parts(model, tmp_path):
+    out = tmp_path / "e.npz"
+    full = tmp_path / "full.npz"
+    run_sample(model, _job(10, shard=3), full, CPU)
+    # an interrupted run: the parts of shards 0 and 2 exist, 1 and 3 do not
+    from cfgdiff.sampling import shards
+
+    job = _job(10, shard=3)
+    parts = out.with_name(out.name + ".parts")
+    shards._prepare_parts(parts, shards.provenance(model, job))
+    with np.load(full) as f:
+        for a, b in [(0, 3), (6, 9)]:
+            shards.atomic_savez(shards._part_path(parts, a), arr_0=f["arr_0"][a:b], arr_1=f["arr_1"][a:b],
+                                seeds=np.arange(10 + a, 10 + b))
+    counting = Counting(model.net, 4)
+    run_sample(replace(model, net=counting), job, out, CPU)
+    assert sum(batch for batch, _ in counting.calls) == 2 * 6 * (3 + 1)  # only shards 1 and 3, guided
+    with np.load(out) as fo, np.load(full) as ff:
+        assert np.array_equal(fo["arr_0"], ff["arr_0"])
+
+
+def test_refuses_existing_output_and_foreign_parts(model, tmp_path):
+    out = tmp_path / "f.npz"
+    run_sample(model, _job(2), out, CPU)
+    with pytest.raises(ConfigError, match="exists; pass --force"):
+        run_sample(model, _job(2), out, CPU)
+    run_sample(model, _job(2, w=0.5), out, CPU, force=True)
+    other = tmp_path / "g.npz"
+    from cfgdiff.sampling import shards
+
+    shards._prepare_parts(other.with_name("g.npz.parts"), shards.provenance(model, _job(3)))
+    with pytest.raises(ConfigError, match="different sampling job"):
+        run_sample(model, _job(3, w=0.0), other, CPU)
