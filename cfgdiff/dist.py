@@ -56,6 +56,25 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's `t` (rows may differ in number) along dim 0, in rank order.
+
+    Ranks pad to the longest shard so `all_gather` sees equal shapes, then the padding is dropped.
+    With one process this returns `t` itself.
+    """
+    if not td.is_initialized():
+        return t
+    n = torch.tensor([t.shape[0]], device=t.device)
+    counts = [torch.zeros_like(n) for _ in range(td.get_world_size())]
+    td.all_gather(counts, n)
+    longest = int(max(c.item() for c in counts))
+    padded = torch.zeros((longest, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[: t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in counts]
+    td.all_gather(parts, padded)
+    return torch.cat([p[: int(c.item())] for p, c in zip(parts, counts)])
+
+
 def broadcast_object(obj: object) -> object:
     """Rank 0's `obj` on every rank."""
     if not td.is_initialized():

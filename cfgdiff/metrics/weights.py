@@ -29,6 +29,7 @@ import importlib.util
 import os
 import re
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -120,7 +121,9 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     path = Path(path)
     try:
         if _is_torchscript(path):
-            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():  # "torch.jit.load is deprecated": still the only reader of these files
+                warnings.simplefilter("ignore", DeprecationWarning)
+                sd = torch.jit.load(str(path), map_location="cpu").state_dict()
             fmt = "fid-helper-torchscript" if any(k.startswith("net.layers.") for k in sd) else "nvidia-torchscript"
             return _from_torchscript(sd), fmt
         sd = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,96 @@
+"""Reference statistics from any input kind, cached on disk so a guidance sweep computes them once.
+
+The cache key is the SHA-256 of the input's content and of the Inception weights: editing the dataset
+or swapping the weights gives a new entry, renaming or moving the file does not. An ADM reference batch
+(`arr_0` plus `mu`/`sigma`/`mu_s`/`sigma_s`) is used the way ADM's evaluator uses it: the stored
+statistics for FID and sFID, features of `arr_0` for precision/recall and KID.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from cfgdiff import dist
+from cfgdiff.metrics.cache import atomic_path, cache_root, memo_content_sha256
+from cfgdiff.metrics.detector import InceptionDetector
+from cfgdiff.metrics.extract import statistics_from_arrays, statistics_of
+from cfgdiff.metrics.sources import open_input
+from cfgdiff.metrics.stats import Moments, Statistics
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """Reference statistics and where they came from."""
+
+    stats: Statistics
+    path: str
+    kind: str  # the input kind (see cfgdiff.metrics.sources.Input)
+    sha256: str  # of the input's content
+    cache_file: str | None = None  # the cached statistics used or written, if any
+
+    def provenance(self) -> dict[str, object]:
+        return {"path": self.path, "kind": self.kind, "sha256": self.sha256, "count": self.stats.count,
+                "weights_sha256": self.stats.weights_sha256, "cache_file": self.cache_file}
+
+
+def load_reference(ref: str | Path, detector: InceptionDetector, cache_dir: str | Path | None = None, *,
+                   need_pool: bool = True, batch_size: int = 64) -> Reference:
+    """Reference statistics of `ref` (npz of images or statistics, HDF5 dataset, folder of images).
+
+    need_pool: also keep the per-image pool features (precision/recall, KID; 8 KiB per image).
+    cache_dir: the cache root (default `cfgdiff.metrics.cache.cache_root()`); entries go to `references/`.
+    A collective call under torchrun: every rank computes its shard, rank 0 writes the cache.
+    """
+    inp = open_input(ref)
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    sha256 = memo_content_sha256(inp.path, root)
+    if inp.images is None:  # a statistics file: nothing to compute
+        return Reference(statistics_from_arrays(inp.stats), str(ref), inp.kind, sha256)
+    cache_file = root / "references" / f"{sha256[:24]}-{detector.sha256[:12]}.npz"
+    stats = read_cached(cache_file, need_pool)
+    if stats is None:
+        stats = statistics_of(inp.images, detector, keep_pool=need_pool, keep_logits=False, batch_size=batch_size,
+                              desc="reference")
+        if dist.is_main():
+            save_statistics(stats, cache_file, with_features=True, extra={"content_sha256": sha256})
+    if inp.stats is not None:  # ADM's convention: stored mu/sigma win over recomputed ones
+        stored = statistics_from_arrays(inp.stats)
+        stats = dataclasses.replace(stats, pool=stored.pool, spatial=stored.spatial or stats.spatial)
+    return Reference(stats, str(ref), inp.kind, sha256, str(cache_file))
+
+
+def save_statistics(stats: Statistics, path: str | Path, with_features: bool = False,
+                    extra: dict[str, str] | None = None) -> None:
+    """Write an ADM-style statistics npz (mu, sigma, mu_s, sigma_s, count) atomically.
+
+    `--ref` reads it back; so do pytorch-fid (mu, sigma) and ADM's `read_statistics`. With
+    `with_features`, the pool features and the weights hash go in too (the reference cache's format).
+    """
+    arrays: dict[str, np.ndarray] = {"mu": stats.pool.mu, "sigma": stats.pool.sigma}
+    if stats.spatial is not None:
+        arrays.update(mu_s=stats.spatial.mu, sigma_s=stats.spatial.sigma)
+    if stats.count is not None:
+        arrays["count"] = np.array(stats.count)
+    if with_features:
+        if stats.pool_features is not None:
+            arrays["pool_features"] = stats.pool_features
+        arrays["weights_sha256"] = np.array(stats.weights_sha256 or "")
+        arrays.update({k: np.array(v) for k, v in (extra or {}).items()})
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def read_cached(path: Path, need_pool: bool) -> Statistics | None:
+    """Statistics from a cache entry, or None if it is absent, unreadable or lacks the pool features."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if need_pool and "pool_features" not in z.files:
+                return None
+            spatial = Moments(z["mu_s"], z["sigma_s"]) if "mu_s" in z.files else None
+            return Statistics(int(z["count"]), Moments(z["mu"], z["sigma"]), spatial,
+                              z["pool_features"] if need_pool else None, None, str(z["weights_sha256"]) or None)
+    except (OSError, ValueError, KeyError, EOFError):
+        return None  # a damaged entry is recomputed and overwritten, never trusted

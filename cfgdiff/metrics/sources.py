@@ -1,0 +1,185 @@
+"""Inputs to `cfgdiff score`, each read in batches so 50,000 images never sit in memory at once.
+
+- npz with `arr_0` (N, H, W, 3) uint8: ADM's sample and reference-batch format (`arr_1` labels ignored).
+  The array is streamed from the zip member (np.savez and np.savez_compressed both work).
+- npz of statistics: `mu`, `sigma`, optionally `mu_s`, `sigma_s` (ADM reference batches carry both these
+  and `arr_0`; pytorch-fid stats files carry `mu` and `sigma`).
+- cfgdiff HDF5 dataset: `images` (N, S, S, 3) uint8 with root attribute format = "cfgdiff-dataset".
+- a folder of images (.png .jpg .jpeg .bmp .webp .tif .tiff; not recursive; sorted by name), as RGB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from cfgdiff.errors import DataError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+STATS_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
+
+
+class ImageSource:
+    """N uint8 (H, W, 3) images readable in order; `batches(start, stop, size)` yields (B, H, W, 3) arrays."""
+
+    kind = "images"
+
+    def __init__(self, path: Path, count: int):
+        self.path, self.count = Path(path), count
+
+    def batches(self, start: int, stop: int, size: int) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+
+class NpzImages(ImageSource):
+    """`arr_0` of an npz, read row block by row block from the zip member."""
+
+    kind = "npz"
+
+    def __init__(self, path: Path):
+        with zipfile.ZipFile(path) as z, z.open("arr_0.npy") as f:
+            shape, self.dtype, self._offset = _npy_header(f, path)
+        _check_image_array(shape, self.dtype, f"{path}: arr_0")
+        self.shape = shape
+        super().__init__(path, shape[0])
+
+    def batches(self, start: int, stop: int, size: int) -> Iterator[np.ndarray]:
+        row = int(np.prod(self.shape[1:]))
+        with zipfile.ZipFile(self.path) as z, z.open("arr_0.npy") as f:
+            f.seek(self._offset + start * row)  # forward seeks in a deflated member decompress and discard
+            for i in range(start, stop, size):
+                n = min(size, stop - i)
+                data = f.read(n * row)
+                if len(data) != n * row:
+                    raise DataError(f"{self.path}: arr_0 is truncated (images {i}..{i + n - 1} incomplete)")
+                yield np.frombuffer(data, np.uint8).reshape(n, *self.shape[1:])
+
+
+class Hdf5Images(ImageSource):
+    """The `images` dataset of a cfgdiff HDF5 dataset file."""
+
+    kind = "hdf5"
+
+    def __init__(self, path: Path):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != "cfgdiff-dataset" or "images" not in f:
+                raise DataError(f"{path}: not a cfgdiff dataset (no format='cfgdiff-dataset' attribute or no images)")
+            shape, dtype = f["images"].shape, f["images"].dtype
+        _check_image_array(shape, dtype, f"{path}: images")
+        super().__init__(path, shape[0])
+
+    def batches(self, start: int, stop: int, size: int) -> Iterator[np.ndarray]:
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            for i in range(start, stop, size):
+                yield f["images"][i : min(i + size, stop)]
+
+
+class FolderImages(ImageSource):
+    """Image files of one folder in name order; a batch ends early where the image size changes."""
+
+    kind = "folder"
+
+    def __init__(self, path: Path):
+        self.files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not self.files:
+            raise DataError(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        super().__init__(path, len(self.files))
+
+    def batches(self, start: int, stop: int, size: int) -> Iterator[np.ndarray]:
+        run: list[np.ndarray] = []
+        for f in self.files[start:stop]:
+            image = _read_image(f)
+            if run and (image.shape != run[0].shape or len(run) == size):
+                yield np.stack(run)
+                run = []
+            run.append(image)
+        if run:
+            yield np.stack(run)
+
+
+@dataclasses.dataclass(frozen=True)
+class Input:
+    """One input path: its images (None for a statistics file) and stored statistics (None if none)."""
+
+    path: Path
+    kind: str  # npz | npz-stats | npz-reference | hdf5 | folder
+    images: ImageSource | None
+    stats: dict[str, np.ndarray] | None
+
+
+def open_input(path: str | Path) -> Input:
+    """Recognise an input by its content; DataError (one line) if it is none of the supported kinds."""
+    path = Path(path)
+    if path.is_dir():
+        return Input(path, "folder", FolderImages(path), None)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or folder")
+    if zipfile.is_zipfile(path):
+        return _open_npz(path)
+    with open(path, "rb") as f:
+        if f.read(8) == b"\x89HDF\r\n\x1a\n":
+            return Input(path, "hdf5", Hdf5Images(path), None)
+    raise DataError(f"{path}: not an npz, a cfgdiff HDF5 dataset or a folder of images")
+
+
+def _open_npz(path: Path) -> Input:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = {n.removesuffix(".npy") for n in z.namelist()}
+        images = NpzImages(path) if "arr_0" in names else None
+        stats = _read_stats(path) if {"mu", "sigma"} <= names else None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: corrupt npz ({type(e).__name__}: {e})".splitlines()[0]) from e
+    if images is None and stats is None:
+        raise DataError(f"{path}: npz has neither arr_0 (images) nor mu/sigma (statistics); keys: {sorted(names)}")
+    kind = "npz-reference" if images and stats else ("npz" if images else "npz-stats")
+    return Input(path, kind, images, stats)
+
+
+def _read_stats(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        stats = {k: np.asarray(z[k], np.float64) for k in STATS_KEYS if k in z.files}
+    if ("mu_s" in stats) != ("sigma_s" in stats):
+        raise DataError(f"{path}: has only one of mu_s and sigma_s")
+    return stats
+
+
+def _npy_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset of an .npy stream (numpy's format, versions 1.0 and 2.0)."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"unsupported .npy version {version}")
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    except ValueError as e:
+        raise DataError(f"{path}: corrupt arr_0 header ({e})") from e
+    if fortran:
+        raise DataError(f"{path}: arr_0 is stored in Fortran order; save it C-contiguous")
+    return shape, dtype, f.tell()
+
+
+def _check_image_array(shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
+    if dtype != np.uint8:
+        raise DataError(f"{name} must be uint8 images, got dtype {dtype}")
+    if len(shape) != 4 or shape[-1] != 3:
+        raise DataError(f"{name} must have shape (N, H, W, 3), got {tuple(shape)}")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except OSError as e:
+        raise DataError(f"{path}: cannot read image ({e})") from e

