@@ -1,4 +1,4 @@
-"""Built-in data sets, generated procedurally: no download, the same pixels on every machine.
+"""Built-in data sets, generated procedurally: no download, and the same seed gives the same pixels.
 
 `builtin:shapes` has ten classes, each a shape in its own colour family (a red disc, a blue
 square, ...) on a smooth two-colour gradient background. Within a class the position, size,
@@ -12,6 +12,7 @@ N images are the same whatever --limit and however the work is split between pro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -42,8 +43,8 @@ def _bar(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _triangle(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     # equilateral, circumradius 1: the inradius 1/2 along each of the three edge normals
-    angles = np.pi / 2 + 2 * np.pi / 3 * np.arange(3)
-    return np.max([np.cos(a) * x + np.sin(a) * y for a in angles], axis=0) - 0.5
+    angles = [math.pi / 2 + 2 * math.pi / 3 * k for k in range(3)]  # python floats keep the grid float32
+    return np.max([math.cos(a) * x + math.sin(a) * y for a in angles], axis=0) - 0.5
 
 
 def _stripes(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -83,15 +83,15 @@ class EncodedBatch:
         s = self.spec.size
         images = np.zeros((len(self.payloads), s, s, 3), dtype=np.uint8)
         reasons = []
-        for i, payload in enumerate(self.payloads):
-            if isinstance(payload, str):
-                reasons.append(payload)
-                continue
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # EXIF and ICC chatter from damaged files
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # EXIF and ICC chatter from damaged files
+            for i, payload in enumerate(self.payloads):
+                if isinstance(payload, str):
+                    reasons.append(payload)
+                    continue
+                try:
                     images[i] = decode_image(payload, self.spec)
-                reasons.append("")
-            except Exception as exc:  # a damaged file of any kind is skipped, never fatal
-                reasons.append(_reason(exc))
+                    reasons.append("")
+                except Exception as exc:  # a damaged file of any kind is skipped, never fatal
+                    reasons.append(_reason(exc))
         return Decoded(images, reasons)

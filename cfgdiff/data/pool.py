@@ -1,9 +1,13 @@
 """Running tasks in worker processes, results in task order, with a bounded number in flight.
 
 `ProcessPoolExecutor.map` (like `Pool.imap`) submits every task up front, which for ImageNet would
-read the whole archive into memory ahead of the workers; here at most `window` tasks are pending.
-Workers are started by forkserver (a fork of a process that may hold torch's threads is unsafe)
-and ignore Ctrl-C, which the main process handles: it stops submitting and cancels what is queued.
+read the whole archive into memory ahead of the workers; here at most 3 tasks per worker are pending.
+
+Workers are forked on Linux (as DataLoader's are). forkserver and spawn re-run the caller's
+`__main__` in every worker: a script calling `prepare` without an `if __name__ == "__main__"`
+guard would fail, and one with it would still import torch per worker (seconds). A fork of a
+process whose torch or BLAS threads are running is safe here because workers only run numpy and
+Pillow code. Workers ignore Ctrl-C; the main process stops submitting and cancels what is queued.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -41,7 +46,7 @@ def run_tasks(tasks: Iterable[Task], workers: int) -> Iterator[Decoded]:
         for task in tasks:
             yield task.run()
         return
-    ctx = multiprocessing.get_context("forkserver")
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint)
     pending: deque[Future[Decoded]] = deque()
     try:
@@ -51,5 +56,7 @@ def run_tasks(tasks: Iterable[Task], workers: int) -> Iterator[Decoded]:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-    finally:
+    except BaseException:  # Ctrl-C, an error, or the consumer stopped early: do not wait for the queue
         pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)  # all done: reap the workers

@@ -18,31 +18,30 @@ from PIL import Image
 RESIZE_METHODS = ("area", "center-crop-adm")
 
 
-def _area_axis(a: np.ndarray, n_out: int, axis: int, dtype: type) -> np.ndarray:
-    """n_in × the area means of `a` over n_out equal cells along `axis`, as exact integers.
+def _area_rows(a: np.ndarray, n_out: int, dtype: type) -> np.ndarray:
+    """n_in × the area means of `a` over n_out equal cells along axis 0, as exact integers.
 
     Cell j covers [j·n_in/n_out, (j+1)·n_in/n_out) in input pixels. Measured in units of 1/n_out
     pixel its edges are the integers b = j·n_in = q·n_out + r, so n_out × (the area-weighted sum)
     is n_out·Σ a[q_j : q_{j+1}] − r_j·a[q_j] + r_{j+1}·a[q_{j+1}], and each cell's weights sum to n_in.
     """
-    n_in = a.shape[axis]
+    n_in = a.shape[0]
     q, r = np.divmod(np.arange(n_out + 1, dtype=np.int64) * n_in, n_out)
-    lengths = q[1:] - q[:-1]  # whole pixels in each cell: 0 (upsampling) to ⌈n_in/n_out⌉
-    # Σ a[q_j : q_{j+1}] as a few whole-row gathers (6x faster than np.add.reduceat here); index n_in
-    # is an appended row of zeros for cells shorter than the longest
-    padded = np.concatenate([a, np.zeros_like(np.take(a, [0], axis=axis))], axis=axis)
-    shape = list(a.shape)
-    shape[axis] = n_out
-    whole = np.zeros(shape, dtype=dtype)
+    start, lengths = q[:-1], q[1:] - q[:-1]  # whole pixels per cell: ⌊n_in/n_out⌋ or one more (0 upsampling)
+    # Σ a[q_j : q_{j+1}] as a few gathers of whole rows, accumulated in place: 6x faster than
+    # np.add.reduceat, and few large temporaries (fresh pages are what such small images cost)
+    acc = np.zeros((n_out, *a.shape[1:]), dtype=dtype)
     for t in range(int(lengths.max())):
-        whole += np.take(padded, np.where(lengths > t, q[:-1] + t, n_in), axis=axis)
-    edge_px = np.take(padded, np.minimum(q, n_in), axis=axis).astype(dtype)  # a[q] at every edge (0 past the end)
-    r_shape = [1] * a.ndim
-    r_shape[axis] = n_out + 1
-    weighted = edge_px * r.reshape(r_shape).astype(dtype)
-    lo = np.take(weighted, np.arange(n_out), axis=axis)
-    hi = np.take(weighted, np.arange(1, n_out + 1), axis=axis)
-    return n_out * whole - lo + hi
+        cells = np.flatnonzero(lengths > t)
+        if cells.size == n_out:
+            acc += a[start + t]
+        else:
+            acc[cells] += a[start[cells] + t]
+    acc *= n_out
+    shape = (-1,) + (1,) * (a.ndim - 1)
+    acc -= a[start] * r[:-1].astype(dtype).reshape(shape)  # the fractions of the first pixels ...
+    acc += a[np.minimum(q[1:], n_in - 1)] * r[1:].astype(dtype).reshape(shape)  # ... and of the next (r = 0 at the end)
+    return acc
 
 
 def area_resize(a: np.ndarray, size: int) -> np.ndarray:
@@ -50,10 +49,11 @@ def area_resize(a: np.ndarray, size: int) -> np.ndarray:
     h, w = a.shape[:2]
     if h == size and w == size:
         return np.ascontiguousarray(a)
-    # first pass: values ≤ 255·(h + size), so int32 is exact; the second pass needs int64
-    rows = _area_axis(a, size, axis=0, dtype=np.int32)
-    both = _area_axis(rows.astype(np.int64), size, axis=1, dtype=np.int64)
-    den = h * w  # each output value is h·w × its area mean
+    # the first pass's values are at most 255·(h + size), the second's 255·(h + size)·(w + size)
+    wide = np.int32 if 255 * (h + size) * (w + size) < 2**31 else np.int64
+    rows = _area_rows(a, size, np.int32)  # (size, w, C)
+    both = _area_rows(rows.transpose(1, 0, 2), size, wide).transpose(1, 0, 2)  # (size, size, C)
+    den = h * w  # each value is h·w × its area mean
     return ((2 * both + den) // (2 * den)).astype(np.uint8)
 
 
