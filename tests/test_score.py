@@ -129,7 +129,7 @@ def test_score_cli_end_to_end(tmp_path, capsys, random_weights):  # noqa: F811
     np.savez(tmp_path / "gen.npz", arr_0=_images(10, seed=3))
     ref = tmp_path / "ref"
     ref.mkdir()
-    for i, im in enumerate(_images(6, seed=4)):
+    for i, im in enumerate(_images(4, seed=4)):  # precision/recall with k = 3 need 4
         Image.fromarray(im).save(ref / f"{i}.png")
     code = main(["score", str(tmp_path / "gen.npz"), "--ref", str(ref), "--inception", weights, "--batch", "4",
                  "--save-stats", str(tmp_path / "gen-stats.npz"), "--json"])
@@ -138,7 +138,7 @@ def test_score_cli_end_to_end(tmp_path, capsys, random_weights):  # noqa: F811
     record = json.loads(out)  # stdout is exactly one JSON document
     m = record["metrics"]
     assert m["fid"] > 0 and m["sfid"] > 0 and m["is_mean"] >= 1 and 0 <= m["precision"] <= 1
-    assert m["counts"] == {"samples": 10, "reference": 6} and m["unavailable"] == {}
+    assert m["counts"] == {"samples": 10, "reference": 4} and m["unavailable"] == {}
     assert record["weights"]["sha256"] == m["weights_sha256"] and record["weights"]["format"] == "pytorch-fid"
     assert record["reference"]["kind"] == "folder" and len(record["reference"]["sha256"]) == 64
     assert record["cfgdiff_version"] and record["config"]["batch"] == 4

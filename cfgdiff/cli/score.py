@@ -74,13 +74,16 @@ def _print_table(record: dict) -> None:
     from rich.table import Table
 
     values = record["metrics"]
-    table = Table(title=f"{record['samples']['path']} ({record['samples']['count']} images)")
+    count = record["samples"]["count"]
+    table = Table(title=record["samples"]["path"] + (f" ({count} images)" if count is not None else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, label in _LABELS:
         if values.get(key) is not None:
             table.add_row(label, f"{values[key]:.6g}")
+    console = Console()
+    console.print(table)
     ref = record["reference"]
-    table.caption = (f"reference {ref['path']} ({ref['count']} images) · " if ref else "") + \
-        f"Inception sha256 {record['weights']['sha256'][:12]}"
-    Console().print(table)
+    if ref is not None:
+        console.print(f"reference {ref['path']}" + (f" ({ref['count']} images)" if ref["count"] is not None else ""))
+    console.print(f"Inception {record['weights']['format']}, sha256 {record['weights']['sha256'][:16]}")

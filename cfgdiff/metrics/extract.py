@@ -34,9 +34,10 @@ def statistics_of(source: ImageSource, detector: InceptionDetector, *, keep_pool
     return acc.finalize(detector.sha256)
 
 
-def statistics_from_arrays(stats: dict[str, np.ndarray], count: int | None = None) -> Statistics:
-    """Statistics from stored mu/sigma (and mu_s/sigma_s) arrays; no per-image features."""
+def statistics_from_arrays(stats: dict[str, np.ndarray]) -> Statistics:
+    """Statistics from stored mu/sigma (and mu_s/sigma_s, count) arrays; no per-image features."""
     if stats["mu"].ndim != 1:
         raise DataError(f"stored mu must be a vector, got shape {stats['mu'].shape}")
     spatial = Moments(stats["mu_s"], stats["sigma_s"]) if "mu_s" in stats else None
+    count = int(stats["count"]) if "count" in stats else None
     return Statistics(count, Moments(stats["mu"], stats["sigma"]), spatial)

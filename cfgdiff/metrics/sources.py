@@ -147,6 +147,8 @@ def _open_npz(path: Path) -> Input:
 def _read_stats(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         stats = {k: np.asarray(z[k], np.float64) for k in STATS_KEYS if k in z.files}
+        if "count" in z.files:  # written by save_statistics; ADM's and pytorch-fid's files do not say
+            stats["count"] = np.asarray(z["count"])
     if ("mu_s" in stats) != ("sigma_s" in stats):
         raise DataError(f"{path}: has only one of mu_s and sigma_s")
     return stats
