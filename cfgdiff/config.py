@@ -108,3 +108,164 @@ class SamplerConfig:
             raise ConfigError(f"steps (T) must be an integer >= 2, got {self.steps!r}")
         check_range("v", self.v, 0.0, 1.0)
         check_range("w", self.w, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The network and the training run (cfgdiff.nn, cfgdiff.train)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """ADM's U-Net (Dhariwal & Nichol 2021, guided-diffusion `unet.py`), class-conditional.
+
+    resolution: input size S (S×S); `attention_resolutions` are feature-map sizes in pixels (ADM's
+        convention: 32, 16, 8 at 64²), sizes that no level has are ignored, as in ADM.
+    num_classes: K; the label table has K + 1 rows, the last one for the null label ∅.
+    model_channels · channel_mult[i]: the width of level i (each a multiple of 32 for GroupNorm(32)).
+    resblock_updown: BigGAN-style residual blocks resample between levels (else a strided conv
+        down and nearest + conv up, as in DDPM).
+    emb_mult: the embedding width as a multiple of model_channels (ADM: 4).
+    """
+
+    resolution: int = 64
+    in_channels: int = 3
+    out_channels: int = 3
+    model_channels: int = 192
+    channel_mult: tuple[int, ...] = (1, 2, 3, 4)
+    num_res_blocks: int = 3
+    attention_resolutions: tuple[int, ...] = (32, 16, 8)
+    head_channels: int = 64
+    dropout: float = 0.1
+    num_classes: int = 1000
+    resblock_updown: bool = True
+    emb_mult: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("resolution", "in_channels", "out_channels", "model_channels", "num_res_blocks",
+                     "head_channels", "emb_mult"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.num_classes, int) or self.num_classes < 0:
+            raise ConfigError(f"model.num_classes must be an integer >= 0, got {self.num_classes!r}")
+        if not self.channel_mult or any(not isinstance(m, int) or m < 1 for m in self.channel_mult):
+            raise ConfigError(f"model.channel_mult must be positive integers, got {self.channel_mult!r}")
+        widths = [self.model_channels * m for m in self.channel_mult]
+        if any(w % 32 for w in widths):
+            raise ConfigError(f"model widths {widths} must be multiples of 32 (GroupNorm with 32 groups)")
+        if any(w % self.head_channels for w in widths):
+            raise ConfigError(f"model widths {widths} must be multiples of head_channels ({self.head_channels})")
+        if self.model_channels % 2:
+            raise ConfigError("model.model_channels must be even (sinusoidal embedding)")
+        if self.resolution % 2 ** (len(self.channel_mult) - 1):
+            raise ConfigError(
+                f"model.resolution {self.resolution} is not divisible by 2^{len(self.channel_mult) - 1} "
+                f"({len(self.channel_mult)} levels)"
+            )
+        check_range("model.dropout", self.dropout, 0.0, 0.99)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run: the network, the objective, the data, the optimiser and the schedule.
+
+    Durations and intervals are in thousands of training images (kimg, as EDM). `batch` is the
+    global batch; `batch_per_device` (0 = batch / world size) sets gradient accumulation. A rerun
+    of the same command resumes; only the fields in `RESUMABLE_CHANGES` may differ on a rerun.
+    """
+
+    preset: str = "adm64"
+    model: ModelConfig = ModelConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    dataset: str = ""
+    run_dir: str = ""
+    kimg: float = 540_000 * 2048 / 1000  # ADM-64: 540K iterations of batch 2048
+    batch: int = 2048
+    batch_per_device: int = 0
+    lr: float = 3e-4
+    lr_warmup_kimg: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # max global gradient norm; 0 disables (ADM does not clip)
+    ema_decay: float = 0.9999  # per optimiser step
+    flip: bool = True
+    seed: int = 0
+    tick_kimg: float = 50.0  # progress line and stats.jsonl row
+    snapshot_kimg: float = 5000.0  # training checkpoint + EMA file
+    grid_kimg: float = 5000.0  # sample grid PNG
+    grid_images: int = 16  # fixed seeds 0..n-1 with classes seed mod K, at w = 0 and w = grid_w
+    grid_w: float = 3.0
+    grid_steps: int = 32
+    keep: int = 3  # training checkpoints (and EMA files) kept
+    workers: int = 4  # data-loading processes per rank
+    amp: bool = True  # bf16 autocast where the device has native bf16 (CUDA, AVX512-BF16 CPUs)
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "grid_images", "grid_steps", "keep"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("batch_per_device", "workers", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.batch_per_device and self.batch % self.batch_per_device:
+            raise ConfigError(f"batch ({self.batch}) must be a multiple of batch_per_device ({self.batch_per_device})")
+        for name in ("kimg", "tick_kimg", "snapshot_kimg", "grid_kimg", "lr"):
+            value = getattr(self, name)
+            check_range(name, value, 0.0)
+            if value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        check_range("lr_warmup_kimg", self.lr_warmup_kimg, 0.0)
+        check_range("beta1", self.beta1, 0.0, 0.9999)
+        check_range("beta2", self.beta2, 0.0, 0.999999)
+        check_range("adam_eps", self.adam_eps, 0.0)
+        check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("grad_clip", self.grad_clip, 0.0)
+        check_range("ema_decay", self.ema_decay, 0.0, 0.999999)
+        check_range("grid_w", self.grid_w, 0.0)
+        if not isinstance(self.model, ModelConfig) or not isinstance(self.diffusion, DiffusionConfig):
+            raise ConfigError("model and diffusion must be ModelConfig and DiffusionConfig")
+
+
+# Fields a rerun may change without starting a new run: how long, how often, and how it is computed.
+RESUMABLE_CHANGES = frozenset(
+    {"kimg", "tick_kimg", "snapshot_kimg", "grid_kimg", "grid_images", "grid_w", "grid_steps", "keep", "workers",
+     "compile"}
+)
+
+# Named presets. Each is a recipe: a network and the hyperparameters it is trained with.
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    # The paper's model and recipe = ADM 64×64 (ADM Table 11 and guided-diffusion's README flags):
+    # 192 channels, mult 1,2,3,4, 3 blocks, attention at 32/16/8 with 64-channel heads, BigGAN
+    # up/down, scale-shift norm, dropout 0.1; batch 2048, lr 3e-4 (Adam, constant), EMA 0.9999, 540K
+    # iterations. Output: ε only (3 channels; ADM's learned variance is not used by the paper).
+    "adm64": TrainConfig(preset="adm64"),
+    # DDPM-CIFAR10 scale (Ho et al. 2020: 128 channels, mult 1,2,2,2, 2 blocks, attention at 16,
+    # dropout 0.1, batch 128, lr 2e-4 with 5000 warm-up steps, clip 1, EMA 0.9999, 800K steps) in
+    # ADM's blocks.
+    "cifar32": TrainConfig(
+        preset="cifar32",
+        model=ModelConfig(resolution=32, model_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
+                          attention_resolutions=(16,), head_channels=64, dropout=0.1, num_classes=10,
+                          resblock_updown=False),
+        kimg=800_000 * 128 / 1000, batch=128, lr=2e-4, lr_warmup_kimg=5000 * 128 / 1000, grad_clip=1.0,
+        tick_kimg=10.0, snapshot_kimg=1000.0, grid_kimg=1000.0,
+    ),
+    # Small enough to train usefully on 2 CPU cores (≤ 2M parameters).
+    "tiny": TrainConfig(
+        preset="tiny",
+        model=ModelConfig(resolution=32, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+                          attention_resolutions=(8,), head_channels=32, dropout=0.0, num_classes=10,
+                          resblock_updown=True),
+        kimg=200.0, batch=32, lr=1e-3, lr_warmup_kimg=1.0, grad_clip=1.0, ema_decay=0.999,
+        tick_kimg=1.0, snapshot_kimg=10.0, grid_kimg=10.0, grid_steps=32, workers=0,
+    ),
+}
+
+# `cfgdiff train` without --preset picks the preset by the dataset's resolution.
+PRESET_BY_RESOLUTION = {64: "adm64", 32: "cifar32"}

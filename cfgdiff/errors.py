@@ -31,3 +31,9 @@ class WeightsError(CfgdiffError):
 
 class NumericalError(CfgdiffError):
     """A non-finite loss or sample."""
+
+
+class Interrupted(CfgdiffError):
+    """Stopped by SIGINT/SIGTERM after saving the completed work; rerunning resumes."""
+
+    exit_code = 130

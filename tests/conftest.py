@@ -16,3 +16,15 @@ def cifar_tar() -> Path:
     if not CIFAR_TAR.exists():
         pytest.skip(f"{CIFAR_TAR} is absent")
     return CIFAR_TAR
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test: two OpenMP threads on this shared 2-core machine spin
+    against the other processes (measured 8x slower on a small training step)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

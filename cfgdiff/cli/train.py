@@ -1,0 +1,133 @@
+"""`cfgdiff train`: train (or resume) a class-conditional ADM U-Net with label dropout (Eq. 5)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+
+def train(
+    data: Annotated[
+        Optional[str],
+        typer.Option("--data", metavar="FILE", help="Dataset file (default: the one under data/)."),
+    ] = None,
+    preset: Annotated[
+        Optional[str],
+        typer.Option("--preset", metavar="NAME", help="adm64, cifar32 or tiny (default: by the data's resolution)."),
+    ] = None,
+    run_dir: Annotated[
+        Optional[str],
+        typer.Option("--run-dir", metavar="DIR", help="Run directory (default: runs/<dataset>-<preset>)."),
+    ] = None,
+    kimg: Annotated[
+        Optional[float],
+        typer.Option("--kimg", min=0.001, metavar="KIMG", help="Training duration in thousands of images."),
+    ] = None,
+    batch: Annotated[
+        Optional[int],
+        typer.Option("--batch", min=1, metavar="IMAGES", help="Global batch (all processes, all accumulation rounds)."),
+    ] = None,
+    batch_per_device: Annotated[
+        Optional[int],
+        typer.Option("--batch-per-device", min=1, metavar="IMAGES",
+                     help="Micro-batch per process; below batch/processes, gradients accumulate."),
+    ] = None,
+    lr: Annotated[
+        Optional[float],
+        typer.Option("--lr", min=0.0, metavar="LR", help="AdamW learning rate."),
+    ] = None,
+    lr_warmup_kimg: Annotated[
+        Optional[float],
+        typer.Option("--lr-warmup", min=0.0, metavar="KIMG", help="Linear learning-rate warm-up."),
+    ] = None,
+    ema_decay: Annotated[
+        Optional[float],
+        typer.Option("--ema", min=0.0, max=0.999999, metavar="DECAY", help="EMA decay per optimiser step."),
+    ] = None,
+    dropout: Annotated[
+        Optional[float],
+        typer.Option("--dropout", min=0.0, max=0.99, metavar="P", help="Dropout in the residual blocks."),
+    ] = None,
+    grad_clip: Annotated[
+        Optional[float],
+        typer.Option("--grad-clip", min=0.0, metavar="NORM", help="Max gradient norm (0: no clipping)."),
+    ] = None,
+    seed: Annotated[
+        Optional[int],
+        typer.Option("--seed", min=0, metavar="INT", help="Seed of weights, data order and noise."),
+    ] = None,
+    tick_kimg: Annotated[
+        Optional[float],
+        typer.Option("--tick", min=0.001, metavar="KIMG", help="Interval of stats.jsonl rows."),
+    ] = None,
+    snapshot_kimg: Annotated[
+        Optional[float],
+        typer.Option("--snapshot", min=0.001, metavar="KIMG", help="Interval of checkpoints."),
+    ] = None,
+    grid_kimg: Annotated[
+        Optional[float],
+        typer.Option("--grid", min=0.001, metavar="KIMG", help="Interval of sample grid PNGs."),
+    ] = None,
+    keep: Annotated[
+        Optional[int],
+        typer.Option("--keep", min=1, metavar="N", help="Checkpoints kept."),
+    ] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option("--workers", min=0, metavar="N", help="Data-loading processes per rank."),
+    ] = None,
+    compile_: Annotated[
+        Optional[bool],
+        typer.Option("--compile/--no-compile", help="torch.compile the network."),
+    ] = None,
+    amp: Annotated[
+        Optional[bool],
+        typer.Option("--amp/--no-amp", help="bf16 autocast where the device has native bf16."),
+    ] = None,
+    sets: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", metavar="KEY=VALUE", help="Override any config field, e.g. model.channel_mult=[1,2,2]."),
+    ] = None,
+    hours: Annotated[
+        float,
+        typer.Option("--hours", min=0.001, metavar="HOURS", help="With --dry-run: the wall time to plan for."),
+    ] = 24.0,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the resolved config, size, FLOPs and the img/s needed; train nothing."),
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print one JSON document on stdout."),
+    ] = False,
+) -> None:
+    """Train on a prepared dataset; rerunning the same command resumes from the newest checkpoint.
+
+    Example:  cfgdiff train --dry-run
+    Example:  cfgdiff train --data data/cifar10.h5 --preset tiny --kimg 200
+    Example:  torchrun --nproc_per_node 8 $(which cfgdiff) train --data data/imagenet64.h5
+    """
+    from cfgdiff.train.loop import train as run_training
+    from cfgdiff.train.setup import parse_sets, plan, resolve_config
+
+    flags = {
+        "kimg": kimg, "batch": batch, "batch_per_device": batch_per_device, "lr": lr,
+        "lr_warmup_kimg": lr_warmup_kimg, "ema_decay": ema_decay, "model.dropout": dropout,
+        "grad_clip": grad_clip, "seed": seed, "tick_kimg": tick_kimg, "snapshot_kimg": snapshot_kimg,
+        "grid_kimg": grid_kimg, "keep": keep, "workers": workers, "compile": compile_, "amp": amp,
+    }
+    cfg = resolve_config(data, preset, run_dir, {**parse_sets(sets or []), **flags})
+    result = plan(cfg, hours) if dry_run else run_training(cfg)
+    if as_json:
+        typer.echo(json.dumps(result, indent=1))
+    elif dry_run:
+        typer.echo(json.dumps(result["config"], indent=1))
+        typer.echo(
+            f"params {result['params'] / 1e6:.2f}M, {result['flops_per_image_forward'] / 1e9:.3g} GFLOP/image forward "
+            f"(training ≈ 3×), {result['steps']} steps × {cfg.batch} images; "
+            f"{result['img_per_s_needed']:.1f} img/s ({result['tflops_needed']:.3g} TFLOP/s) to finish in {hours:g} h"
+        )
+    else:
+        typer.echo(f"trained {result['kimg']:g} kimg in {cfg.run_dir} (loss {result['loss']:.4g})", err=True)

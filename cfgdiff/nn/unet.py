@@ -1,0 +1,98 @@
+"""ADM's U-Net (Dhariwal & Nichol 2021; layout of guided-diffusion's `UNetModel`), class-conditional
+with a null label: `net(x, c_noise, labels) -> eps`. It knows nothing of diffusion: `c_noise` is
+any real number per image (cfgdiff feeds 1000·u(λ), see cfgdiff.diffusion.network).
+
+    emb = MLP(sinusoidal(c_noise)) + table[label]            table has K + 1 rows; row K is ∅
+    down: conv_in, per level [ResBlock (+ Attention)] × n, then a resampling block
+    middle: ResBlock, Attention, ResBlock
+    up: per level [concat skip, ResBlock (+ Attention)] × (n + 1), then a resampling block
+    out: GN, SiLU, conv (zero-initialised)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cfgdiff.config import ModelConfig
+from cfgdiff.nn.layers import GROUPS, Attention, Downsample, ResBlock, Stage, Upsample, sinusoidal_embedding, zero_init
+
+
+class UNet(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch, levels = cfg.model_channels, len(cfg.channel_mult)
+        emb_dim = ch * cfg.emb_mult
+        self.emb_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes > 0 else None
+
+        def res(cin: int, cout: int, resample: str | None = None) -> ResBlock:
+            return ResBlock(cin, cout, emb_dim, cfg.dropout, resample)
+
+        def attn(width: int, size: int) -> list[nn.Module]:
+            return [Attention(width, cfg.head_channels)] if size in cfg.attention_resolutions else []
+
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        self.down = nn.ModuleList()
+        skips, width, size = [ch], ch, cfg.resolution
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(Stage([res(width, ch * mult), *attn(ch * mult, size)]))
+                width = ch * mult
+                skips.append(width)
+            if level != levels - 1:
+                self.down.append(Stage([res(width, width, "down") if cfg.resblock_updown else Downsample(width)]))
+                skips.append(width)
+                size //= 2
+        self.mid = Stage([res(width, width), Attention(width, cfg.head_channels), res(width, width)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                layers = [res(width + skips.pop(), ch * mult), *attn(ch * mult, size)]
+                width = ch * mult
+                if level and i == cfg.num_res_blocks:
+                    layers.append(res(width, width, "up") if cfg.resblock_updown else Upsample(width))
+                    size *= 2
+                self.up.append(Stage(layers))
+        self.norm_out = nn.GroupNorm(GROUPS, width)
+        self.conv_out = zero_init(nn.Conv2d(width, cfg.out_channels, 3, padding=1))
+
+    def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor) -> Tensor:
+        emb = self.emb_mlp(sinusoidal_embedding(c_noise, self.cfg.model_channels).to(self.conv_in.weight.dtype))
+        if self.label_emb is not None:
+            emb = emb + self.label_emb(labels)
+        emb = F.silu(emb)  # the first op of every block's embedding projection
+        h = self.conv_in(x)
+        skips = [h]
+        for stage in self.down:
+            h = stage(h, emb)
+            skips.append(h)
+        h = self.mid(h, emb)
+        for stage in self.up:
+            h = stage(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def build_unet(cfg: ModelConfig, device: torch.device | str = "cpu") -> UNet:
+    """The network of `cfg`; on the "meta" device it allocates nothing (for counting)."""
+    with torch.device(device):
+        return UNet(cfg)
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def forward_flops(cfg: ModelConfig) -> int:
+    """FLOPs of one image's forward pass (2 per multiply-add), counted on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = build_unet(cfg, "meta")
+    x = torch.empty(1, cfg.in_channels, cfg.resolution, cfg.resolution, device="meta")
+    t = torch.empty(1, device="meta")
+    y = torch.zeros(1, dtype=torch.long, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        net(x, t, y)
+    return int(counter.get_total_flops())

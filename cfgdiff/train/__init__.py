@@ -1,0 +1,1 @@
+"""Training: the loop (Eq. 5 with label dropout), EMA, checkpoints, resume, distribution."""

@@ -1,0 +1,175 @@
+"""The training loop: resume, steps, statistics, snapshots, sample grids, stops.
+
+    for each step s (global batch B = rounds × world × b):
+        each rank backpropagates its `rounds` micro-batches of b images (cfgdiff.train.data)
+        the mean loss over the global batch is checked (non-finite → stop, checkpoints intact)
+        AdamW step at lr(s), EMA update                                    (cfgdiff.train.step)
+        every tick_kimg: a progress line and a stats.jsonl row; every snapshot_kimg: a checkpoint;
+        every grid_kimg: a sample grid PNG; SIGINT/SIGTERM: checkpoint the completed step and stop.
+
+Rank 0 alone writes; every rank reads the same checkpoint on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cfgdiff import dist
+from cfgdiff.config import TrainConfig, save_json, to_dict
+from cfgdiff.console import Progress
+from cfgdiff.errors import Interrupted, NumericalError
+from cfgdiff.train.checkpoint import checkpoint_files, save_checkpoint
+from cfgdiff.train.data import StepSampler, chunk_seed
+from cfgdiff.train.grid import write_sample_grid
+from cfgdiff.train.resume import check_run_dir, load_state, trim_stats
+from cfgdiff.train.step import StepModel, accumulate_gradients, apply_gradients, setup_model
+
+
+def total_steps(cfg: TrainConfig) -> int:
+    """Optimiser steps for cfg.kimg (the last step may overshoot by less than one batch)."""
+    return max(1, math.ceil(cfg.kimg * 1000 / cfg.batch - 1e-9))
+
+
+def crossed(interval_kimg: float, batch: int, step: int) -> bool:
+    """Whether the images seen after step `step` (0-based) crossed a multiple of interval_kimg."""
+    every = interval_kimg * 1000
+    return (step + 1) * batch // every > step * batch // every
+
+
+@contextmanager
+def stop_requests() -> Iterator[list[bool]]:
+    """SIGINT/SIGTERM set a flag (checked after each step) instead of killing the process."""
+    flag = [False]
+
+    def handler(signum: int, frame: Any) -> None:
+        flag[0] = True
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    return bool(dist.all_reduce_sum(torch.tensor(float(flag), device=device)).item() > 0)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train the run `cfg.run_dir` up to cfg.kimg, resuming from its newest checkpoint; returns a
+    summary (steps, kimg, last loss, files written, throughput)."""
+    from cfgdiff.data.dataset import ImageDataset
+    from cfgdiff.nn import build_unet
+
+    run_dir = Path(cfg.run_dir)
+    check_run_dir(run_dir)
+    dataset = ImageDataset(cfg.dataset, flip=False)  # flips are drawn per micro-batch (exact resume)
+    dist.init()
+    device, world, rank = dist.device(), dist.world_size(), dist.rank()
+    micro = cfg.batch_per_device or cfg.batch // world
+    if micro < 1 or cfg.batch % (micro * world):
+        from cfgdiff.errors import ConfigError
+
+        raise ConfigError(f"batch {cfg.batch} is not a multiple of {world} processes × batch_per_device {micro}")
+    rounds = cfg.batch // (micro * world)
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
+    m = setup_model(cfg, build_unet(cfg.model), device)
+    start = load_state(run_dir, cfg, m)
+    info = {"path": cfg.dataset, "size": dataset.info.size, "num_classes": dataset.info.num_classes,
+            "class_names": list(dataset.info.class_names)}
+    if dist.is_main():
+        save_json(cfg, run_dir / "config.json")
+        trim_stats(run_dir / "stats.jsonl", start)
+    stop = total_steps(cfg)
+    sampler = StepSampler(len(dataset), cfg.seed, cfg.batch, micro, rank, world, start, stop)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
+                                         pin_memory=device.type == "cuda")
+    batches = iter(loader)
+    ctx = _Loop(cfg, m, run_dir, info)
+    t0 = time.monotonic()
+    with stop_requests() as interrupt, Progress("train", total=stop * cfg.batch, unit="img",
+                                                start=start * cfg.batch) as progress:
+        for step in range(start, stop):
+            chunks = ((*next(batches), chunk_seed(cfg.seed, step, j)) for j in sampler.chunks(step))
+            loss = accumulate_gradients(m, cfg, chunks, rounds)
+            loss = float(dist.all_reduce_sum(loss).item()) / (rounds * world)
+            if not math.isfinite(loss):
+                raise NumericalError(ctx.nonfinite_message(loss, step))
+            grad_norm = apply_gradients(m, cfg, step)
+            ctx.record(step, loss, grad_norm)
+            progress.advance(cfg.batch, loss=loss)
+            last = step == stop - 1
+            interrupted = _any_rank(interrupt[0], device) if world > 1 else interrupt[0]
+            if last or interrupted or crossed(cfg.snapshot_kimg, cfg.batch, step):
+                ctx.snapshot(step)
+            if last or crossed(cfg.grid_kimg, cfg.batch, step):
+                ctx.grid(step)
+            if interrupted:
+                raise Interrupted(f"interrupted after step {step + 1} ({(step + 1) * cfg.batch / 1000:g} kimg); "
+                                  f"saved {ctx.last_checkpoint}; rerun the same command to resume")
+    seconds = time.monotonic() - t0
+    return {
+        "run_dir": str(run_dir), "steps": stop, "kimg": stop * cfg.batch / 1000, "resumed_from_step": start,
+        "loss": ctx.last_loss, "checkpoint": str(ctx.last_checkpoint), "img_per_s":
+        (stop - start) * cfg.batch / seconds if seconds > 0 else None, "config": to_dict(cfg),
+    }
+
+
+class _Loop:
+    """The loop's bookkeeping: tick statistics, snapshots and grids (rank 0 writes)."""
+
+    def __init__(self, cfg: TrainConfig, m: StepModel, run_dir: Path, info: dict[str, Any]):
+        self.cfg, self.m, self.run_dir, self.info = cfg, m, run_dir, info
+        self.tick_losses: list[float] = []
+        self.last_loss = float("nan")
+        self.tick_start = time.monotonic()
+        files = checkpoint_files(run_dir)
+        self.last_checkpoint: Path | None = files[-1] if files else None
+
+    def nonfinite_message(self, loss: float, step: int) -> str:
+        last = self.last_checkpoint or "none (no checkpoint was written yet)"
+        return f"loss is {loss} at step {step + 1} ({(step + 1) * self.cfg.batch / 1000:g} kimg); " \
+               f"training stopped; the last good checkpoint is {last}"
+
+    def record(self, step: int, loss: float, grad_norm: float) -> None:
+        cfg = self.cfg
+        self.tick_losses.append(loss)
+        if not (crossed(cfg.tick_kimg, cfg.batch, step) or step == total_steps(cfg) - 1):
+            return
+        now = time.monotonic()
+        self.last_loss = sum(self.tick_losses) / len(self.tick_losses)
+        row = {"step": step + 1, "kimg": (step + 1) * cfg.batch / 1000, "loss": self.last_loss,
+               "grad_norm": grad_norm, "lr": self.m.opt.param_groups[0]["lr"],
+               "img_per_s": len(self.tick_losses) * cfg.batch / max(now - self.tick_start, 1e-9), "time": time.time()}
+        if self.m.device.type == "cuda":
+            row["max_mem_gib"] = torch.cuda.max_memory_allocated(self.m.device) / 2**30
+        self.tick_losses, self.tick_start = [], now
+        if dist.is_main():
+            with open(self.run_dir / "stats.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def snapshot(self, step: int) -> None:
+        if dist.is_main():
+            state = {
+                "config": to_dict(self.cfg), "dataset_info": self.info, "step": step + 1,
+                "images_seen": (step + 1) * self.cfg.batch, "data_pos": (step + 1) * self.cfg.batch,
+                "model": self.m.net.state_dict(), "ema": self.m.ema.state_dict(),
+                "optimizer": self.m.opt.state_dict(), "rng": {"torch": torch.get_rng_state()},
+            }
+            self.last_checkpoint = save_checkpoint(self.run_dir, state, self.cfg.keep)
+        dist.barrier()
+
+    def grid(self, step: int) -> None:
+        if dist.is_main():
+            write_sample_grid(self.m.ema, self.cfg, self.run_dir / f"grid-{step + 1:08d}.png", self.m.autocast)

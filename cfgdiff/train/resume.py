@@ -1,0 +1,73 @@
+"""Rerunning the same command resumes: the run directory, its newest checkpoint, and what a rerun
+may change (`RESUMABLE_CHANGES`: duration, intervals, workers, compile)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from cfgdiff.config import RESUMABLE_CHANGES, TrainConfig, to_dict
+from cfgdiff.errors import CfgdiffError, CheckpointError
+from cfgdiff.train.checkpoint import TRAIN_FORMAT, checkpoint_config, checkpoint_files, load_weights, read_checkpoint
+from cfgdiff.train.step import StepModel
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Create the run directory, or say in one line why it cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CfgdiffError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise CfgdiffError(f"the run directory {run_dir} is not writable")
+
+
+def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """'field: old -> new' for every field (nested as model.x) a rerun may not change."""
+    a, b = _flat(to_dict(old)), _flat(to_dict(new))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def load_state(run_dir: Path, cfg: TrainConfig, m: StepModel) -> int:
+    """Load the newest training checkpoint of `run_dir` into `m`; the step to continue from (0 if none).
+
+    The checkpoint must be of the same run: a different architecture, class count or recipe is an
+    error naming the fields, never a silent restart.
+    """
+    files = checkpoint_files(run_dir)
+    if not files:
+        return 0
+    path = files[-1]
+    state = read_checkpoint(path, (TRAIN_FORMAT,))
+    diffs = config_differences(checkpoint_config(state, path), cfg)
+    if diffs:
+        raise CheckpointError(f"{path} is from a different run ({'; '.join(diffs[:4])}); "
+                              f"use another --run-dir or the same options")
+    load_weights(m.net, state["model"], path)
+    load_weights(m.ema, state["ema"], path)
+    m.opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return int(state["step"])
+
+
+def trim_stats(path: Path, step: int) -> None:
+    """Drop stats rows past the resumed step (written after the checkpoint by a run that then died)."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in rows if json.loads(line).get("step", 0) <= step]
+    if len(keep) != len(rows):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)

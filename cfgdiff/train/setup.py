@@ -1,0 +1,119 @@
+"""From a command line to a resolved TrainConfig: the dataset under data/, the preset implied by
+its resolution, the run directory, flag overrides; and the plan `--dry-run` prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cfgdiff import dist
+from cfgdiff.config import (
+    PRESET_BY_RESOLUTION,
+    TRAIN_PRESETS,
+    DiffusionConfig,
+    ModelConfig,
+    TrainConfig,
+    from_dict,
+    override,
+    to_dict,
+)
+from cfgdiff.errors import ConfigError, DataError
+
+DATASET_SUFFIXES = (".h5", ".hdf5")
+
+
+def find_dataset(data_dir: Path = Path("data")) -> Path:
+    """The one dataset file under `data_dir`; DataError listing the candidates if not exactly one."""
+    found = sorted(p for p in data_dir.glob("*") if p.suffix in DATASET_SUFFIXES) if data_dir.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise DataError(f"no dataset under {data_dir}/ (make one with `cfgdiff prepare`, or pass --data FILE)")
+    raise DataError(f"several datasets under {data_dir}/: {', '.join(p.name for p in found)}; pick one with --data")
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings (key as in config.json, nested as model.x) → overrides; values are JSON
+    (numbers, true/false, [1,2,2]) or else plain strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Override top-level fields and nested `model.x` / `diffusion.x` fields (None = unset)."""
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {"model": {}, "diffusion": {}}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if rest and head in nested:
+            nested[head][rest] = value
+        elif rest:
+            raise ConfigError(f"unknown config section {head!r} in {key!r} (model or diffusion)")
+        else:
+            top[key] = value
+    model = _rebuild(ModelConfig, cfg.model, nested["model"])
+    diffusion = _rebuild(DiffusionConfig, cfg.diffusion, nested["diffusion"])
+    return _rebuild(TrainConfig, cfg, {**top, "model": to_dict(model), "diffusion": to_dict(diffusion)})
+
+
+def _rebuild(cls: type, cfg: Any, changes: dict[str, Any]) -> Any:
+    """`cfg` with `changes` applied through the JSON form: unknown fields are named, lists become
+    tuples, and the dataclass validates the result."""
+    return from_dict(cls, {**to_dict(cfg), **{k: v for k, v in changes.items() if v is not None}})
+
+
+def resolve_config(data: str | None, preset: str | None, run_dir: str | None,
+                   overrides: dict[str, Any]) -> TrainConfig:
+    """The run's config: dataset (the one under data/ by default), preset (by resolution by default),
+    model size and classes from the dataset, run directory runs/<dataset>-<preset>, then overrides."""
+    from cfgdiff.data.dataset import dataset_info
+
+    path = Path(data) if data else find_dataset()
+    info = dataset_info(path)
+    if preset is None:
+        preset = PRESET_BY_RESOLUTION.get(info.size)
+        if preset is None:
+            raise ConfigError(f"no preset for {info.size}×{info.size} data; choose one with --preset "
+                              f"({', '.join(TRAIN_PRESETS)})")
+    if preset not in TRAIN_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(TRAIN_PRESETS)}")
+    base = TRAIN_PRESETS[preset]
+    base = override(base, model=override(base.model, resolution=info.size, num_classes=info.num_classes),
+                    dataset=str(path), run_dir=run_dir or str(Path("runs") / f"{path.stem}-{preset}"))
+    return apply_overrides(base, overrides)
+
+
+def plan(cfg: TrainConfig, hours: float) -> dict[str, Any]:
+    """What --dry-run prints: the resolved config, parameters, FLOPs per image, and the throughput
+    needed to train cfg.kimg within `hours`."""
+    from cfgdiff.nn import build_unet, count_params, forward_flops
+    from cfgdiff.train.loop import total_steps
+
+    flops = forward_flops(cfg.model)
+    steps = total_steps(cfg)
+    world = dist.world_size()
+    micro = cfg.batch_per_device or max(1, cfg.batch // world)
+    img_per_s = steps * cfg.batch / (hours * 3600)
+    return {
+        "config": to_dict(cfg),
+        "params": count_params(build_unet(cfg.model, "meta")),
+        "flops_per_image_forward": flops,
+        "flops_per_image_train": 3 * flops,  # forward + backward ≈ 3 forwards
+        "steps": steps,
+        "images": steps * cfg.batch,
+        "world_size": world,
+        "batch_per_device": micro,
+        "accumulation_rounds": cfg.batch // (micro * world) if cfg.batch % (micro * world) == 0 else None,
+        "hours": hours,
+        "img_per_s_needed": img_per_s,
+        "tflops_needed": img_per_s * 3 * flops / 1e12,
+    }
