@@ -7,11 +7,13 @@ import json
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 from test_prepare_fixtures import SIZE, class_folder_files, encode, expected_pixels, smooth_image, write_folder
 
 from cfgdiff.cli.app import main
 from cfgdiff.data.parts import Part, PartStore, part_length
 from cfgdiff.data.prepare import PrepareConfig, _plan_id, open_source, prepare
+from cfgdiff.data.resize import adm_center_crop
 from cfgdiff.data.sources import select
 from cfgdiff.errors import DataError
 
@@ -67,6 +69,15 @@ def test_the_file_follows_the_contract_and_skips_damaged_images(tmp_path):
     ]
     assert json.loads((tmp_path / "out" / "set.json").read_text())["count"] == len(good)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["set.h5", "set.json", "set.skipped.tsv"]
+
+
+def test_adm_crop_option_reaches_the_images(tmp_path):
+    photo = smooth_image(9, 3 * SIZE, 5 * SIZE)
+    src = write_folder(tmp_path / "src", {"train/a/x.png": encode(photo, "PNG"), "train/b/y.png": encode(photo, "PNG")})
+    result = prepare(PrepareConfig(source=str(src), size=SIZE, resize="center-crop-adm"), tmp_path / "o.h5", workers=1)
+    images, _, _, attrs = _read(result.output)
+    assert attrs["resize"] == "center-crop-adm"
+    assert np.array_equal(images[0], adm_center_crop(Image.fromarray(photo), SIZE))
 
 
 def test_worker_processes_write_the_same_file(tmp_path):

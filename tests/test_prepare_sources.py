@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from test_prepare_fixtures import (
     SIZE,
+    block_mean,
     class_folder_files,
     expected_pixels,
     write_folder,
@@ -124,16 +125,16 @@ def _write_npz(path, labels, side, seed):
 def test_npz_labels_are_remapped_from_map_clsloc_to_sorted_synsets(tmp_path):
     # map_clsloc order: index 1 = n02119789 (kit fox), 2 = n01440764 (tench), 3 = n01443537 (goldfish)
     (tmp_path / "map_clsloc.txt").write_text("n02119789 1 kit_fox\nn01440764 2 tench\nn01443537 3 goldfish\n")
-    first = _write_npz(tmp_path / "train_data_batch_1.npz", [1, 2, 3, 1], SIZE, 0)
-    second = _write_npz(tmp_path / "train_data_batch_2.npz", [3, 2], SIZE, 1)
+    first = _write_npz(tmp_path / "train_data_batch_1.npz", [1, 2, 3, 1], 2 * SIZE, 0)  # 16x16 -> 8x8
+    second = _write_npz(tmp_path / "train_data_batch_2.npz", [3, 2], 2 * SIZE, 1)
     source = _source(tmp_path)
     assert source.class_ids == ["n01440764", "n01443537", "n02119789"]  # tench = 0, as in sorted-synset order
     assert source.class_names == ["tench", "goldfish", "kit fox"]
     assert [m.label for m in source.members] == [2, 0, 1, 2, 1, 0]
     assert "remapped" in source.label_order
     images, _ = _pixels(source)
-    planar = np.concatenate([first, second]).reshape(-1, 3, SIZE, SIZE)
-    assert np.array_equal(images, planar.transpose(0, 2, 3, 1))  # R plane, G plane, B plane -> HWC
+    hwc = np.concatenate([first, second]).reshape(-1, 3, 2 * SIZE, 2 * SIZE).transpose(0, 2, 3, 1)  # R, G, B planes
+    assert np.array_equal(images, np.stack([block_mean(a, SIZE) for a in hwc]))
 
 
 def test_npz_needs_its_class_map(tmp_path):
