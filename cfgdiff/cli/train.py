@@ -109,6 +109,7 @@ def train(
     Example:  cfgdiff train --data data/cifar10.h5 --preset tiny --kimg 200
     Example:  torchrun --nproc_per_node 8 $(which cfgdiff) train --data data/imagenet64.h5
     """
+    from cfgdiff import dist
     from cfgdiff.train.loop import train as run_training
     from cfgdiff.train.setup import parse_sets, plan, resolve_config
 
@@ -120,6 +121,8 @@ def train(
     }
     cfg = resolve_config(data, preset, run_dir, {**parse_sets(sets or []), **flags})
     result = plan(cfg, hours) if dry_run else run_training(cfg)
+    if not dist.is_main():  # under torchrun, rank 0 alone reports
+        return
     if as_json:
         typer.echo(json.dumps(result, indent=1))
     elif dry_run:
