@@ -88,11 +88,13 @@ def test_attention_matches_explicit_softmax():
     torch.nn.init.normal_(layer.proj.weight, std=0.2)
     x = torch.randn(2, 64, 4, 4, dtype=torch.float64)
     # reference: q, k, v split first, then 2 heads of 32; softmax(q·kᵀ/√32)·v; residual
-    qkv = layer.qkv(layer.norm(x)).flatten(2)  # (B, 3C, L)
+    h = layer.norm(x).flatten(2)  # (B, C, L)
+    qkv = torch.einsum("oc,bcl->bol", layer.qkv.weight, h) + layer.qkv.bias[:, None]  # 1×1 conv, (B, 3C, L)
     q, k, v = (t.reshape(2, 2, 32, 16) for t in qkv.chunk(3, dim=1))  # (B, heads, d, L)
     w = torch.softmax(torch.einsum("bhdi,bhdj->bhij", q, k) / math.sqrt(32), dim=-1)
-    a = torch.einsum("bhij,bhdj->bhdi", w, v).reshape(2, 64, 4, 4)
-    torch.testing.assert_close(layer(x), x + layer.proj(a), rtol=1e-10, atol=1e-10)
+    a = torch.einsum("bhij,bhdj->bhdi", w, v).reshape(2, 64, 16)
+    out = torch.einsum("oc,bcl->bol", layer.proj.weight, a) + layer.proj.bias[:, None]
+    torch.testing.assert_close(layer(x), x + out.reshape(2, 64, 4, 4), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize(

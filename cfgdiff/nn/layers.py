@@ -71,21 +71,27 @@ class ResBlock(nn.Module):
 
 class Attention(nn.Module):
     """Multi-head self-attention over the H·W positions, heads of `head_channels` channels, with a
-    residual connection; q, k, v are split before the heads (ADM's "new attention order")."""
+    residual connection; q, k, v are split before the heads (ADM's "new attention order").
+
+    The projections are Linear layers on (B, L, C) (ADM: 1×1 convolutions, the same parameters):
+    CPU 1×1 convolutions take a slow im2col path, and (B, L, C) gives q, k, v with contiguous head
+    channels, which the fused (flash) SDPA kernels need.
+    """
 
     def __init__(self, channels: int, head_channels: int):
         super().__init__()
         self.heads = channels // head_channels
         self.norm = nn.GroupNorm(GROUPS, channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = zero_init(nn.Conv2d(channels, channels, 1))
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = zero_init(nn.Linear(channels, channels))
 
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
         b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)  # (B, heads, L, d) each
+        qkv = self.qkv(self.norm(x).flatten(2).transpose(1, 2))  # (B, L, 3C)
+        q, k, v = qkv.reshape(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # (B, heads, L, d)
         a = F.scaled_dot_product_attention(q, k, v)  # softmax(q·kᵀ/√d)·v
-        return x + self.proj(a.transpose(-1, -2).reshape(b, c, h, w))
+        out = self.proj(a.transpose(1, 2).reshape(b, h * w, c))  # (B, L, C)
+        return x + out.transpose(1, 2).reshape(b, c, h, w)
 
 
 class Downsample(nn.Module):
