@@ -14,7 +14,9 @@ Set CFGDIFF_DEBUG=1 for tracebacks.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated, Optional
@@ -102,27 +104,46 @@ def _root(
     """Classifier-free diffusion guidance toolkit."""
 
 
+class _Stopped(BaseException):
+    """SIGINT/SIGTERM outside the training loop (which checkpoints first): a BaseException, so no
+    `except Exception` in the library mistakes it for a bad file; and not KeyboardInterrupt, which
+    Click would turn into a bare "Aborted!" and exit 1."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped(f"stopped by {signal.Signals(signum).name}; completed work is saved (finished parts, "
+                   "rows, checkpoints); rerun the same command to continue")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; library errors become one stderr line.
 
     Click (inside Typer) handles usage errors itself (message, exit 2). A CfgdiffError is printed
-    as `cfgdiff: error: ...` with its exit code; a traceback only with CFGDIFF_DEBUG=1.
+    as `cfgdiff: error: ...` with its exit code; a traceback only with CFGDIFF_DEBUG=1. SIGINT and
+    SIGTERM stop the command where it is (every file is written atomically, so only work in flight
+    is lost) with one line and exit 130.
     """
     from cfgdiff.errors import CfgdiffError
 
     app, _ = build_app()
     command = typer.main.get_command(app)
     debug = os.environ.get("CFGDIFF_DEBUG", "") not in ("", "0")
+    stops = (signal.SIGINT, signal.SIGTERM)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, _stop) for s in stops} if main_thread else {}
     try:
         command.main(args=argv, prog_name="cfgdiff", standalone_mode=True)
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except CfgdiffError as e:
+    except (CfgdiffError, _Stopped) as e:
         if debug:
             raise
         print(f"cfgdiff: error: {e}", file=sys.stderr)
-        code = e.exit_code
+        code = getattr(e, "exit_code", 130)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
     sys.stdout.flush()
     return code
 

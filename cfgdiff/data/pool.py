@@ -7,7 +7,7 @@ Workers are forked on Linux (as DataLoader's are). forkserver and spawn re-run t
 `__main__` in every worker: a script calling `prepare` without an `if __name__ == "__main__"`
 guard would fail, and one with it would still import torch per worker (seconds). A fork of a
 process whose torch or BLAS threads are running is safe here because workers only run numpy and
-Pillow code. Workers ignore Ctrl-C; the main process stops submitting and cancels what is queued.
+Pillow code. Workers ignore Ctrl-C (SIGTERM kills them); the main process stops submitting and cancels what is queued.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def cpu_count() -> int:
 
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler, inherited by the fork
 
 
 def _run(task: Task) -> Decoded:
