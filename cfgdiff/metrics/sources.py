@@ -67,7 +67,11 @@ class Hdf5Images(ImageSource):
     def __init__(self, path: Path):
         import h5py
 
-        with h5py.File(path, "r") as f:
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:  # h5py's "truncated file: eof = ..." would otherwise be a traceback
+            raise DataError(f"{path}: truncated or damaged HDF5 file ({str(e).splitlines()[0]})") from None
+        with f:
             if f.attrs.get("format") != "cfgdiff-dataset" or "images" not in f:
                 raise DataError(f"{path}: not a cfgdiff dataset (no format='cfgdiff-dataset' attribute or no images)")
             shape, dtype = f["images"].shape, f["images"].dtype
