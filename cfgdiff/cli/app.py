@@ -13,6 +13,7 @@ Set CFGDIFF_DEBUG=1 for tracebacks.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -115,13 +116,16 @@ def _stop(signum: int, frame: object) -> None:
                    "rows, checkpoints); rerun the same command to continue")
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; library errors become one stderr line.
 
     Click (inside Typer) handles usage errors itself (message, exit 2). A CfgdiffError is printed
     as `cfgdiff: error: ...` with its exit code; a traceback only with CFGDIFF_DEBUG=1. SIGINT and
     SIGTERM stop the command where it is (every file is written atomically, so only work in flight
-    is lost) with one line and exit 130.
+    is lost) with one line and exit 130; so does a full disk (exit 1).
     """
     from cfgdiff.errors import CfgdiffError
 
@@ -141,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cfgdiff: error: {e}", file=sys.stderr)
         code = getattr(e, "exit_code", 130)
+    except OSError as e:  # a full disk is the user's to fix, not a traceback; other OSErrors are bugs
+        if debug or e.errno not in _DISK_FULL:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"cfgdiff: error: cannot write{where}: {e.strerror} (disk full or over a size limit); "
+              "completed work is saved; free space and rerun the same command", file=sys.stderr)
+        code = 1
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)

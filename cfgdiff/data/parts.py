@@ -72,8 +72,12 @@ class PartStore:
 
     def write(self, k: int, part: Part) -> None:
         tmp = self.dir / f".part-{k:06d}.tmp"
-        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
-            np.savez(f, **part.__dict__)
+        try:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+                np.savez(f, **part.__dict__)
+        except BaseException:  # disk full, Ctrl-C: no half-written part left to take space
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self._path(k))
 
     def read(self, k: int, *keys: str) -> dict[str, np.ndarray]:

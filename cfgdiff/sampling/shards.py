@@ -93,8 +93,12 @@ def _identity(prov: dict[str, Any]) -> dict[str, Any]:
 def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
     """np.savez to `path` via a temporary name in the same folder, then rename."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    except BaseException:  # disk full, Ctrl-C: no half-written part left to take space
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
 
 
