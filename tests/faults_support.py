@@ -1,0 +1,101 @@
+"""Shared pieces of the fault-injection suite (tests/test_faults*.py, marker `faults`).
+
+One small workspace is built once per test session and reused read-only: a 16 px builtin dataset,
+a tiny trained run, and a 20-image reference npz. Commands run as a user runs them: in a
+subprocess (`python -m cfgdiff`), with the cache under the workspace and one torch thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def env_for(base: Path) -> dict[str, str]:
+    return {**os.environ, "XDG_CACHE_HOME": str(base / "cache"), "OMP_NUM_THREADS": "1", "CFGDIFF_DEBUG": ""}
+
+
+@functools.cache
+def workspace() -> Path:
+    """data/shapes16.h5 (200 images), runs/tiny (4 steps of the tiny preset), ref.npz (20 images)."""
+    import h5py
+
+    from cfgdiff.data.prepare import PrepareConfig, prepare
+
+    base = Path(tempfile.mkdtemp(prefix="cfgdiff-faults-"))
+    prepare(PrepareConfig(source="builtin:shapes", size=16, limit=200), base / "data" / "shapes16.h5", workers=1)
+    run = cfgdiff(["train", "--data", "data/shapes16.h5", "--preset", "tiny", "--run-dir", "runs/tiny",
+                   "--kimg", "0.128", "--batch", "32", "--workers", "0", "--grid", "100"], base, env_for(base))
+    assert run.returncode == 0, run.stderr
+    with h5py.File(base / "data" / "shapes16.h5") as f:
+        np.savez(base / "ref.npz", arr_0=f["images"][:20])
+    return base
+
+
+def cfgdiff(args: list[str], cwd: Path, env: dict[str, str], preexec: Callable[[], None] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cfgdiff", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=preexec)
+
+
+def file_size_limit(limit: int) -> Callable[[], None]:
+    """A preexec_fn: writes past `limit` bytes fail with EFBIG (a full disk, without a tmpfs)."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def run_until(args: list[str], cwd: Path, env: dict[str, str], ready: Callable[[], bool], delay: float,
+              sig: int = signal.SIGKILL, timeout: float = 120) -> tuple[int, str]:
+    """Start `cfgdiff args` (or `python args[1:]` when args[0] is "python"), wait until `ready()` (or
+    the process ends), sleep `delay`, send `sig`; the exit code (negative: killed by a signal) and
+    stderr. stderr goes to a file so a kill keeps it."""
+    argv = [sys.executable, *args[1:]] if args[0] == "python" else [sys.executable, "-m", "cfgdiff", *args]
+    err_path = Path(tempfile.mkstemp(prefix="cfgdiff-faults-err-")[1])
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=err, text=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while proc.poll() is None and not ready():
+                assert time.monotonic() < deadline, "the command never reached the kill point"
+                time.sleep(0.01)
+            time.sleep(delay)
+            if proc.poll() is None:
+                proc.send_signal(sig)
+            code = proc.wait(timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = err_path.read_text()
+    err_path.unlink()
+    return code, text
+
+
+def copy_run(base: Path, dest: Path) -> Path:
+    shutil.copytree(base / "runs" / "tiny", dest)
+    return dest
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The message lines of stderr: `cfgdiff: error:` lines, or the text inside typer's usage box."""
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("cfgdiff: error:")]
+    boxed = [ln.strip("│ ").strip() for ln in stderr.splitlines() if ln.startswith("│")]
+    return lines + [ln for ln in boxed if ln]
