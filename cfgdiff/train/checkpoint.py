@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +66,11 @@ def read_checkpoint(path: str | Path, formats: tuple[str, ...] = (TRAIN_FORMAT, 
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, foreign pickle, unsafe globals: all "not readable"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except pickle.UnpicklingError:  # weights_only refused a global: code or foreign objects, never run
+        raise CheckpointError(f"{path}: not a cfgdiff checkpoint: it pickles objects other than tensors "
+                              "(refused unread; nothing in it was run)") from None
+    except Exception as exc:  # truncated zip, foreign format: all "not readable"
+        reason = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: truncated or not a cfgdiff checkpoint ({reason[:120]})") from None
     if not isinstance(state, dict) or state.get("format") not in formats:
         raise CheckpointError(f"{path}: not a cfgdiff checkpoint (expected format {' or '.join(formats)})")
