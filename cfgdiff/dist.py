@@ -44,6 +44,14 @@ def device() -> torch.device:
     return torch.device("cuda", local_rank()) if torch.cuda.is_available() else torch.device("cpu")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively: CUDA, or a CPU with AVX512-BF16 (or AMX)."""
+    if device.type == "cuda":
+        return True
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(probe and probe())
+
+
 def barrier() -> None:
     if td.is_initialized():
         td.barrier()

@@ -40,6 +40,8 @@ complete -c cfgdiff -n '__fish_seen_subcommand_from prepare' -l help -d 'Show th
 complete -c cfgdiff -n '__fish_seen_subcommand_from prepare' -F
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l w -d 'Guidance weight w of Eq. 6 (0 = conditional model).'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l n -d 'Number of samples.'
+complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -s n -d 'Number of samples.'
+complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l num-samples -d 'Number of samples.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l steps -d 'T network evaluations per sample (Sec. 2).'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -s T -d 'T network evaluations per sample (Sec. 2).'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l v -d 'Variance interpolation v of Eq. 4.'
@@ -49,6 +51,7 @@ complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l seeds -d 'Seeds, 
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l balanced -d 'Class-balanced labels n / classes of each.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l classes -d 'Comma list of class indices to cycle through.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l batch -d 'Images per network batch (per process).'
+complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l shard-size -d 'Images per part file (the unit of resume).'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l grid -d 'Also write a PNG grid of the first samples.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l no-clip -d 'Do not clip x̂ to -1, 1.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l force -d 'Overwrite an existing output.'
@@ -68,6 +71,8 @@ complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l help -d 'Show the 
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -F
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l w -d 'startstopstep (inclusive) or a comma list.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l n -d 'Number of samples.'
+complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -s n -d 'Number of samples.'
+complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l num-samples -d 'Number of samples.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l steps -d 'T network evaluations per sample (Sec. 2).'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -s T -d 'T network evaluations per sample (Sec. 2).'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l v -d 'Variance interpolation v of Eq. 4.'

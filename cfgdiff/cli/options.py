@@ -15,7 +15,9 @@ Steps = Annotated[int, typer.Option("--steps", "-T", min=2, help="T: network eva
 V = Annotated[float, typer.Option("--v", min=0.0, max=1.0, help="Variance interpolation v of Eq. 4.")]
 NoClip = Annotated[bool, typer.Option("--no-clip", help="Do not clip x̂ to [-1, 1].")]
 Batch = Annotated[int, typer.Option("--batch", min=1, metavar="IMAGES", help="Images per network batch (per process).")]
-N = Annotated[int, typer.Option("--n", min=1, metavar="IMAGES", help="Number of samples.")]
+# `--n` as the paper's tools spell it; `-n` / `--num-samples` also work after `torchrun ... cfgdiff`,
+# whose argument parser rejects `--n` as an ambiguous abbreviation of its own --nnodes/--nproc-per-node.
+N = Annotated[int, typer.Option("--n", "-n", "--num-samples", min=1, metavar="IMAGES", help="Number of samples.")]
 Seeds = Annotated[
     Optional[str], typer.Option("--seeds", metavar="RANGES", help="Seeds, e.g. 0-49999 or 0-9,20 (default: 0..n-1).")
 ]

@@ -24,6 +24,9 @@ def sample(
     balanced: o.Balanced = False,
     classes: o.Classes = None,
     batch: o.Batch = 64,
+    shard_size: Annotated[
+        int, typer.Option("--shard-size", min=1, metavar="IMAGES", help="Images per part file (the unit of resume).")
+    ] = 1000,
     grid: Annotated[Optional[Path], typer.Option("--grid", help="Also write a PNG grid of the first samples.")] = None,
     no_clip: o.NoClip = False,
     force: o.Force = False,
@@ -39,7 +42,7 @@ def sample(
 
     req = SampleRequest(
         checkpoint=checkpoint, w=w, n=n, steps=steps, v=v, out=out, seeds=seeds, balanced=balanced,
-        classes=classes, batch=batch, grid=grid, clip=not no_clip, force=force, dry_run=dry_run,
+        classes=classes, batch=batch, shard_size=shard_size, grid=grid, clip=not no_clip, force=force, dry_run=dry_run,
     )
     result = run_sample_command(req)
     if as_json:

@@ -27,6 +27,7 @@ class SampleRequest:
     balanced: bool = False
     classes: str | None = None
     batch: int = 64
+    shard_size: int = 1000
     grid: Path | None = None
     clip: bool = True
     force: bool = False
@@ -65,7 +66,7 @@ def run_sample_command(req: SampleRequest) -> dict[str, Any]:
     device = dist.device()
     model = load_model(req.checkpoint, device)
     seeds, labels = seeds_and_labels(req.n, req.seeds, model.num_classes, req.balanced, req.classes)
-    job = SampleJob(tuple(seeds), tuple(labels), sampler, batch=req.batch)
+    job = SampleJob(tuple(seeds), tuple(labels), sampler, batch=req.batch, shard_size=req.shard_size)
     if req.dry_run:
         t = seconds_per_step(model, min(req.batch, req.n), sampler.w != 0, device)
         batches = math.ceil(req.n / (req.batch * dist.world_size()))

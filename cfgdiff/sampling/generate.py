@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cfgdiff import dist
 from cfgdiff.config import SamplerConfig
 from cfgdiff.diffusion import PerSampleNoise, ancestral_sample
 from cfgdiff.diffusion.network import network_eps
@@ -21,8 +22,9 @@ from cfgdiff.images import to_uint8
 
 
 def default_autocast(device: torch.device) -> torch.dtype | None:
-    """bf16 autocast for the network on CUDA; full precision on the CPU."""
-    return torch.bfloat16 if device.type == "cuda" else None
+    """bf16 autocast for the network where the device computes bf16 natively (as training does);
+    the sampler's own state stays float64 either way."""
+    return torch.bfloat16 if dist.native_bf16(device) else None
 
 
 @torch.inference_mode()

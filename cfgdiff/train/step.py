@@ -37,14 +37,6 @@ class StepModel:
         )
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 natively: CUDA, or a CPU with AVX512-BF16 (or AMX)."""
-    if device.type == "cuda":
-        return True
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(probe and probe())
-
-
 def setup_model(cfg: TrainConfig, net: nn.Module, device: torch.device) -> StepModel:
     """Move `net` to `device`; on CUDA enable TF32 and channels_last; bf16 autocast (cfg.amp) where
     the device has native bf16; DDP when there are several processes; optionally torch.compile;
@@ -67,7 +59,7 @@ def setup_model(cfg: TrainConfig, net: nn.Module, device: torch.device) -> StepM
         forward = torch.compile(forward)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps,
                             weight_decay=cfg.weight_decay, fused=cuda or None)
-    return StepModel(net, forward, ema, opt, device, torch.bfloat16 if cfg.amp and native_bf16(device) else None)
+    return StepModel(net, forward, ema, opt, device, torch.bfloat16 if cfg.amp and dist.native_bf16(device) else None)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
