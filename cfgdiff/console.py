@@ -67,7 +67,8 @@ class Progress:
         if not self.enabled:
             return
         if self._rich is not None:
-            self._rich.update(self._task, completed=self.done, rate=f"{self.rate():.1f} {self.unit}/s", extra=self._extra())
+            rate = f"{self.rate():.1f} {self.unit}/s"
+            self._rich.update(self._task, completed=self.done, rate=rate, extra=self._extra())
             return
         now = time.monotonic()
         if now - self._last >= self.interval or self.done >= self.total:
@@ -81,7 +82,8 @@ class Progress:
         r = self.rate()
         pct = 100.0 * self.done / self.total if self.total else 100.0
         eta = (self.total - self.done) / r if r > 0 else float("nan")
-        msg = f"{self.desc}: {self.done}/{self.total} {self.unit} ({pct:.1f}%) {r:.1f} {self.unit}/s eta {_duration(eta)}"
+        msg = (f"{self.desc}: {self.done}/{self.total} {self.unit} ({pct:.1f}%) "
+               f"{r:.1f} {self.unit}/s eta {_duration(eta)}")
         extra = self._extra()
         print(msg + (" " + extra if extra else ""), file=sys.stderr, flush=True)
 

@@ -21,7 +21,8 @@ def test_completion_files_are_up_to_date():
 def _bash_complete(words: list[str]) -> list[str]:
     script = FOLDER / SHELLS["bash"]
     line = " ".join(words)
-    cmd = f'source "{script}"; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _cfgdiff; printf "%s\\n" "${{COMPREPLY[@]}}"'
+    cmd = (f'source "{script}"; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _cfgdiff; '
+           'printf "%s\\n" "${COMPREPLY[@]}"')
     out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return out.stdout.split()

@@ -10,6 +10,7 @@ in `settings.json` and must match.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import time
@@ -148,7 +149,8 @@ def run_sweep(req: SweepRequest) -> dict[float, dict[str, Any]]:
     ref = req.ref or model.dataset
     if not ref:
         raise ConfigError("no --ref given and the checkpoint records no training dataset")
-    out_dir = Path(req.out_dir) if req.out_dir else Path("sweeps") / f"{Path(str(model.dataset)).stem}-T{req.steps}-n{req.n}"
+    default_dir = Path("sweeps") / f"{Path(str(model.dataset)).stem}-T{req.steps}-n{req.n}"
+    out_dir = Path(req.out_dir) if req.out_dir else default_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -165,7 +167,7 @@ def run_sweep(req: SweepRequest) -> dict[float, dict[str, Any]]:
             dist.print0(f"w={w:g}: done earlier, skipped")
             continue
         t0 = time.perf_counter()
-        job = SampleJob(base.seeds, base.labels, SamplerConfig(steps=req.steps, v=req.v, w=w, clip_x=req.clip), req.batch)
+        job = dataclasses.replace(base, sampler=dataclasses.replace(base.sampler, w=w))
         keep = out_dir / f"samples_w{w:g}.npz" if req.keep_samples else None
         stats = score_w(model, job, detector, device, keep)
         metrics = compute_metrics(stats, reference)
@@ -174,7 +176,8 @@ def run_sweep(req: SweepRequest) -> dict[float, dict[str, Any]]:
         rows[w] = row
         if dist.is_main():
             write_rows(out_dir, rows)
-            dist.print0(f"w={w:g}: " + " ".join(f"{k}={_f(row.get(k), 4)}" for k in ("fid", "is_mean", "precision", "recall")))
+            shown = ("fid", "is_mean", "precision", "recall")
+            dist.print0(f"w={w:g}: " + " ".join(f"{k}={_f(row.get(k), 4)}" for k in shown))
         dist.barrier()
     if dist.is_main():
         atomic_write_text(out_dir / "table.md", markdown_table(rows))
