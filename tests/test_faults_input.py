@@ -24,7 +24,8 @@ from PIL import Image
 from cfgdiff.cli.app import main
 from faults_support import cfgdiff, env_for, error_lines, file_size_limit, workspace
 
-pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.filterwarnings("ignore:Detected pickle protocol")]  # our hostile pickle, refused
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "faults.md"
 MARKER = "pwned"  # what the malicious pickles would create if they ever ran
