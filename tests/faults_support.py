@@ -7,6 +7,7 @@ subprocess (`python -m cfgdiff`), with the cache under the workspace and one tor
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import resource
@@ -36,6 +37,7 @@ def workspace() -> Path:
     from cfgdiff.data.prepare import PrepareConfig, prepare
 
     base = Path(tempfile.mkdtemp(prefix="cfgdiff-faults-"))
+    atexit.register(shutil.rmtree, base, True)
     prepare(PrepareConfig(source="builtin:shapes", size=16, limit=200), base / "data" / "shapes16.h5", workers=1)
     run = cfgdiff(["train", "--data", "data/shapes16.h5", "--preset", "tiny", "--run-dir", "runs/tiny",
                    "--kimg", "0.128", "--batch", "32", "--workers", "0", "--grid", "100"], base, env_for(base))
