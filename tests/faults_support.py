@@ -97,7 +97,5 @@ def copy_run(base: Path, dest: Path) -> Path:
 
 
 def error_lines(stderr: str) -> list[str]:
-    """The message lines of stderr: `cfgdiff: error:` lines, or the text inside typer's usage box."""
-    lines = [ln for ln in stderr.splitlines() if ln.startswith("cfgdiff: error:")]
-    boxed = " ".join(ln.strip("│ ").strip() for ln in stderr.splitlines() if ln.startswith("│"))  # one wrapped message
-    return lines + ([boxed] if boxed else [])
+    """The message lines of stderr: `cfgdiff: error:` lines, and any line of a usage box (there must be none)."""
+    return [ln for ln in stderr.splitlines() if ln.startswith(("cfgdiff: error:", "│", "╭", "Usage:"))]

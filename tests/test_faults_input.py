@@ -1,5 +1,5 @@
 """Fault injection: bad input to every command. Each case gets exactly one clear message line
-(`cfgdiff: error: ...`, or the one line inside typer's usage box), its exit code, and leaves no
+(`cfgdiff: error: ...`, usage errors included), its exit code, and leaves no
 new file at a final path (only what the case lists). docs/faults.md holds the table of all
 cases with the exact message; `test_the_table_in_docs_is_up_to_date` checks it
 (CFGDIFF_UPDATE_DOCS=1 rewrites it).

@@ -119,10 +119,24 @@ def _stop(signum: int, frame: object) -> None:
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+def _click_class(name: str) -> type[BaseException]:
+    """Click's exception class `name`, found through Typer's public BadParameter (Typer vendors Click
+    in recent versions and depends on it in older ones, so the module path differs)."""
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == name:
+            return cls
+    raise ImportError(name)
+
+
+_USAGE_ERRORS = _click_class("ClickException")
+_ABORT = next((c for c in vars(sys.modules[_USAGE_ERRORS.__module__]).values()
+               if isinstance(c, type) and c.__name__ == "Abort"), KeyboardInterrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; library errors become one stderr line.
 
-    Click (inside Typer) handles usage errors itself (message, exit 2). A CfgdiffError is printed
+    Usage errors (unknown option, value out of range) are one line and exit 2. A CfgdiffError is printed
     as `cfgdiff: error: ...` with its exit code; a traceback only with CFGDIFF_DEBUG=1. SIGINT and
     SIGTERM stop the command where it is (every file is written atomically, so only work in flight
     is lost) with one line and exit 130; so does a full disk (exit 1).
@@ -136,10 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     old = {s: signal.signal(s, _stop) for s in stops} if main_thread else {}
     try:
-        command.main(args=argv, prog_name="cfgdiff", standalone_mode=True)
-        code = 0
+        rv = command.main(args=argv, prog_name="cfgdiff", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except _USAGE_ERRORS as e:  # bad options: one line too, naming the command's --help
+        if debug:
+            raise
+        ctx = getattr(e, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        if e.format_message():  # empty when the help was shown for a bare `cfgdiff`
+            print(f"cfgdiff: error: {e.format_message()}{where}", file=sys.stderr)
+        code = e.exit_code
+    except _ABORT:  # Ctrl-C outside a command's own handler, or EOF at a prompt
+        print("cfgdiff: error: interrupted", file=sys.stderr)
+        code = 130
     except (CfgdiffError, _Stopped) as e:
         if debug:
             raise
