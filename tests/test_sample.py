@@ -95,9 +95,11 @@ def test_rerun_skips_finished_parts(model, tmp_path):
 
 def test_refuses_existing_output_and_foreign_parts(model, tmp_path):
     out = tmp_path / "f.npz"
-    run_sample(model, _job(2), out, CPU)
+    first = run_sample(model, _job(2), out, CPU)
+    mtime = out.stat().st_mtime_ns
+    assert run_sample(model, _job(2), out, CPU) == first and out.stat().st_mtime_ns == mtime  # rerun: no-op
     with pytest.raises(ConfigError, match="exists; pass --force"):
-        run_sample(model, _job(2), out, CPU)
+        run_sample(model, _job(2, w=0.5), out, CPU)
     run_sample(model, _job(2, w=0.5), out, CPU, force=True)
     other = tmp_path / "g.npz"
     from cfgdiff.sampling import shards

@@ -61,7 +61,7 @@ def run_sample_command(req: SampleRequest) -> dict[str, Any]:
 
     sampler = SamplerConfig(steps=req.steps, v=req.v, w=req.w, clip_x=req.clip)
     if not req.dry_run:
-        check_output(req.out, req.force)
+        check_output(req.out)
     dist.init()
     device = dist.device()
     model = load_model(req.checkpoint, device)

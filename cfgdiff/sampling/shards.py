@@ -140,21 +140,39 @@ def _part_is_complete(path: Path, start: int, stop: int) -> bool:
         return False
 
 
-def check_output(out: Path, force: bool) -> None:
+def check_output(out: Path) -> None:
     if out.suffix != ".npz":
         raise ConfigError(f"--out must end in .npz, got {out}")
-    if out.exists() and not force:
-        raise ConfigError(f"{out} exists; pass --force to overwrite it")
     if not out.parent.exists():
         raise DataError(f"output folder {out.parent} does not exist")
+
+
+def finished_earlier(out: Path, prov: dict[str, Any]) -> dict[str, Any] | None:
+    """The provenance of `out` if it exists and was made by this same job (so a rerun has nothing to
+    do); None if there is no such file; ConfigError if `out` holds something else."""
+    if not out.exists():
+        return None
+    try:
+        done = json.loads(out.with_name(out.name + ".json").read_text())
+        if _identity(done) == _identity(prov):
+            return done
+    except (OSError, ValueError, KeyError):
+        pass
+    raise ConfigError(f"{out} exists; pass --force to overwrite it")
 
 
 def run_sample(model: Any, job: SampleJob, out: Path, device: torch.device, force: bool = False) -> dict[str, Any]:
     """Draw every sample of `job` into `out`, resuming from finished parts; returns the provenance."""
     out = Path(out)
-    check_output(out, force)
+    check_output(out)
     prov = provenance(model, job)
     parts = out.with_name(out.name + ".parts")
+    done = None if force else finished_earlier(out, prov)
+    if done is not None:  # the same command ran to the end before (perhaps killed while cleaning up)
+        if dist.is_main():
+            shutil.rmtree(parts, ignore_errors=True)
+            dist.print0(f"{out} is complete already (same checkpoint, seeds, labels and sampler); nothing to do")
+        return done
     if dist.is_main():
         _prepare_parts(parts, prov)
     dist.barrier()
