@@ -191,6 +191,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max global gradient norm; 0 disables (ADM does not clip)
     ema_decay: float = 0.9999  # per optimiser step
+    ema_warmup: bool = False  # decay min(ema_decay, (1+t)/(10+t)) at step t, for short runs
     flip: bool = True
     seed: int = 0
     tick_kimg: float = 50.0  # progress line and stats.jsonl row
@@ -262,7 +263,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         model=ModelConfig(resolution=32, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
                           attention_resolutions=(8,), head_channels=32, dropout=0.0, num_classes=10,
                           resblock_updown=True),
-        kimg=200.0, batch=32, lr=1e-3, lr_warmup_kimg=1.0, grad_clip=1.0, ema_decay=0.999,
+        kimg=200.0, batch=32, lr=1e-3, lr_warmup_kimg=1.0, grad_clip=1.0, ema_decay=0.999, ema_warmup=True,
         tick_kimg=1.0, snapshot_kimg=10.0, grid_kimg=10.0, grid_steps=32, workers=0,
     ),
 }

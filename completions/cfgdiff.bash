@@ -12,7 +12,7 @@ _cfgdiff() {
         sample) opts="--w --n -n --num-samples --steps -T --v --out -o --seeds --balanced --classes --batch --shard-size --grid --no-clip --force --dry-run --json --help" ;;
         score) opts="--ref --inception --batch --save-stats --metrics --results --fid-method --json --help" ;;
         sweep) opts="--w --n -n --num-samples --steps -T --v --ref --out -o --seeds --balanced --batch --inception --keep-samples --no-clip --json --help" ;;
-        train) opts="--data --preset --run-dir --kimg --batch --batch-per-device --lr --lr-warmup --ema --dropout --grad-clip --seed --tick --snapshot --grid --keep --workers --compile --no-compile --amp --no-amp --set --hours --dry-run --json --help" ;;
+        train) opts="--data --preset --run-dir --kimg --batch --batch-per-device --lr --lr-warmup --ema --ema-warmup --no-ema-warmup --dropout --grad-clip --seed --tick --snapshot --grid --keep --workers --compile --no-compile --amp --no-amp --set --hours --dry-run --json --help" ;;
     esac
     if [[ "$cur" == -* ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))

@@ -97,6 +97,8 @@ complete -c cfgdiff -n '__fish_seen_subcommand_from train' -l batch-per-device -
 complete -c cfgdiff -n '__fish_seen_subcommand_from train' -l lr -d 'AdamW learning rate.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from train' -l lr-warmup -d 'Linear learning-rate warm-up.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from train' -l ema -d 'EMA decay per optimiser step.'
+complete -c cfgdiff -n '__fish_seen_subcommand_from train' -l ema-warmup -d 'EMA decay min(decay, (1+t)/(10+t)) for short runs.'
+complete -c cfgdiff -n '__fish_seen_subcommand_from train' -l no-ema-warmup -d 'EMA decay min(decay, (1+t)/(10+t)) for short runs.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from train' -l dropout -d 'Dropout in the residual blocks.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from train' -l grad-clip -d 'Max gradient norm (0 no clipping).'
 complete -c cfgdiff -n '__fish_seen_subcommand_from train' -l seed -d 'Seed of weights, data order and noise.'

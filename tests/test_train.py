@@ -166,3 +166,19 @@ def test_to_uint8_and_save_grid(tmp_path):
     assert grid.shape == (4, 4, 3)
     assert np.array_equal(grid[:2, 2:], images[1]) and np.array_equal(grid[2:, :2], images[2])
     assert not grid[2:, 2:].any()  # the empty cell is black
+
+
+def test_ema_warmup_follows_the_num_updates_rule_and_the_recipe_stays_constant():
+    from cfgdiff.config import TRAIN_PRESETS
+    from cfgdiff.train.step import ema_decay_at
+
+    tiny, adm = TRAIN_PRESETS["tiny"], TRAIN_PRESETS["adm64"]
+    assert ema_decay_at(tiny, 0) == pytest.approx(2 / 11)
+    assert ema_decay_at(tiny, 98) == pytest.approx(100 / 109)
+    assert ema_decay_at(tiny, 100_000) == tiny.ema_decay == 0.999
+    assert all(ema_decay_at(adm, s) == 0.9999 for s in (0, 10, 10**6))
+    # after 938 steps (the demo's run) the initial weights keep a negligible share of the EMA
+    share = 1.0
+    for step in range(938):
+        share *= ema_decay_at(tiny, step)
+    assert share < 1e-3

@@ -46,6 +46,10 @@ def train(
         Optional[float],
         typer.Option("--ema", min=0.0, max=0.999999, metavar="DECAY", help="EMA decay per optimiser step."),
     ] = None,
+    ema_warmup: Annotated[
+        Optional[bool],
+        typer.Option("--ema-warmup/--no-ema-warmup", help="EMA decay min(decay, (1+t)/(10+t)) for short runs."),
+    ] = None,
     dropout: Annotated[
         Optional[float],
         typer.Option("--dropout", min=0.0, max=0.99, metavar="P", help="Dropout in the residual blocks."),
@@ -115,7 +119,7 @@ def train(
 
     flags = {
         "kimg": kimg, "batch": batch, "batch_per_device": batch_per_device, "lr": lr,
-        "lr_warmup_kimg": lr_warmup_kimg, "ema_decay": ema_decay, "model.dropout": dropout,
+        "lr_warmup_kimg": lr_warmup_kimg, "ema_decay": ema_decay, "ema_warmup": ema_warmup, "model.dropout": dropout,
         "grad_clip": grad_clip, "seed": seed, "tick_kimg": tick_kimg, "snapshot_kimg": snapshot_kimg,
         "grid_kimg": grid_kimg, "keep": keep, "workers": workers, "compile": compile_, "amp": amp,
     }

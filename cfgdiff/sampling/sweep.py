@@ -110,6 +110,14 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
         atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
 
 
+def my_batches(n: int, batch: int) -> list[int]:
+    """This rank's batch starts: a contiguous block, so that gathering the ranks' features in rank
+    order gives the single-process order (IS splits the features in order)."""
+    starts = list(range(0, n, batch))
+    per = -(-len(starts) // dist.world_size())
+    return starts[dist.rank() * per : (dist.rank() + 1) * per]
+
+
 def score_w(model: Any, job: SampleJob, detector: Any, device: Any, keep: Path | None) -> Any:
     """Sample `job` and stream every batch into the Inception statistics; returns Statistics."""
     from cfgdiff.metrics.stats import FeatureAccumulator
@@ -120,12 +128,11 @@ def score_w(model: Any, job: SampleJob, detector: Any, device: Any, keep: Path |
             run_sample(model, job, keep, device)
         with np.load(keep) as f:
             images = f["arr_0"]
-        mine = range(dist.rank() * job.batch, len(images), job.batch * dist.world_size())
-        for i in mine:
-            acc.add_images(detector, images[i : i + job.batch])
+        for a in my_batches(len(images), job.batch):
+            acc.add_images(detector, images[a : a + job.batch])
         return acc.finalize(detector.sha256)
     n = len(job.seeds)
-    starts = list(range(0, n, job.batch))[dist.rank() :: dist.world_size()]
+    starts = my_batches(n, job.batch)
     with Progress(f"w={job.sampler.w:g}", total=n, unit="img") as bar:
         for a in starts:
             b = min(a + job.batch, n)

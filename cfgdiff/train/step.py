@@ -70,6 +70,16 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 @torch.no_grad()
+def ema_decay_at(cfg: TrainConfig, step: int) -> float:
+    """The EMA decay after optimiser step `step` (0-based). With `ema_warmup`, min(decay, (1+t)/(10+t))
+    (t = step + 1; TensorFlow's `num_updates` rule), so a short run's EMA does not keep most of its
+    random initial weights (0.999^1000 = 37% of them); without it, the recipe's constant decay."""
+    if not cfg.ema_warmup:
+        return cfg.ema_decay
+    t = step + 1
+    return min(cfg.ema_decay, (1 + t) / (10 + t))
+
+
 def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
     """θ_ema ← decay·θ_ema + (1 − decay)·θ, per optimiser step."""
     torch._foreach_lerp_(list(ema.parameters()), list(net.parameters()), 1.0 - decay)
@@ -114,5 +124,5 @@ def apply_gradients(m: StepModel, cfg: TrainConfig, step: int) -> float:
     grad_norm = torch.nn.utils.clip_grad_norm_(m.net.parameters(), max_norm)
     m.opt.step()
     m.opt.zero_grad(set_to_none=True)
-    ema_update(m.ema, m.net, cfg.ema_decay)
+    ema_update(m.ema, m.net, ema_decay_at(cfg, step))
     return float(grad_norm)
