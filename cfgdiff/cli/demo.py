@@ -12,7 +12,7 @@ def demo(
     out: Annotated[str, typer.Option("--out", "-o", metavar="DIR", help="Folder for everything the demo writes.")] = (
         "demo"
     ),
-    kimg: Annotated[float, typer.Option("--kimg", min=0.001, metavar="KIMG", help="Training budget.")] = 30.0,
+    kimg: Annotated[float, typer.Option("--kimg", min=0.001, metavar="KIMG", help="Training budget.")] = 60.0,
     n: Annotated[int, typer.Option("--n", min=10, metavar="IMAGES", help="Samples per w.")] = 200,
     steps: Annotated[int, typer.Option("--steps", "-T", min=2, help="T: sampling steps.")] = 32,
     grid: Annotated[str, typer.Option("--w", metavar="GRID", help="Guidance weights.")] = "0,1,2,4",
