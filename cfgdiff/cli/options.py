@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+def finite_w(value: float) -> float:
+    """Parse-time check of a guidance weight: finite and >= 0 (NaN fails every comparison)."""
+    if not math.isfinite(value) or value < 0:
+        raise typer.BadParameter(f"w must be a finite number >= 0 (0 = the conditional model), got {value}")
+    return value
+
+
+W = Annotated[
+    float, typer.Option("--w", callback=finite_w, help="Guidance weight w of Eq. 6 (0 = conditional model).")
+]
 Checkpoint = Annotated[
     Optional[Path],
     typer.Argument(help="Run directory or checkpoint file (default: the newest run under runs/).", show_default=False),

@@ -13,7 +13,7 @@ from cfgdiff.cli import options as o
 
 def sample(
     checkpoint: o.Checkpoint = None,
-    w: Annotated[float, typer.Option("--w", min=0.0, help="Guidance weight w of Eq. 6 (0 = conditional model).")] = 0.3,
+    w: o.W = 0.3,
     n: o.N = 50000,
     steps: o.Steps = 256,
     v: o.V = 0.3,
