@@ -182,3 +182,15 @@ def test_ema_warmup_follows_the_num_updates_rule_and_the_recipe_stays_constant()
     for step in range(938):
         share *= ema_decay_at(tiny, step)
     assert share < 1e-3
+
+
+def test_ema_update_records_no_autograd_graph():
+    """Without no_grad the EMA parameters would chain one autograd graph per step (memory grows)."""
+    import copy
+
+    from cfgdiff.train.step import ema_update
+
+    net = torch.nn.Linear(3, 3)
+    ema = copy.deepcopy(net).requires_grad_(False)
+    ema_update(ema, net, 0.9)
+    assert all(p.grad_fn is None and not p.requires_grad for p in ema.parameters())

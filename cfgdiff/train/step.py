@@ -69,7 +69,6 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * min(1.0, (step + 1) * cfg.batch / (cfg.lr_warmup_kimg * 1000))
 
 
-@torch.no_grad()
 def ema_decay_at(cfg: TrainConfig, step: int) -> float:
     """The EMA decay after optimiser step `step` (0-based). With `ema_warmup`, min(decay, (1+t)/(10+t))
     (t = step + 1; TensorFlow's `num_updates` rule), so a short run's EMA does not keep most of its
@@ -80,6 +79,7 @@ def ema_decay_at(cfg: TrainConfig, step: int) -> float:
     return min(cfg.ema_decay, (1 + t) / (10 + t))
 
 
+@torch.no_grad()
 def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
     """θ_ema ← decay·θ_ema + (1 − decay)·θ, per optimiser step."""
     torch._foreach_lerp_(list(ema.parameters()), list(net.parameters()), 1.0 - decay)
