@@ -132,12 +132,19 @@ def _prepare_parts(parts: Path, prov: dict[str, Any]) -> None:
         atomic_write_text(job_file, json.dumps(prov, indent=1))
 
 
-def _part_is_complete(path: Path, start: int, stop: int) -> bool:
+def _read_part(path: Path, start: int, stop: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The images and labels of a finished part, or None if it is missing or incomplete."""
     try:
         with np.load(path) as f:
-            return f["arr_0"].shape[0] == stop - start and f["seeds"].shape[0] == stop - start
+            images, labels, seeds = f["arr_0"], f["arr_1"], f["seeds"]
     except (OSError, ValueError, KeyError, EOFError):
-        return False
+        return None
+    n = stop - start
+    return (images, labels) if images.shape[0] == labels.shape[0] == seeds.shape[0] == n else None
+
+
+def _part_is_complete(path: Path, start: int, stop: int) -> bool:
+    return _read_part(path, start, stop) is not None
 
 
 def check_output(out: Path) -> None:
@@ -205,11 +212,11 @@ def _assemble(parts: Path, shards: list[tuple[int, int]], out: Path, prov: dict[
     arrays, labels = [], []
     for a, b in shards:
         path = _part_path(parts, a)
-        if not _part_is_complete(path, a, b):
+        part = _read_part(path, a, b)  # read once: checked and kept
+        if part is None:
             raise CfgdiffError(f"part {path} is missing or incomplete; rerun the same command to finish it")
-        with np.load(path) as f:
-            arrays.append(f["arr_0"])
-            labels.append(f["arr_1"])
+        arrays.append(part[0])
+        labels.append(part[1])
     arr = np.concatenate(arrays)
     atomic_savez(out, arr_0=arr, arr_1=np.concatenate(labels))
     atomic_write_text(out.with_name(out.name + ".json"), json.dumps(prov, indent=1) + "\n")
