@@ -95,3 +95,21 @@ def test_building_the_app_does_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+def test_a_process_that_is_exiting_ignores_late_signals(capsys):
+    """After the work, `run()` ignores SIGINT/SIGTERM so a late Ctrl-C cannot turn exit 0 into -2."""
+    import signal
+
+    from cfgdiff.cli.app import main
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        assert main(["--version"]) == 0
+        assert signal.getsignal(signal.SIGINT) is before  # in-process callers get their handler back
+        assert main(["--version"], exiting=True) == 0
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

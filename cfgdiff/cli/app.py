@@ -133,7 +133,7 @@ _ABORT = next((c for c in vars(sys.modules[_USAGE_ERRORS.__module__]).values()
                if isinstance(c, type) and c.__name__ == "Abort"), KeyboardInterrupt)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
     """Run the CLI and return its exit code; library errors become one stderr line.
 
     Usage errors (unknown option, value out of range) are one line and exit 2. A CfgdiffError is printed
@@ -178,14 +178,17 @@ def main(argv: list[str] | None = None) -> int:
               "completed work is saved; free space and rerun the same command", file=sys.stderr)
         code = 1
     finally:
+        # In-process callers get their handlers back. A process that exits next ignores the signals
+        # instead: its work is done, and a Ctrl-C during interpreter shutdown (torch's teardown takes
+        # a while) would otherwise turn exit 0 into a KeyboardInterrupt traceback and exit -2.
         for s, handler in old.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_IGN if exiting else handler)
     sys.stdout.flush()
     return code
 
 
 def run() -> None:
-    sys.exit(main())
+    sys.exit(main(exiting=True))
 
 
 if __name__ == "__main__":  # `python -m cfgdiff.cli.app`: run the imported module, not this copy
