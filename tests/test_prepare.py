@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import h5py
@@ -116,15 +117,31 @@ def test_rerun_reuses_finished_parts_and_discards_other_plans(tmp_path, capsys):
     assert not (_read(out)[0][:n0] == 7).all()
 
 
-def test_existing_output_needs_force(tmp_path):
+def test_existing_output_needs_force_unless_it_is_this_finished_job(tmp_path):
     cfg = PrepareConfig(source="builtin:shapes", size=SIZE, limit=20)
     out = tmp_path / "s.h5"
     prepare(cfg, out, workers=1)
     before = out.read_bytes()
+    again = prepare(cfg, out, workers=1)  # the same command again: nothing to do
+    assert (again.count, again.resumed, again.size, again.num_classes) == (20, 20, SIZE, 10)
     with pytest.raises(DataError, match="exists; pass --force"):
-        prepare(cfg, out, workers=1)
+        prepare(dataclasses.replace(cfg, limit=21), out, workers=1)
     assert out.read_bytes() == before
-    assert prepare(cfg, out, workers=1, force=True).count == 20
+    assert prepare(dataclasses.replace(cfg, limit=21), out, workers=1, force=True).count == 21
+
+
+def test_a_kill_after_the_final_rename_leaves_a_finished_job(tmp_path):
+    """Killed between renaming the output into place and removing the partial folder: the rerun
+    keeps the finished file and clears the leftover parts."""
+    cfg = PrepareConfig(source="builtin:shapes", size=SIZE, limit=20)
+    out = tmp_path / "s.h5"
+    prepare(cfg, out, workers=1)
+    before = out.read_bytes()
+    leftover = tmp_path / ".s.h5.partial"
+    leftover.mkdir()
+    (leftover / "part-000000.npz").write_bytes(b"parts of the finished run")
+    assert prepare(cfg, out, workers=1).count == 20
+    assert out.read_bytes() == before and not leftover.exists()
 
 
 def test_builtin_shapes_is_deterministic_prefix_stable_and_balanced(tmp_path):

@@ -225,6 +225,33 @@ def _attributes(cfg: PrepareConfig, source: Source, num_classes: int, skipped: i
     }
 
 
+def _finished_earlier(out: Path, cfg: PrepareConfig) -> PrepareResult | None:
+    """The result of an earlier run of this same job if `out` is its complete file (a rerun then has
+    nothing to do, and only clears partial work a kill left behind after the final rename); else
+    DataError, since `out` holds something else."""
+    import h5py
+
+    try:
+        with h5py.File(out, "r") as f:
+            a = f.attrs
+            same = a.get("config") == json.dumps(to_dict(cfg)) and "count" in a
+            if same:
+                attrs = {k: a[k] for k in ("count", "skipped", "size", "num_classes", "source_kind", "split")}
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        raise DataError(f"{out} exists; pass --force to replace it")
+    PartStore(out, {}).remove()
+    dist.print0(f"prepare: {out} is already complete with these options; nothing to do (--force redoes it)")
+    report = out.with_name(out.stem + ".skipped.tsv")
+    return PrepareResult(
+        output=str(out), count=int(attrs["count"]), skipped=int(attrs["skipped"]), size=int(attrs["size"]),
+        num_classes=int(attrs["num_classes"]), kind=str(attrs["source_kind"]), split=str(attrs["split"]),
+        seconds=0.0, resumed=int(attrs["count"]), report=str(report) if report.exists() else None, dry_run=False,
+        config=to_dict(cfg),
+    )
+
+
 def prepare(
     cfg: PrepareConfig, out: str | Path | None = None, *, force: bool = False, workers: int = 0, dry_run: bool = False
 ) -> PrepareResult:
@@ -238,7 +265,9 @@ def prepare(
     t0 = time.monotonic()
     out = Path(out) if out is not None else default_output(cfg)
     if out.exists() and not (force or dry_run):  # before listing, which takes minutes on ImageNet
-        raise DataError(f"{out} exists; pass --force to replace it")
+        done = _finished_earlier(out, cfg)
+        if done is not None:
+            return done
     source = open_source(cfg)
     members = select(source.members, cfg.classes, cfg.limit)
     num_classes = min(len(source.class_ids), cfg.classes or len(source.class_ids))
