@@ -5,7 +5,9 @@ GPU MFU of adm64.
     python bench/train.py --mfu --preset adm64 --batch 128 --steps 20     # GPU: MFU in bf16
 
 Both networks run through the SAME training step (cfgdiff.train.step: Eq. 5 loss, backward, AdamW,
-EMA), same batch, alternating in one process, so only the network differs. diffusers is optional:
+EMA), same batch, alternating in one process, so only the network differs. It also times the
+convolutions alone (the two networks have the same ones, 11.42 GMAC per image), which bounds the
+ratio any implementation on the same convolution kernels can reach. diffusers is optional:
     .venv/bin/pip install diffusers
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 import torch
 from torch import nn
@@ -49,6 +52,39 @@ class DiffusersUNet(nn.Module):
         return self.unet(x, c_noise, class_labels=labels).sample
 
 
+def conv_seconds(net: nn.Module, cfg: TrainConfig, batch: int, amp: bool, repeats: int = 3) -> float:
+    """Seconds of forward + backward of `net`'s convolutions alone (each on a random input of the shape
+    it sees in training, under the same autocast): the floor under any implementation of this network
+    that uses the same convolution kernels. Both networks here have the same convolutions."""
+    shapes: dict[nn.Conv2d, torch.Size] = {}
+
+    def record(conv: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        shapes[conv] = inputs[0].shape
+
+    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    s = cfg.model.resolution
+    with torch.no_grad():
+        net(torch.randn(batch, cfg.model.in_channels, s, s), torch.rand(batch) * 1000, torch.zeros(batch, dtype=torch.long))
+    for h in hooks:
+        h.remove()
+    total = 0.0
+    for conv, shape in shapes.items():
+        x = torch.randn(shape, requires_grad=conv is not getattr(net, "conv_in", None))  # no grad for the images
+        params = [*conv.parameters(), *([x] if x.requires_grad else [])]
+
+        def run() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                y = conv(x)
+            torch.autograd.grad(y.float().sum(), params)
+
+        run()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        total += (time.perf_counter() - t0) / repeats
+    return total
+
+
 def compare(batch: int, rounds: int) -> dict:
     """img/s of both networks under fp32 and bf16 autocast, alternating; the best of `rounds`."""
     base = override(TRAIN_PRESETS["cifar32"], batch=batch)
@@ -69,11 +105,17 @@ def compare(batch: int, rounds: int) -> dict:
             best[k] = min(best[k], time_steps(step, 1, device))
             print(f"round {r + 1}/{rounds} {k}: {batch / best[k]:.2f} img/s", file=sys.stderr, flush=True)
     img_s = {k: batch / v for k, v in best.items()}
+    floor = {p: conv_seconds(runs[f"cfgdiff_{p}"][0], base, batch, amp=p == "bf16") for p in ("fp32", "bf16")}
     return {
         "batch": batch, "threads": torch.get_num_threads(), "params": params, "img_per_s": img_s,
         "ratio_same_precision_fp32": img_s["cfgdiff_fp32"] / img_s["diffusers_fp32"],
         "ratio_same_precision_bf16": img_s["cfgdiff_bf16"] / img_s["diffusers_bf16"],
         "ratio_defaults": img_s["cfgdiff_bf16"] / img_s["diffusers_fp32"],  # cfgdiff's trainer vs diffusers as shipped
+        # Seconds of the shared convolutions alone, and the ratio a network with free everything-else
+        # (norms, attention, dropout, optimiser) would reach against diffusers' measured step.
+        "conv_seconds": floor,
+        "conv_share": {p: floor[p] / best[f"cfgdiff_{p}"] for p in floor},
+        "ratio_bound": {p: best[f"diffusers_{p}"] / floor[p] for p in floor},
     }
 
 
@@ -106,6 +148,9 @@ def main() -> None:
     print(f"params: cfgdiff {p['cfgdiff'] / 1e6:.2f}M, diffusers {p['diffusers'] / 1e6:.2f}M; "
           f"cfgdiff/diffusers img/s: fp32 {result['ratio_same_precision_fp32']:.2f}x, "
           f"bf16 {result['ratio_same_precision_bf16']:.2f}x, defaults {result['ratio_defaults']:.2f}x", file=sys.stderr)
+    share, bound = result["conv_share"], result["ratio_bound"]
+    print(f"convolutions alone: {share['fp32']:.0%} of cfgdiff's fp32 step, {share['bf16']:.0%} of bf16; "
+          f"bound with everything else free: fp32 {bound['fp32']:.2f}x, bf16 {bound['bf16']:.2f}x", file=sys.stderr)
 
 
 if __name__ == "__main__":
