@@ -45,9 +45,10 @@ def device() -> torch.device:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 natively: CUDA, or a CPU with AVX512-BF16 (or AMX)."""
+    """Whether `device` computes bf16 natively: a CUDA device of compute capability 8.0 or later
+    (Ampere on; a T4 or V100 only emulates bf16, slower than float32), or a CPU with AVX512-BF16 (or AMX)."""
     if device.type == "cuda":
-        return True
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device) >= (8, 0)
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     return bool(probe and probe())
 
