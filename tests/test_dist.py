@@ -1,9 +1,11 @@
-"""Device choices that only matter on a GPU, pinned on the CPU: where bf16 autocast is used."""
+"""Device choices that only matter on a GPU, pinned on the CPU: where bf16 autocast is used, and the
+metrics' float32 guard against TF32 that training leaves switched on for its process."""
 
 import pytest
 import torch
 
 from cfgdiff import dist
+from cfgdiff.metrics.detector import full_fp32
 
 
 @pytest.mark.parametrize("capability,native", [((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)])
@@ -16,3 +18,14 @@ def test_bf16_autocast_only_on_gpus_with_bf16_tensor_cores(monkeypatch, capabili
     assert dist.native_bf16(device) is native
     assert asked == [device]  # this rank's GPU, not the current one
 
+
+def test_metrics_turn_tf32_off_inside_and_restore_it_after():
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True  # what cfgdiff.train.step.setup_model does on CUDA
+        with full_fp32():
+            assert torch.get_float32_matmul_precision() == "highest"
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +48,27 @@ class InceptionDetector:
         """
         x = as_uint8_nhwc(images)
         parts = []
-        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False):
+        with full_fp32():
             for i in range(0, x.shape[0], self.batch_size):
                 chunk = x[i : i + self.batch_size].to(self.device, non_blocking=True)
                 parts.append(self.net(inception_input(chunk).contiguous(memory_format=torch.channels_last)))
         logits = torch.cat([p.logits for p in parts]) if self.has_logits else None
         return Features(torch.cat([p.pool for p in parts]), logits, torch.cat([p.spatial for p in parts]))
+
+
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """float32 convolutions and matrix products without TF32 (or bf16) inside, the previous settings
+    restored after. cuBLAS matters too: the resize is an einsum, the logits and precision/recall's
+    distances are matrix products, and training turns TF32 on for its whole process (`cfgdiff demo`
+    scores in the process that trained)."""
+    matmul = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(matmul)
 
 
 def as_uint8_nhwc(images: np.ndarray | torch.Tensor) -> torch.Tensor:

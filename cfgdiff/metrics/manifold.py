@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from cfgdiff.errors import MetricsError
+from cfgdiff.metrics.detector import full_fp32
 
 
 def _sq_distances(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -45,11 +46,12 @@ def precision_recall(ref: np.ndarray, gen: np.ndarray, k: int = 3, batch: int = 
     ref_t, gen_t = _as_features(ref, "reference", k, device), _as_features(gen, "samples", k, device)
     if ref_t.shape[1] != gen_t.shape[1]:
         raise MetricsError(f"feature dimensions differ: {ref_t.shape[1]} and {gen_t.shape[1]}")
-    r_ref, r_gen = knn_radii(ref_t, k, batch), knn_radii(gen_t, k, batch)
-    gen_in = torch.zeros(len(gen_t), dtype=torch.bool, device=gen_t.device)
-    ref_in = torch.zeros(len(ref_t), dtype=torch.bool, device=ref_t.device)
-    for i in range(0, len(gen_t), batch):
-        d = _sq_distances(gen_t[i : i + batch], ref_t)  # (b, M)
-        gen_in[i : i + batch] = (d <= r_ref[None]).any(1)  # inside some reference sphere
-        ref_in |= (d <= r_gen[i : i + batch, None]).any(0)  # reference inside some generated sphere
+    with full_fp32():  # TF32's 10-bit products would move features across the radii's boundaries
+        r_ref, r_gen = knn_radii(ref_t, k, batch), knn_radii(gen_t, k, batch)
+        gen_in = torch.zeros(len(gen_t), dtype=torch.bool, device=gen_t.device)
+        ref_in = torch.zeros(len(ref_t), dtype=torch.bool, device=ref_t.device)
+        for i in range(0, len(gen_t), batch):
+            d = _sq_distances(gen_t[i : i + batch], ref_t)  # (b, M)
+            gen_in[i : i + batch] = (d <= r_ref[None]).any(1)  # inside some reference sphere
+            ref_in |= (d <= r_gen[i : i + batch, None]).any(0)  # reference inside some generated sphere
     return float(gen_in.double().mean()), float(ref_in.double().mean())
