@@ -177,7 +177,7 @@ def run_sweep(req: SweepRequest) -> dict[float, dict[str, Any]]:
         job = dataclasses.replace(base, sampler=dataclasses.replace(base.sampler, w=w))
         keep = out_dir / f"samples_w{w:g}.npz" if req.keep_samples else None
         stats = score_w(model, job, detector, device, keep)
-        metrics = compute_metrics(stats, reference)
+        metrics = compute_metrics(stats, reference, device=str(device))  # precision/recall on the GPU, as `score`
         row = {"w": w, **{k: metrics.get(k) for k in COLUMNS if k in metrics}, "n": req.n, "steps": req.steps,
                "v": req.v, "seconds": round(time.perf_counter() - t0, 2), "cfgdiff_version": __version__}
         rows[w] = row
