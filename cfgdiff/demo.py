@@ -71,8 +71,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     stage = lambda s: dist.print0(f"demo: {s} ({time.monotonic() - t0:.0f} s)")  # noqa: E731
 
     stage("1/4 prepare the built-in shapes data set and a held-out reference")
-    _prepare("builtin:shapes", cfg.size, cfg.train_images, 0, data)
-    _prepare("builtin:shapes", cfg.size, cfg.reference_images, 1, ref)
+    if dist.is_main():  # under torchrun rank 0 alone writes them; joining the group waits for it
+        _prepare("builtin:shapes", cfg.size, cfg.train_images, 0, data)
+        _prepare("builtin:shapes", cfg.size, cfg.reference_images, 1, ref)
+    dist.init()
+    dist.barrier()
 
     stage(f"2/4 train the tiny preset for {cfg.kimg:g} kimg")
     train_cfg = resolve_config(str(data), "tiny", str(run_dir), {"kimg": cfg.kimg, "snapshot_kimg": 10.0,
@@ -85,7 +88,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     stage("4/4 write the report")
     checks = tradeoff_checks(rows)
-    report = write_report(out, cfg, summary, rows, checks)
+    report = write_report(out, cfg, summary, rows, checks) if dist.is_main() else out / "report.md"
     stage(f"done: {report}")
     return {"report": str(report), "rows": [rows[w] for w in sorted(rows)], "checks": checks}
 

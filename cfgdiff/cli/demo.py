@@ -22,9 +22,12 @@ def demo(
 
     Example:  cfgdiff demo --out demo
     """
+    from cfgdiff import dist
     from cfgdiff.demo import DemoConfig, run_demo
 
     result = run_demo(DemoConfig(out=out, kimg=kimg, n=n, steps=steps, grid=grid))
+    if not dist.is_main():  # under torchrun, rank 0 alone reports
+        return
     if as_json:
         typer.echo(json.dumps(result, indent=1))
     else:

@@ -38,6 +38,7 @@ def sample(
     Example:  cfgdiff sample runs/imagenet64-adm64 --w 0.3 --n 50000 --balanced --out w0.3.npz
     Under torchrun the processes split the seeds:  torchrun --nproc_per_node 8 -m cfgdiff sample ...
     """
+    from cfgdiff import dist
     from cfgdiff.sampling.command import SampleRequest, run_sample_command
 
     req = SampleRequest(
@@ -45,5 +46,5 @@ def sample(
         classes=classes, batch=batch, shard_size=shard_size, grid=grid, clip=not no_clip, force=force, dry_run=dry_run,
     )
     result = run_sample_command(req)
-    if as_json:
+    if as_json and dist.is_main():  # under torchrun, rank 0 alone reports: one JSON document
         typer.echo(json.dumps(result, indent=1))

@@ -40,6 +40,7 @@ def sweep(
 
     Example:  cfgdiff sweep runs/imagenet64-adm64 --w 0:5:0.1 --n 50000 --ref VIRTUAL_imagenet64_labeled.npz
     """
+    from cfgdiff import dist
     from cfgdiff.sampling.sweep import SweepRequest, run_sweep
 
     req = SweepRequest(
@@ -47,5 +48,5 @@ def sweep(
         balanced=balanced, batch=batch, inception=inception, keep_samples=keep_samples, clip=not no_clip,
     )
     rows = run_sweep(req)
-    if as_json:
+    if as_json and dist.is_main():  # under torchrun, rank 0 alone reports: one JSON document
         typer.echo(json.dumps([rows[k] for k in sorted(rows)], indent=1))
