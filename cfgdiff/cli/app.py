@@ -188,7 +188,14 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
 
 
 def run() -> None:
-    sys.exit(main(exiting=True))
+    code = main(exiting=True)
+    if code == 0:
+        # Leave the torchrun group as PyTorch asks (NCCL warns on every rank at exit otherwise). Not after
+        # a failure: torchrun then stops the other ranks, which may be inside a collective.
+        from cfgdiff import dist
+
+        dist.shutdown()
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # `python -m cfgdiff.cli.app`: run the imported module, not this copy
