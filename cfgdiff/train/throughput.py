@@ -13,16 +13,20 @@ from torch import nn
 from cfgdiff.config import TrainConfig
 from cfgdiff.train.step import accumulate_gradients, apply_gradients, setup_model
 
-# Dense bf16 tensor-core peaks (vendor data sheets), TFLOP/s, matched against the device name.
-PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "V100": 125.0}
+# Dense bf16 tensor-core peaks (vendor data sheets), TFLOP/s, matched against the device name in
+# this order (the PCIe and NVL cards before their SXM names). No pre-Ampere cards: they have no bf16.
+PEAK_BF16_TFLOPS = {"H100 PCIe": 756.5, "H100 NVL": 835.5, "H200 NVL": 835.5, "H200": 989.4, "H100": 989.4,
+                    "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+
+
+def peak_for_name(name: str) -> float | None:
+    """The bf16 peak of the first PEAK_BF16_TFLOPS key in the device name `name`, else None."""
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
 def peak_tflops(device: torch.device) -> float | None:
     """The bf16 peak of a known CUDA device, else None (then MFU is not reported)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    return peak_for_name(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
 
 def make_step(cfg: TrainConfig, net: nn.Module, device: torch.device) -> Callable[[int], None]:
