@@ -30,18 +30,28 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def cuda_index(local: int, visible: int) -> int:
+    """The CUDA device of local rank `local` among the `visible` ones: one each under torchrun, and
+    device 0 when the launcher shows each process only its own GPU (SLURM's --gpus-per-task=1)."""
+    return local % visible
+
+
 def init() -> None:
     """Join the process group if launched by torchrun; set this rank's CUDA device."""
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank())
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(device())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not td.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        td.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+        # With device_id, NCCL binds this rank's GPU now (barriers then need no guess of it).
+        td.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(minutes=30),
+                              device_id=device() if cuda else None)
 
 
 def device() -> torch.device:
     """This rank's device: its CUDA device when available, else the CPU."""
-    return torch.device("cuda", local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", cuda_index(local_rank(), torch.cuda.device_count()))
 
 
 def native_bf16(device: torch.device) -> bool:

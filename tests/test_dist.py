@@ -29,3 +29,9 @@ def test_metrics_turn_tf32_off_inside_and_restore_it_after():
         assert torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize("local, visible, index", [(0, 8, 0), (5, 8, 5), (3, 1, 0), (5, 4, 1)])
+def test_each_local_rank_gets_a_visible_gpu(local, visible, index):
+    """torchrun shows every GPU (rank k uses GPU k); SLURM-style launchers may show one per process."""
+    assert dist.cuda_index(local, visible) == index
