@@ -99,7 +99,7 @@ def test_attention_matches_explicit_softmax():
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"model_channels": 48}, "multiples of 32"), ({"head_channels": 40}, "head_channels"),
+    [({"model_channels": 48}, "multiples of norm_groups"), ({"head_channels": 40}, "head_channels"),
      ({"resolution": 30}, "divisible"), ({"dropout": 1.5}, "dropout"), ({"num_classes": -1}, "num_classes")],
 )
 def test_model_config_rejects_bad_values(change, message):

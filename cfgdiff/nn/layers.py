@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-GROUPS = 32  # GroupNorm(32) everywhere, as ADM
-
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """[cos(t·f_k), sin(t·f_k)] with f_k = max_period^(−k/(dim/2)): the Transformer position code
@@ -48,13 +46,14 @@ class ResBlock(nn.Module):
     paths are average-pooled / nearest-upsampled after the first norm and activation.
     """
 
-    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float, resample: str | None = None):
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float, resample: str | None = None,
+                 groups: int = 32):
         super().__init__()
         self.resample = resample
-        self.norm0 = nn.GroupNorm(GROUPS, cin)
+        self.norm0 = nn.GroupNorm(groups, cin)
         self.conv0 = nn.Conv2d(cin, cout, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * cout)
-        self.norm1 = nn.GroupNorm(GROUPS, cout)
+        self.norm1 = nn.GroupNorm(groups, cout)
         self.dropout = nn.Dropout(dropout)
         self.conv1 = zero_init(nn.Conv2d(cout, cout, 3, padding=1))
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
@@ -78,10 +77,10 @@ class Attention(nn.Module):
     channels, which the fused (flash) SDPA kernels need.
     """
 
-    def __init__(self, channels: int, head_channels: int):
+    def __init__(self, channels: int, head_channels: int, groups: int = 32):
         super().__init__()
         self.heads = channels // head_channels
-        self.norm = nn.GroupNorm(GROUPS, channels)
+        self.norm = nn.GroupNorm(groups, channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = zero_init(nn.Linear(channels, channels))
 

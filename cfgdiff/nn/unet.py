@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cfgdiff.config import ModelConfig
-from cfgdiff.nn.layers import GROUPS, Attention, Downsample, ResBlock, Stage, Upsample, sinusoidal_embedding, zero_init
+from cfgdiff.nn.layers import Attention, Downsample, ResBlock, Stage, Upsample, sinusoidal_embedding, zero_init
 
 
 class UNet(nn.Module):
@@ -29,10 +29,10 @@ class UNet(nn.Module):
         self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes > 0 else None
 
         def res(cin: int, cout: int, resample: str | None = None) -> ResBlock:
-            return ResBlock(cin, cout, emb_dim, cfg.dropout, resample)
+            return ResBlock(cin, cout, emb_dim, cfg.dropout, resample, cfg.norm_groups)
 
         def attn(width: int, size: int) -> list[nn.Module]:
-            return [Attention(width, cfg.head_channels)] if size in cfg.attention_resolutions else []
+            return [Attention(width, cfg.head_channels, cfg.norm_groups)] if size in cfg.attention_resolutions else []
 
         self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
@@ -46,7 +46,7 @@ class UNet(nn.Module):
                 self.down.append(Stage([res(width, width, "down") if cfg.resblock_updown else Downsample(width)]))
                 skips.append(width)
                 size //= 2
-        self.mid = Stage([res(width, width), Attention(width, cfg.head_channels), res(width, width)])
+        self.mid = Stage([res(width, width), Attention(width, cfg.head_channels, cfg.norm_groups), res(width, width)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for i in range(cfg.num_res_blocks + 1):
@@ -56,7 +56,7 @@ class UNet(nn.Module):
                     layers.append(res(width, width, "up") if cfg.resblock_updown else Upsample(width))
                     size *= 2
                 self.up.append(Stage(layers))
-        self.norm_out = nn.GroupNorm(GROUPS, width)
+        self.norm_out = nn.GroupNorm(cfg.norm_groups, width)
         self.conv_out = zero_init(nn.Conv2d(width, cfg.out_channels, 3, padding=1))
 
     def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor) -> Tensor:
