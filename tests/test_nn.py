@@ -105,3 +105,12 @@ def test_attention_matches_explicit_softmax():
 def test_model_config_rejects_bad_values(change, message):
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(ModelConfig(), **change)
+
+
+@pytest.mark.parametrize("preset", sorted(TRAIN_PRESETS))
+def test_no_preset_normalises_single_channels(preset):
+    """A GroupNorm group of one channel is instance norm: it erases each channel's per-image mean
+    before the output convolution, so the network cannot output ε's image mean (docs/train.md).
+    Every preset keeps at least 4 channels a group (cifar32's 128/32; ADM's narrowest is 192/32)."""
+    m = TRAIN_PRESETS[preset].model
+    assert min(m.model_channels * k for k in m.channel_mult) // m.norm_groups >= 4
