@@ -225,7 +225,7 @@ def _attributes(cfg: PrepareConfig, source: Source, num_classes: int, skipped: i
     }
 
 
-def _finished_earlier(out: Path, cfg: PrepareConfig) -> PrepareResult | None:
+def _finished_earlier(out: Path, cfg: PrepareConfig) -> PrepareResult:
     """The result of an earlier run of this same job if `out` is its complete file (a rerun then has
     nothing to do, and only clears partial work a kill left behind after the final rename); else
     DataError, since `out` holds something else."""
@@ -265,9 +265,7 @@ def prepare(
     t0 = time.monotonic()
     out = Path(out) if out is not None else default_output(cfg)
     if out.exists() and not (force or dry_run):  # before listing, which takes minutes on ImageNet
-        done = _finished_earlier(out, cfg)
-        if done is not None:
-            return done
+        return _finished_earlier(out, cfg)
     source = open_source(cfg)
     members = select(source.members, cfg.classes, cfg.limit)
     num_classes = min(len(source.class_ids), cfg.classes or len(source.class_ids))
