@@ -22,4 +22,6 @@ def load_model(path: str | Path | None, device: torch.device) -> Any:
     """The EMA network and its configs from a run directory or checkpoint file (newest run if None)."""
     from cfgdiff.train.checkpoint import load_for_sampling
 
+    if device.type == "cuda":  # the sampler repeats the same shapes T times a batch: let cuDNN pick kernels once
+        torch.backends.cudnn.benchmark = True
     return load_for_sampling(Path(path) if path is not None else newest_run(), device)

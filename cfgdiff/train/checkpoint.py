@@ -138,9 +138,7 @@ def load_for_sampling(path: str | Path, device: torch.device | str = "cpu") -> S
     net = build_unet(cfg.model)
     load_weights(net, state["ema"], file)
     info = state.get("dataset_info", {})
-    if torch.device(device).type == "cuda":  # as training runs it: the layout cuDNN is fastest in,
-        torch.backends.cudnn.benchmark = True  # and kernels chosen once for the sampler's fixed shapes
-    layout = torch.channels_last if torch.device(device).type == "cuda" else torch.contiguous_format
+    layout = torch.channels_last if torch.device(device).type == "cuda" else torch.contiguous_format  # as in training
     return SamplingModel(
         net=net.to(device, memory_format=layout).eval().requires_grad_(False),
         model_cfg=cfg.model,
