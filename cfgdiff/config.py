@@ -125,7 +125,8 @@ class ModelConfig:
     model_channels · channel_mult[i]: the width of level i (a multiple of norm_groups).
     norm_groups: GroupNorm's groups (ADM: 32). A group of one channel is instance norm, which erases
         each channel's per-image mean, and with it the network's way to output ε's per-image mean
-        (measured on the tiny preset at width 32: 65% of its ε error at λ ≤ −4, colour shifts).
+        (measured on the tiny preset at width 32: about 60% of its ε error at λ ≤ −4 after 60 kimg,
+        seen as colour shifts in the samples).
     resblock_updown: BigGAN-style residual blocks resample between levels (else a strided conv
         down and nearest + conv up, as in DDPM).
     emb_mult: the embedding width as a multiple of model_channels (ADM: 4).
