@@ -189,6 +189,19 @@ def test_cli_json_and_default_output_path(tmp_path, capsys, monkeypatch):
     assert code == 0 and json.loads(out)["dry_run"] is True and json.loads(out)["count"] == 20_000
 
 
+def test_cli_under_torchrun_only_rank_0_prepares(tmp_path, capsys, monkeypatch):
+    """N torchrun copies must not write the same parts and output: rank 0 works, the others exit 0."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = ("builtin:shapes", "--limit", 20, "--size", 16, "--workers", 1)
+    monkeypatch.setenv("RANK", "1")
+    code, out, err = _cli(capsys, *args)
+    assert (code, out, err) == (0, "", "") and not (tmp_path / "data").exists()
+    monkeypatch.setenv("RANK", "0")
+    code, _, err = _cli(capsys, *args)
+    assert code == 0 and "rank 0 alone prepares" in err and (tmp_path / "data" / "shapes16.h5").is_file()
+
+
 def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("x")

@@ -112,10 +112,16 @@ def prepare(
 
     Example:  cfgdiff prepare builtin:shapes --limit 20000
     """
+    from cfgdiff import dist
     from cfgdiff.config import override
     from cfgdiff.data.prepare import preset_config
     from cfgdiff.data.prepare import prepare as run_prepare
 
+    if dist.world_size() > 1:  # under torchrun N copies would write the same files: rank 0 alone works
+        if not dist.is_main():
+            return
+        dist.print0(f"prepare: {dist.world_size()} processes launched; rank 0 alone prepares (decoding in "
+                    "--workers processes), the others exit")
     cfg = override(
         preset_config(preset, source),
         size=size,
