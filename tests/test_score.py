@@ -184,7 +184,13 @@ def test_features_only_weights_say_how_to_get_is(tmp_path, capsys):
     assert main(["score", str(tmp_path / "two.npz"), "--metrics", "is"]) == 1  # asked for IS: an error, at once
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "IS needs the Inception 1008-way head" in err[0] and "pt_inception" in err[0]
-    assert main(["score", str(tmp_path / "two.npz"), "--json"]) == 0  # by default: reported, not fatal
+    assert main(["score", str(tmp_path / "two.npz")]) == 1  # IS was all there was to compute: an error, at once
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing to compute" in err[0] and "--ref" in err[0] and "pt_inception" in err[0]
+    assert not (tmp_path / "two.score.json").exists()
+    stats = tmp_path / "two-stats.npz"  # by default, with other work to do: reported, not fatal
+    assert main(["score", str(tmp_path / "two.npz"), "--save-stats", str(stats), "--json"]) == 0
+    assert stats.is_file()
     captured = capsys.readouterr()
     record = json.loads(captured.out)
     assert record["metrics"]["is_mean"] is None and record["weights"]["has_logits"] is False

@@ -79,9 +79,14 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root()
     samples = open_input(cfg.samples)  # fail on a bad path before any expensive work
     detector = load_detector(cfg.inception, batch_size=cfg.batch)
-    if cfg.metrics is not None and "is" in metrics and not detector.has_logits:  # say so before hours of work
-        raise WeightsError(f"IS needs the Inception 1008-way head, which {detector.path.name} lacks; "
-                           + HOW_TO_GET_HEAD)
+    if "is" in metrics and not detector.has_logits:  # say so before hours of work
+        if cfg.metrics is not None:
+            raise WeightsError(f"IS needs the Inception 1008-way head, which {detector.path.name} lacks; "
+                               + HOW_TO_GET_HEAD)
+        if cfg.ref is None and not cfg.save_stats:  # IS was the only metric possible: nothing to do
+            raise WeightsError(f"nothing to compute: without --ref only IS is possible, and it needs the Inception "
+                               f"1008-way head, which {detector.path.name} lacks; pass --ref, or --save-stats to "
+                               "keep the statistics, or " + HOW_TO_GET_HEAD)
     need_pool = "pr" in metrics or "kid" in metrics
     ref = (load_reference(cfg.ref, detector, root, need_pool=need_pool, batch_size=cfg.batch)
            if cfg.ref is not None else None)
