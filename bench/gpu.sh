@@ -5,6 +5,8 @@
 #   2. guided sampling img/s of adm64 and the guided-step / 2B-forward ratio (bench/sampler_step.py)
 #   3. Inception img/s and FID-from-statistics time (bench/inception.py)
 #   4. a CUDA smoke test of every command at demo size: prepare, train, sample, score, sweep, demo
+#   5. adm64 bf16 training MFU again with torch.compile (fuses GroupNorm + SiLU + scale-shift, which ADM
+#      fused by hand to reach its 41%); last, so that a long compile only eats the spare budget
 # A failed step is reported and the others still run; the exit status is 1 if any failed.
 # Usage (repository root, on the GPU machine):  bash bench/gpu.sh 2>&1 | tee gpu.log
 # Through the device tool:  command "set -o pipefail; bash bench/gpu.sh 2>&1 | tee $OUT/gpu.log", timeout_s 540.
@@ -100,5 +102,7 @@ step "4d. score" 45 bash -o pipefail -c "$C score s.npz --ref ref.npz --json | t
 step "4e. sweep" 60 bash -o pipefail -c "$C sweep --w 0,2 -n 200 --steps 16 --ref ref.npz --out sw --json | tail -c 600"
 step "4f. demo (train and score in one process)" 90 \
     bash -o pipefail -c "$C demo --out demo --kimg 1 --n 20 --steps 4 --w 0,1 --json | tail -c 600"
+cd - >/dev/null
+step "5. adm64 bf16 training MFU, torch.compile" 180 $P bench/train.py --mfu --preset adm64 --batch 128 --steps 20 --compile
 echo "gpu.sh: ${SECONDS}s; failed: ${FAILED[*]:-none}"
 [ ${#FAILED[@]} -eq 0 ]
