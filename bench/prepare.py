@@ -40,7 +40,8 @@ from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
 from cfgdiff.data.decode import ImageSpec, decode_image  # noqa: E402
 from cfgdiff.data.pool import cpu_count  # noqa: E402
-from cfgdiff.data.prepare import PrepareConfig, prepare  # noqa: E402
+from cfgdiff.config import PrepareConfig  # noqa: E402
+from cfgdiff.data.prepare import prepare  # noqa: E402
 from cfgdiff.data.resize import area_resize  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,11 @@
-"""Frozen dataclass configs, their JSON round trip, and validation.
+"""Every command's config: frozen dataclasses, presets, their JSON round trip, validation, overrides.
+
+One naming scheme, one class per command: PrepareConfig, TrainConfig (with ModelConfig and
+DiffusionConfig), SampleConfig, SweepConfig, DemoConfig; SamplerConfig is the sampler they share.
+(ScoreConfig stays in metrics/score.py for now, beside the metric table it validates against.)
+Flags and `--set KEY=VALUE` both reach a config through `apply_overrides`; a field given both ways
+is refused (`merge_overrides`). Standard library only (plus errors and parse), so the CLI imports
+it for choices and checks without slowing `--help`.
 
 Every artifact cfgdiff writes carries the resolved config (`to_dict`), and every command that reads
 an artifact rebuilds it with `from_dict`, which rejects unknown or missing fields rather than
@@ -15,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cfgdiff.errors import ConfigError
+from cfgdiff.parse import check_w, parse_classes, parse_grid, parse_sets, seeds_for
 
 C = TypeVar("C")
 
@@ -38,20 +46,97 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             value = from_dict(hint, value)
-        elif typing.get_origin(hint) is tuple and isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
+        kwargs[name] = _coerce(hint, value)
     return cls(**kwargs)
 
 
-def override(cfg: C, **changes: Any) -> C:
-    """`dataclasses.replace` that ignores None values (unset CLI flags) and names bad fields."""
-    changes = {k: v for k, v in changes.items() if v is not None}
+def _coerce(hint: Any, value: Any) -> Any:
+    """JSON lists become the tuples a field is typed as."""
+    return tuple(value) if typing.get_origin(hint) is tuple and isinstance(value, list) else value
+
+
+def apply_overrides(cfg: C, changes: dict[str, Any]) -> C:
+    """`cfg` with `changes` applied: keys as in config.json, nested ones as `model.dropout`; None
+    (an unset flag) changes nothing; unknown fields are named; the dataclasses validate the result.
+    The one way flags and `--set` reach a config."""
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in changes.items():
+        if value is None:
+            continue
+        head, dot, rest = key.partition(".")
+        if dot:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            top[key] = value
     names = {f.name for f in dataclasses.fields(cfg)}
-    unknown = sorted(set(changes) - names)
+    for head, sub in nested.items():
+        inner = top.get(head, getattr(cfg, head, None)) if head in names else None
+        if not dataclasses.is_dataclass(inner):
+            raise ConfigError(f"{type(cfg).__name__}: unknown config section {head!r} in {head}.{next(iter(sub))}")
+        top[head] = apply_overrides(inner, sub)
+    unknown = sorted(set(top) - names)
     if unknown:
         raise ConfigError(f"{type(cfg).__name__}: unknown field(s) {', '.join(unknown)}")
-    return dataclasses.replace(cfg, **changes)
+    hints = typing.get_type_hints(type(cfg))
+    return dataclasses.replace(cfg, **{k: _coerce(hints[k], v) for k, v in top.items()})
+
+
+def override(cfg: C, **changes: Any) -> C:
+    """`apply_overrides` with keyword arguments (top-level fields)."""
+    return apply_overrides(cfg, changes)
+
+
+def merge_overrides(sets: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """`--set` values and flag values in one mapping; unset flags (None) do not count. A field set
+    both ways is refused rather than silently resolved one way or the other."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    both = sorted(set(given) & set(sets))
+    if both:
+        raise ConfigError(f"--set {both[0]}=... and the flag for {both[0]} both set it; give one of them")
+    return {**sets, **given}
+
+
+def check_sets(items: list[str], cls: type) -> dict[str, Any]:
+    """`--set` items parsed, with every key naming a field of `cls` (nested through dataclass fields)."""
+    sets = parse_sets(items)
+    for key in sets:
+        owner: Any = cls
+        for part in key.split("."):
+            fields = {f.name: f for f in dataclasses.fields(owner)} if dataclasses.is_dataclass(owner) else {}
+            if part not in fields:
+                raise ConfigError(f"--set {key}: no such config field; --dry-run prints them all")
+            owner = typing.get_type_hints(owner)[part]
+        if dataclasses.is_dataclass(owner):
+            first = dataclasses.fields(owner)[0].name
+            raise ConfigError(f"--set {key}: a config section; set its fields, e.g. {key}.{first}")
+        if not _has_type(owner, sets[key]):
+            raise ConfigError(f"--set {key}={json.dumps(sets[key])}: expected {_type_name(owner)}")
+    return sets
+
+
+def _has_type(hint: Any, value: Any) -> bool:
+    """Whether a JSON value fits a config field typed `hint` (the ranges are the dataclass's to check)."""
+    if hint is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if hint is int:
+        return isinstance(value, int)
+    if hint is float:
+        return isinstance(value, (int, float))
+    if hint is str:
+        return isinstance(value, str)
+    if typing.get_origin(hint) is tuple:
+        (item, *_) = typing.get_args(hint)
+        return isinstance(value, list) and all(_has_type(item, v) for v in value)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return "a list of integers, e.g. [1,2,2]"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
 def save_json(cfg: Any, path: Path) -> None:
@@ -107,7 +192,7 @@ class SamplerConfig:
         if not isinstance(self.steps, int) or self.steps < 2:
             raise ConfigError(f"steps (T) must be an integer >= 2, got {self.steps!r}")
         check_range("v", self.v, 0.0, 1.0)
-        check_range("w", self.w, 0.0)
+        check_w(self.w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,3 +360,180 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 # `cfgdiff train` without --preset picks the preset by the dataset's resolution.
 PRESET_BY_RESOLUTION = {64: "adm64", 32: "cifar32"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The other commands: prepare, sample, sweep, demo
+# ---------------------------------------------------------------------------------------------
+
+RESIZE_METHODS = ("area", "center-crop-adm")  # implemented in data/resize.py
+MIN_SIZE, MAX_SIZE = 8, 512  # output side of `prepare`, in pixels
+
+
+def check_size(size: int) -> int:
+    """The rule for a dataset's side S in pixels. Returns size."""
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
+        raise ConfigError(f"size must be an integer in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}")
+    return size
+
+
+def check_resize(method: str) -> str:
+    """The rule for a resize method name. Returns method."""
+    if method not in RESIZE_METHODS:
+        raise ConfigError(f"resize must be one of {', '.join(RESIZE_METHODS)}, got {method!r}")
+    return method
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """What a dataset file is made of (the output path and worker count are not part of it).
+
+    source: a folder, archive or npz path, or `builtin:NAME`.
+    size: output side S in pixels. resize: `area` (the paper's 64×64 "area-downsampled ImageNet")
+        or `center-crop-adm` (ADM's and EDM2's training crop).
+    split: the split folder to read (default: the only one, or `train`).
+    limit: at most this many images, spread evenly over the classes (builtin: the count).
+    classes: only the first K classes in label order.
+    draft: decode JPEGs at a reduced DCT scale first (faster, not bit-exact; docs/prepare.md).
+    class_map: a map_clsloc.txt / synset_words.txt file (default: looked for beside the source).
+    seed: the random seed of builtin sources.
+    """
+
+    source: str = ""
+    size: int = 64
+    resize: str = "area"
+    split: str | None = None
+    limit: int | None = None
+    classes: int | None = None
+    draft: bool = False
+    class_map: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_size(self.size)
+        check_resize(self.resize)
+        for name in ("limit", "classes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.split == "":
+            raise ConfigError("split must be a folder name (omit it to use the default)")
+        check_range("seed", self.seed, 0)
+
+
+PREPARE_PRESETS = {
+    "paper": PrepareConfig(size=64, resize="area"),  # the paper's 64×64 area-downsampled ImageNet
+    "adm": PrepareConfig(size=64, resize="center-crop-adm"),  # ADM / EDM2 training data
+    "demo": PrepareConfig(source="builtin:shapes", size=32),  # the built-in demo set
+}
+
+
+def prepare_preset(preset: str | None, source: str) -> PrepareConfig:
+    """The named preset (default: `demo` for builtin sources, `paper` otherwise) for `source`."""
+    name = preset or ("demo" if source.startswith("builtin:") else "paper")
+    if name not in PREPARE_PRESETS:
+        raise ConfigError(f"unknown preset '{name}' (known: {', '.join(PREPARE_PRESETS)})")
+    return dataclasses.replace(PREPARE_PRESETS[name], source=source)
+
+
+def _check_positive(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """`cfgdiff sample`: which model, the sampler, which seeds and labels, and where to.
+
+    seeds: ranges as `--seeds` takes them (default 0..n-1); the first n are used.
+    classes: a comma list of class indices to cycle through (excludes `balanced`).
+    """
+
+    checkpoint: Path | None
+    w: float
+    n: int
+    steps: int
+    v: float
+    out: Path
+    seeds: str | None = None
+    balanced: bool = False
+    classes: str | None = None
+    batch: int = 64
+    shard_size: int = 1000
+    grid: Path | None = None
+    clip: bool = True
+    force: bool = False
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        self.sampler()
+        _check_positive(self, "batch", "shard_size")
+        seeds_for(self.seeds, self.n)
+        if self.balanced and self.classes:
+            raise ConfigError("--balanced and --classes exclude each other")
+        if self.classes:
+            parse_classes(self.classes)
+
+    def sampler(self) -> SamplerConfig:
+        return SamplerConfig(steps=self.steps, v=self.v, w=self.w, clip_x=self.clip)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """`cfgdiff sweep`: one SampleConfig-like job per w of `grid`, scored against `ref`.
+
+    grid: the w values as `--w` takes them (start:stop:step or a comma list).
+    out_dir: the sweep folder (default: sweeps/<dataset>-T<T>-n<n>).
+    figure_ws: how many w values the Fig. 3 grid shows.
+    """
+
+    checkpoint: Path | None
+    grid: str
+    n: int
+    steps: int = 256
+    v: float = 0.3
+    ref: str | None = None
+    out_dir: Path | None = None
+    seeds: str | None = None
+    balanced: bool = False
+    batch: int = 64
+    inception: str | None = None
+    keep_samples: bool = False
+    clip: bool = True
+    figure_ws: int = 5
+
+    def __post_init__(self) -> None:
+        parse_grid(self.grid)
+        self.sampler()
+        _check_positive(self, "batch", "figure_ws")
+        seeds_for(self.seeds, self.n)
+
+    def ws(self) -> list[float]:
+        return parse_grid(self.grid)
+
+    def sampler(self, w: float = 0.0) -> SamplerConfig:
+        return SamplerConfig(steps=self.steps, v=self.v, w=w, clip_x=self.clip)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of the demo; the defaults fit in about 10 minutes on 2 CPU cores."""
+
+    out: str = "demo"
+    size: int = 16  # pixels; the shapes stay recognisable at 16×16 and the tiny U-Net is 4× cheaper than at 32
+    train_images: int = 20_000
+    reference_images: int = 500
+    kimg: float = 60.0  # training budget, thousands of images (~5 min at ~200 img/s on 2 cores)
+    grid: str = "0,1,2,4"
+    n: int = 200  # samples per w (20 per class); Inception on 2 CPU cores scores ~8 img/s
+    steps: int = 32  # T
+    batch: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("train_images", "reference_images", "n", "steps", "batch"):
+            check_range(name, getattr(self, name), 1)
+        check_size(self.size)
+        check_range("kimg", self.kimg, 0.001)
+        parse_grid(self.grid)

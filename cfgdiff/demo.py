@@ -12,40 +12,19 @@ Every step is the library function behind the matching command, and each resumes
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from cfgdiff import dist
-from cfgdiff.config import check_range
+from cfgdiff.config import DemoConfig, PrepareConfig, SweepConfig
 from cfgdiff.sampling.shards import atomic_write_text
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoConfig:
-    """Sizes of the demo; the defaults fit in about 10 minutes on 2 CPU cores."""
-
-    out: str = "demo"
-    size: int = 16  # pixels; the shapes stay recognisable at 16×16 and the tiny U-Net is 4× cheaper than at 32
-    train_images: int = 20_000
-    reference_images: int = 500
-    kimg: float = 60.0  # training budget, thousands of images (~5 min at ~200 img/s on 2 cores)
-    grid: str = "0,1,2,4"
-    n: int = 200  # samples per w (20 per class); Inception on 2 CPU cores scores ~8 img/s
-    steps: int = 32  # T
-    batch: int = 200
-
-    def __post_init__(self) -> None:
-        for name in ("size", "train_images", "reference_images", "n", "steps", "batch"):
-            check_range(name, getattr(self, name), 1)
-        check_range("kimg", self.kimg, 0.001)
 
 
 def _prepare(source: str, size: int, count: int, seed: int, out: Path) -> None:
     from cfgdiff.data.dataset import dataset_info
-    from cfgdiff.data.prepare import PrepareConfig, prepare
+    from cfgdiff.data.prepare import prepare
     from cfgdiff.errors import DataError
 
     if out.exists():
@@ -59,7 +38,7 @@ def _prepare(source: str, size: int, count: int, seed: int, out: Path) -> None:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run (or resume) the whole pipeline; returns the sweep rows and the trade-off checks."""
-    from cfgdiff.sampling.sweep import SweepRequest, run_sweep
+    from cfgdiff.sampling.sweep import run_sweep
     from cfgdiff.train.loop import train
     from cfgdiff.train.setup import resolve_config
 
@@ -83,8 +62,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     summary = train(train_cfg)
 
     stage(f"3/4 sweep w over {cfg.grid} with {cfg.n} samples each, T = {cfg.steps}, scored with Inception")
-    rows = run_sweep(SweepRequest(checkpoint=run_dir, grid=cfg.grid, n=cfg.n, steps=cfg.steps, ref=str(ref),
-                                  out_dir=out / "sweep", balanced=True, batch=cfg.batch))
+    rows = run_sweep(SweepConfig(checkpoint=run_dir, grid=cfg.grid, n=cfg.n, steps=cfg.steps, ref=str(ref),
+                                 out_dir=out / "sweep", balanced=True, batch=cfg.batch))
 
     stage("4/4 write the report")
     checks = tradeoff_checks(rows)

@@ -13,7 +13,7 @@ complete -c cfgdiff -n '__fish_seen_subcommand_from demo' -l kimg -d 'Training b
 complete -c cfgdiff -n '__fish_seen_subcommand_from demo' -l n -d 'Samples per w.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from demo' -l steps -d 'T sampling steps.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from demo' -s T -d 'T sampling steps.'
-complete -c cfgdiff -n '__fish_seen_subcommand_from demo' -l w -d 'Guidance weights.'
+complete -c cfgdiff -n '__fish_seen_subcommand_from demo' -l w -d 'Guidance weights startstopstep (inclusive) or a comma list.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from demo' -l json -d 'Print one JSON document on stdout.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from demo' -l help -d 'Show the help and exit.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from demo' -F
@@ -69,7 +69,7 @@ complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l fid-method -d 'Mat
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l json -d 'Print the results record as one JSON document on stdout.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l help -d 'Show the help and exit.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -F
-complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l w -d 'startstopstep (inclusive) or a comma list.'
+complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l w -d 'Guidance weights startstopstep (inclusive) or a comma list.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l n -d 'Number of samples.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -s n -d 'Number of samples.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l num-samples -d 'Number of samples.'

@@ -34,7 +34,8 @@ def workspace() -> Path:
     """data/shapes16.h5 (200 images), runs/tiny (4 steps of the tiny preset), ref.npz (20 images)."""
     import h5py
 
-    from cfgdiff.data.prepare import PrepareConfig, prepare
+    from cfgdiff.config import PrepareConfig
+    from cfgdiff.data.prepare import prepare
 
     base = Path(tempfile.mkdtemp(prefix="cfgdiff-faults-"))
     atexit.register(shutil.rmtree, base, True)

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from cfgdiff.config import PrepareConfig
 from cfgdiff.data.dataset import ImageDataset, dataset_info, read_images, read_labels
-from cfgdiff.data.prepare import PrepareConfig, prepare
+from cfgdiff.data.prepare import prepare
 from cfgdiff.errors import DataError
 
 N = 60

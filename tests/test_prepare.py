@@ -12,8 +12,9 @@ from PIL import Image
 from test_prepare_fixtures import SIZE, class_folder_files, encode, expected_pixels, smooth_image, write_folder
 
 from cfgdiff.cli.app import main
+from cfgdiff.config import PrepareConfig
 from cfgdiff.data.parts import Part, PartStore, part_length
-from cfgdiff.data.prepare import PrepareConfig, _plan_id, open_source, prepare
+from cfgdiff.data.prepare import _plan_id, open_source, prepare
 from cfgdiff.data.resize import adm_center_crop
 from cfgdiff.data.sources import select
 from cfgdiff.errors import DataError

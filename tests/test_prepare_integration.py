@@ -14,9 +14,10 @@ import h5py
 import numpy as np
 import pytest
 
+from cfgdiff.config import PrepareConfig
 from cfgdiff.data.builtin import CHUNK, chunk_params, render
 from cfgdiff.data.parts import part_length
-from cfgdiff.data.prepare import PrepareConfig, prepare
+from cfgdiff.data.prepare import prepare
 from cfgdiff.data.resize import area_resize
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -15,8 +15,9 @@ from test_prepare_fixtures import (
     write_zip,
 )
 
+from cfgdiff.config import PrepareConfig
 from cfgdiff.data.decode import ImageSpec
-from cfgdiff.data.prepare import PrepareConfig, open_source
+from cfgdiff.data.prepare import open_source
 from cfgdiff.data.sources import Member, output_stem, select
 from cfgdiff.errors import DataError
 

@@ -55,7 +55,7 @@ def test_no_arguments_finds_the_dataset_and_picks_the_preset(tmp_path, monkeypat
         ("text", [], 1, "is not an HDF5 file"),
         ("one", ["--preset", "huge"], 2, "unknown preset 'huge'"),
         ("one16", [], 2, "no preset for 16×16 data"),
-        ("one", ["--set", "model.width=3"], 2, "unknown field(s) width"),
+        ("one", ["--set", "model.width=3"], 2, "--set model.width: no such config field"),
         ("one", ["--set", "lr"], 2, "--set expects KEY=VALUE"),
         ("one", ["--run-dir", "data/a.h5/run"], 1, "cannot create the run directory"),
     ],

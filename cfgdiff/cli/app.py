@@ -189,9 +189,10 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
 
 def run() -> None:
     code = main(exiting=True)
-    if code == 0:
+    if code == 0 and "torch.distributed" in sys.modules:
         # Leave the torchrun group as PyTorch asks (NCCL warns on every rank at exit otherwise). Not after
-        # a failure: torchrun then stops the other ranks, which may be inside a collective.
+        # a failure: torchrun then stops the other ranks, which may be inside a collective. A command that
+        # never imported torch has no group, and importing it here would cost `--help` a second.
         from cfgdiff import dist
 
         dist.shutdown()

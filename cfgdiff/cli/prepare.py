@@ -10,10 +10,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from cfgdiff.cli.options import rule
+from cfgdiff.config import RESIZE_METHODS, check_size
 
-class Resize(str, enum.Enum):
-    area = "area"
-    center_crop_adm = "center-crop-adm"
+Resize = enum.Enum("Resize", {m.replace("-", "_"): m for m in RESIZE_METHODS}, type=str)  # the choices of --resize
 
 
 def prepare(
@@ -34,7 +34,8 @@ def prepare(
     ] = None,
     size: Annotated[
         Optional[int],
-        typer.Option(help="Output side in pixels.", min=8, max=512, metavar="PX", show_default="64; builtin: 32"),
+        typer.Option(help="Output side in pixels.", callback=rule(check_size), metavar="PX",
+                     show_default="64; builtin: 32"),
     ] = None,
     resize: Annotated[
         Optional[Resize],
@@ -112,18 +113,10 @@ def prepare(
 
     Example:  cfgdiff prepare builtin:shapes --limit 20000
     """
-    from cfgdiff import dist
-    from cfgdiff.config import override
-    from cfgdiff.data.prepare import preset_config
-    from cfgdiff.data.prepare import prepare as run_prepare
+    from cfgdiff.config import override, prepare_preset
 
-    if dist.world_size() > 1:  # under torchrun N copies would write the same files: rank 0 alone works
-        if not dist.is_main():
-            return
-        dist.print0(f"prepare: {dist.world_size()} processes launched; rank 0 alone prepares (decoding in "
-                    "--workers processes), the others exit")
-    cfg = override(
-        preset_config(preset, source),
+    cfg = override(  # the options checked together, before torch is imported
+        prepare_preset(preset, source),
         size=size,
         resize=resize.value if resize else None,
         split=split,
@@ -133,6 +126,14 @@ def prepare(
         class_map=str(class_map) if class_map else None,
         seed=seed,
     )
+    from cfgdiff import dist
+    from cfgdiff.data.prepare import prepare as run_prepare
+
+    if dist.world_size() > 1:  # under torchrun N copies would write the same files: rank 0 alone works
+        if not dist.is_main():
+            return
+        dist.print0(f"prepare: {dist.world_size()} processes launched; rank 0 alone prepares (decoding in "
+                    "--workers processes), the others exit")
     result = run_prepare(cfg, out, force=force, workers=workers, dry_run=dry_run)
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(result), indent=2))

@@ -38,13 +38,15 @@ def sample(
     Example:  cfgdiff sample runs/imagenet64-adm64 --w 0.3 --n 50000 --balanced --out w0.3.npz
     Under torchrun the processes split the seeds:  torchrun --nproc_per_node 8 -m cfgdiff sample ...
     """
-    from cfgdiff import dist
-    from cfgdiff.sampling.command import SampleRequest, run_sample_command
+    from cfgdiff.config import SampleConfig
 
-    req = SampleRequest(
+    req = SampleConfig(  # the options checked together, before torch and the checkpoint load
         checkpoint=checkpoint, w=w, n=n, steps=steps, v=v, out=out, seeds=seeds, balanced=balanced,
         classes=classes, batch=batch, shard_size=shard_size, grid=grid, clip=not no_clip, force=force, dry_run=dry_run,
     )
+    from cfgdiff import dist
+    from cfgdiff.sampling.command import run_sample_command
+
     result = run_sample_command(req)
     if as_json and dist.is_main():  # under torchrun, rank 0 alone reports: one JSON document
         typer.echo(json.dumps(result, indent=1))

@@ -13,9 +13,7 @@ from cfgdiff.cli import options as o
 
 def sweep(
     checkpoint: o.Checkpoint = None,
-    w: Annotated[str, typer.Option("--w", metavar="GRID", help="start:stop:step (inclusive) or a comma list.")] = (
-        "0:5:0.1"
-    ),
+    w: o.Grid = "0:5:0.1",
     n: o.N = 50000,
     steps: o.Steps = 256,
     v: o.V = 0.3,
@@ -40,13 +38,15 @@ def sweep(
 
     Example:  cfgdiff sweep runs/imagenet64-adm64 --w 0:5:0.1 --n 50000 --ref VIRTUAL_imagenet64_labeled.npz
     """
-    from cfgdiff import dist
-    from cfgdiff.sampling.sweep import SweepRequest, run_sweep
+    from cfgdiff.config import SweepConfig
 
-    req = SweepRequest(
+    req = SweepConfig(  # the options checked together, before torch and the checkpoint load
         checkpoint=checkpoint, grid=w, n=n, steps=steps, v=v, ref=ref, out_dir=out, seeds=seeds,
         balanced=balanced, batch=batch, inception=inception, keep_samples=keep_samples, clip=not no_clip,
     )
+    from cfgdiff import dist
+    from cfgdiff.sampling.sweep import run_sweep
+
     rows = run_sweep(req)
     if as_json and dist.is_main():  # under torchrun, rank 0 alone reports: one JSON document
         typer.echo(json.dumps([rows[k] for k in sorted(rows)], indent=1))

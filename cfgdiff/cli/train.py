@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cfgdiff.cli import options as o
 
 def train(
     data: Annotated[
@@ -90,10 +91,7 @@ def train(
         Optional[bool],
         typer.Option("--amp/--no-amp", help="bf16 autocast where the device has native bf16."),
     ] = None,
-    sets: Annotated[
-        Optional[list[str]],
-        typer.Option("--set", metavar="KEY=VALUE", help="Override any config field, e.g. model.channel_mult=[1,2,2]."),
-    ] = None,
+    sets: o.Sets = None,
     hours: Annotated[
         float,
         typer.Option("--hours", min=0.001, metavar="HOURS", help="With --dry-run: the wall time to plan for."),
@@ -113,9 +111,7 @@ def train(
     Example:  cfgdiff train --data data/cifar10.h5 --preset tiny --kimg 200
     Example:  torchrun --nproc_per_node 8 $(which cfgdiff) train --data data/imagenet64.h5
     """
-    from cfgdiff import dist
-    from cfgdiff.train.loop import train as run_training
-    from cfgdiff.train.setup import parse_sets, plan, resolve_config
+    from cfgdiff.config import TrainConfig, check_sets, merge_overrides
 
     flags = {
         "kimg": kimg, "batch": batch, "batch_per_device": batch_per_device, "lr": lr,
@@ -123,7 +119,12 @@ def train(
         "grad_clip": grad_clip, "seed": seed, "tick_kimg": tick_kimg, "snapshot_kimg": snapshot_kimg,
         "grid_kimg": grid_kimg, "keep": keep, "workers": workers, "compile": compile_, "amp": amp,
     }
-    cfg = resolve_config(data, preset, run_dir, {**parse_sets(sets or []), **flags})
+    overrides = merge_overrides(check_sets(sets or [], TrainConfig), flags)  # before torch and the data
+    from cfgdiff import dist
+    from cfgdiff.train.loop import train as run_training
+    from cfgdiff.train.setup import plan, resolve_config
+
+    cfg = resolve_config(data, preset, run_dir, overrides)
     result = plan(cfg, hours) if dry_run else run_training(cfg)
     if not dist.is_main():  # under torchrun, rank 0 alone reports
         return

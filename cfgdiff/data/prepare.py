@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from cfgdiff import __version__, dist
-from cfgdiff.config import check_range, to_dict
+from cfgdiff.config import PrepareConfig, to_dict
 from cfgdiff.console import Progress
 from cfgdiff.data.archives import FolderSource, TarSource, ZipSource
 from cfgdiff.data.builtin import BUILTINS, DEFAULT_COUNT, SHAPES, ShapesSource
@@ -31,65 +31,8 @@ from cfgdiff.data.h5file import write_dataset
 from cfgdiff.data.npz import NpzSource
 from cfgdiff.data.parts import Part, PartStore, part_length, write_atomic
 from cfgdiff.data.pool import cpu_count, run_tasks
-from cfgdiff.data.resize import RESIZE_METHODS
 from cfgdiff.data.sources import Member, Source, output_stem, select
 from cfgdiff.errors import ConfigError, DataError
-
-MIN_SIZE, MAX_SIZE = 8, 512
-
-
-@dataclasses.dataclass(frozen=True)
-class PrepareConfig:
-    """What a dataset file is made of (the output path and worker count are not part of it).
-
-    source: a folder, archive or npz path, or `builtin:NAME`.
-    size: output side S in pixels. resize: `area` (the paper's 64×64 "area-downsampled ImageNet")
-        or `center-crop-adm` (ADM's and EDM2's training crop).
-    split: the split folder to read (default: the only one, or `train`).
-    limit: at most this many images, spread evenly over the classes (builtin: the count).
-    classes: only the first K classes in label order.
-    draft: decode JPEGs at a reduced DCT scale first (faster, not bit-exact; docs/prepare.md).
-    class_map: a map_clsloc.txt / synset_words.txt file (default: looked for beside the source).
-    seed: the random seed of builtin sources.
-    """
-
-    source: str = ""
-    size: int = 64
-    resize: str = "area"
-    split: str | None = None
-    limit: int | None = None
-    classes: int | None = None
-    draft: bool = False
-    class_map: str | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.size, int) or not MIN_SIZE <= self.size <= MAX_SIZE:
-            raise ConfigError(f"size must be an integer in [{MIN_SIZE}, {MAX_SIZE}], got {self.size!r}")
-        if self.resize not in RESIZE_METHODS:
-            raise ConfigError(f"resize must be one of {', '.join(RESIZE_METHODS)}, got {self.resize!r}")
-        for name in ("limit", "classes"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.split == "":
-            raise ConfigError("split must be a folder name (omit it to use the default)")
-        check_range("seed", self.seed, 0)
-
-
-PRESETS = {
-    "paper": PrepareConfig(size=64, resize="area"),  # the paper's 64×64 area-downsampled ImageNet
-    "adm": PrepareConfig(size=64, resize="center-crop-adm"),  # ADM / EDM2 training data
-    "demo": PrepareConfig(source="builtin:shapes", size=32),  # the built-in demo set
-}
-
-
-def preset_config(preset: str | None, source: str) -> PrepareConfig:
-    """The named preset (default: `demo` for builtin sources, `paper` otherwise) for `source`."""
-    name = preset or ("demo" if source.startswith("builtin:") else "paper")
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
-    return dataclasses.replace(PRESETS[name], source=source)
 
 
 @dataclasses.dataclass(frozen=True)

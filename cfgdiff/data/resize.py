@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-RESIZE_METHODS = ("area", "center-crop-adm")
+from cfgdiff.config import RESIZE_METHODS
 
 
 def _area_rows(a: np.ndarray, n_out: int, dtype: type) -> np.ndarray:

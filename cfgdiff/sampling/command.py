@@ -3,63 +3,35 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cfgdiff import dist
-from cfgdiff.config import SamplerConfig
+from cfgdiff.config import SampleConfig
 from cfgdiff.errors import ConfigError
+from cfgdiff.parse import first_seeds, parse_classes, seeds_for
 from cfgdiff.sampling.generate import nfe, seconds_per_step
 from cfgdiff.sampling.labels import labels_for_seeds
-from cfgdiff.sampling.ranges import parse_seeds
-
-
-@dataclass(frozen=True)
-class SampleRequest:
-    checkpoint: Path | None
-    w: float
-    n: int
-    steps: int
-    v: float
-    out: Path
-    seeds: str | None = None
-    balanced: bool = False
-    classes: str | None = None
-    batch: int = 64
-    shard_size: int = 1000
-    grid: Path | None = None
-    clip: bool = True
-    force: bool = False
-    dry_run: bool = False
 
 
 def seeds_and_labels(
     n: int, seeds: str | None, num_classes: int, balanced: bool, classes: str | None
 ) -> tuple[list[int], list[int]]:
     """The first n seeds of `seeds` (default 0..n-1) and their labels."""
-    seed_list = parse_seeds(seeds) if seeds else list(range(n))
-    if len(seed_list) < n:
-        raise ConfigError(f"--seeds gives {len(seed_list)} seeds, fewer than --n {n}")
-    seed_list = seed_list[:n]
+    seed_list = first_seeds(seeds_for(seeds, n), n)
     if balanced and classes:
         raise ConfigError("--balanced and --classes exclude each other")
-    class_ids = None
-    if classes:
-        try:
-            class_ids = [int(c) for c in classes.split(",") if c.strip()]
-        except ValueError:
-            raise ConfigError(f"--classes {classes!r}: expected a comma list of class indices") from None
+    class_ids = parse_classes(classes) if classes else None
     mode = "balanced" if balanced else ("classes" if classes else "uniform")
     return seed_list, labels_for_seeds(seed_list, num_classes, mode, class_ids).tolist()
 
 
-def run_sample_command(req: SampleRequest) -> dict[str, Any]:
+def run_sample_command(req: SampleConfig) -> dict[str, Any]:
     """Load the checkpoint, then either estimate (dry run) or draw the samples; returns a summary."""
     from cfgdiff.sampling.model import load_model
     from cfgdiff.sampling.shards import SampleJob, check_output, run_sample
 
-    sampler = SamplerConfig(steps=req.steps, v=req.v, w=req.w, clip_x=req.clip)
+    sampler = req.sampler()
     if not req.dry_run:
         check_output(req.out)
     dist.init()

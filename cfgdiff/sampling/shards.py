@@ -218,7 +218,9 @@ def _assemble(parts: Path, shards: list[tuple[int, int]], out: Path, prov: dict[
         arrays.append(part[0])
         labels.append(part[1])
     arr = np.concatenate(arrays)
-    atomic_savez(out, arr_0=arr, arr_1=np.concatenate(labels))
+    # The sidecar first: an output that exists always has it, so a kill between the two writes cannot leave a
+    # complete npz that a rerun takes for someone else's file.
     atomic_write_text(out.with_name(out.name + ".json"), json.dumps(prov, indent=1) + "\n")
+    atomic_savez(out, arr_0=arr, arr_1=np.concatenate(labels))
     shutil.rmtree(parts)
 

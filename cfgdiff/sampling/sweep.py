@@ -14,40 +14,20 @@ import dataclasses
 import io
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cfgdiff import __version__, dist
-from cfgdiff.config import SamplerConfig
+from cfgdiff.config import SweepConfig
 from cfgdiff.console import Progress
 from cfgdiff.errors import ConfigError, DataError
 from cfgdiff.sampling.command import seeds_and_labels
 from cfgdiff.sampling.generate import nfe, sample_batch
-from cfgdiff.sampling.ranges import parse_grid
 from cfgdiff.sampling.shards import SampleJob, atomic_write_text, provenance, run_sample
 
 COLUMNS = ["w", "fid", "is_mean", "is_std", "precision", "recall", "sfid", "kid", "n", "steps", "v", "seconds"]
-
-
-@dataclass(frozen=True)
-class SweepRequest:
-    checkpoint: Path | None
-    grid: str
-    n: int
-    steps: int = 256
-    v: float = 0.3
-    ref: str | None = None
-    out_dir: Path | None = None
-    seeds: str | None = None
-    balanced: bool = False
-    batch: int = 64
-    inception: str | None = None
-    keep_samples: bool = False
-    clip: bool = True
-    figure_ws: int = 5  # how many w values the Fig. 3 grid shows
 
 
 def read_rows(path: Path) -> dict[float, dict[str, Any]]:
@@ -142,13 +122,13 @@ def score_w(model: Any, job: SampleJob, detector: Any, device: Any, keep: Path |
     return acc.finalize(detector.sha256)
 
 
-def run_sweep(req: SweepRequest) -> dict[float, dict[str, Any]]:
+def run_sweep(req: SweepConfig) -> dict[float, dict[str, Any]]:
     """Fill `sweep.jsonl` for every w of the grid that is missing, then write table, plot and grid."""
     from cfgdiff.metrics import compute_metrics, load_detector, load_reference
     from cfgdiff.sampling.model import load_model
     from cfgdiff.sampling.report import write_figure_grid, write_plot
 
-    ws = parse_grid(req.grid)
+    ws = req.ws()
     dist.init()
     device = dist.device()
     model = load_model(req.checkpoint, device)
@@ -164,7 +144,7 @@ def run_sweep(req: SweepRequest) -> dict[float, dict[str, Any]]:
         raise DataError(f"cannot create {out_dir}: {e.strerror}") from None
     detector = load_detector(req.inception, device)
     reference = load_reference(ref, detector)
-    base = SampleJob(tuple(seeds), tuple(labels), SamplerConfig(steps=req.steps, v=req.v, clip_x=req.clip), req.batch)
+    base = SampleJob(tuple(seeds), tuple(labels), req.sampler(), req.batch)
     if dist.is_main():
         _check_settings(out_dir, _settings(model, base, reference.sha256, detector.sha256))
     dist.barrier()

@@ -3,21 +3,11 @@ its resolution, the run directory, flag overrides; and the plan `--dry-run` prin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from cfgdiff import dist
-from cfgdiff.config import (
-    PRESET_BY_RESOLUTION,
-    TRAIN_PRESETS,
-    DiffusionConfig,
-    ModelConfig,
-    TrainConfig,
-    from_dict,
-    override,
-    to_dict,
-)
+from cfgdiff.config import PRESET_BY_RESOLUTION, TRAIN_PRESETS, TrainConfig, apply_overrides, override, to_dict
 from cfgdiff.errors import ConfigError, DataError
 
 DATASET_SUFFIXES = (".h5", ".hdf5")
@@ -33,48 +23,11 @@ def find_dataset(data_dir: Path = Path("data")) -> Path:
     raise DataError(f"several datasets under {data_dir}/: {', '.join(p.name for p in found)}; pick one with --data")
 
 
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    """`key=value` strings (key as in config.json, nested as model.x) → overrides; values are JSON
-    (numbers, true/false, [1,2,2]) or else plain strings."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
-
-
-def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """Override top-level fields and nested `model.x` / `diffusion.x` fields (None = unset)."""
-    top: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {"model": {}, "diffusion": {}}
-    for key, value in overrides.items():
-        head, _, rest = key.partition(".")
-        if rest and head in nested:
-            nested[head][rest] = value
-        elif rest:
-            raise ConfigError(f"unknown config section {head!r} in {key!r} (model or diffusion)")
-        else:
-            top[key] = value
-    model = _rebuild(ModelConfig, cfg.model, nested["model"])
-    diffusion = _rebuild(DiffusionConfig, cfg.diffusion, nested["diffusion"])
-    return _rebuild(TrainConfig, cfg, {**top, "model": to_dict(model), "diffusion": to_dict(diffusion)})
-
-
-def _rebuild(cls: type, cfg: Any, changes: dict[str, Any]) -> Any:
-    """`cfg` with `changes` applied through the JSON form: unknown fields are named, lists become
-    tuples, and the dataclass validates the result."""
-    return from_dict(cls, {**to_dict(cfg), **{k: v for k, v in changes.items() if v is not None}})
-
-
 def resolve_config(data: str | None, preset: str | None, run_dir: str | None,
                    overrides: dict[str, Any]) -> TrainConfig:
     """The run's config: dataset (the one under data/ by default), preset (by resolution by default),
-    model size and classes from the dataset, run directory runs/<dataset>-<preset>, then overrides."""
+    model size and classes from the dataset, run directory runs/<dataset>-<preset>, then overrides
+    (config keys, nested as `model.dropout`; see `config.merge_overrides` for flags and --set)."""
     from cfgdiff.data.dataset import dataset_info
 
     path = Path(data) if data else find_dataset()
