@@ -358,6 +358,14 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     ),
 }
 
+
+def train_preset(name: str) -> TrainConfig:
+    """The named training preset; ConfigError naming the known ones."""
+    if name not in TRAIN_PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}")
+    return TRAIN_PRESETS[name]
+
+
 # `cfgdiff train` without --preset picks the preset by the dataset's resolution.
 PRESET_BY_RESOLUTION = {64: "adm64", 32: "cifar32"}
 

@@ -40,7 +40,7 @@ _SEED_ITEM = re.compile(r"([0-9]+)(?:\s*-\s*([0-9]+))?")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
-# ---- numbers and guidance weights ------------------------------------------------------------------------------------------------------
+# ---- numbers and guidance weights ----------------------------------------------------------------------------------
 def _decimal(text: str, what: str) -> Decimal:
     """`text` as an exact Decimal that is finite as a float, or ConfigError naming `what`."""
     text = text.strip()

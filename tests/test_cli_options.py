@@ -35,7 +35,8 @@ def no_loading(monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["sample", "runs/none", "--seeds", "5-1"], "Invalid value for '--seeds': seeds '5-1': '5-1' is a decreasing range"),
+    (["sample", "runs/none", "--seeds", "5-1"],
+     "Invalid value for '--seeds': seeds '5-1': '5-1' is a decreasing range"),
     (["sample", "runs/none", "--seeds", "0-99999999999"], "more than 100,000,000 seeds"),
     (["sample", "runs/none", "--seeds", "0-99999999999999999999"], "int64"),
     (["sample", "runs/none", "--seeds", "0-2", "--n", "5"], "--seeds gives 3 seeds, fewer than --n 5"),
@@ -49,6 +50,8 @@ def no_loading(monkeypatch):
     (["train", "--set", "model.width=3"], "--set model.width: no such config field"),
     (["train", "--set", "lr=0.5", "--lr", "0.1"], "--set lr=... and the flag for lr both set it"),
     (["prepare", "builtin:shapes", "--size", "4"], "size must be an integer in [8, 512]"),
+    (["prepare", "builtin:shapes", "--preset", "huge"], "unknown preset 'huge'"),
+    (["train", "--preset", "huge"], "unknown preset 'huge'"),
 ])
 def test_bad_options_fail_in_one_line_before_anything_loads(no_loading, capsys, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
@@ -100,6 +103,8 @@ def imported_modules(*args: str) -> tuple[int, set[str]]:
 @pytest.mark.parametrize("args, code", [
     (["--help"], 0), (["--version"], 0), (["plugins"], 0), (["sample", "--help"], 0),
     (["sample", "--seeds", "5-1"], 2), (["train", "--set", "lr=0.5", "--lr", "0.1"], 2),
+    (["train", "--preset", "x"], 2),
+    (["sweep", "--w", "0,1e400"], 2), (["prepare", "builtin:shapes", "--size", "4"], 2),
 ])
 def test_help_version_plugins_and_usage_errors_never_import_torch(args, code):
     got, names = imported_modules(*args)

@@ -108,7 +108,8 @@ def test_interval_and_set_examples():
     assert parse_set("dataset=data/x.h5") == ("dataset", "data/x.h5")
     assert parse_set(" lr =0.5") == ("lr", 0.5)
     for bad, reason in [("lr", "KEY=VALUE"), ("=1", "KEY=VALUE"), ("lr=NaN", "not finite"), ("lr=1e400", "not finite"),
-                        ("lr=[1,-Infinity]", "not finite"), ("a b=1", "not a config key"), ("a..b=1", "not a config key")]:
+                        ("lr=[1,-Infinity]", "not finite"), ("a b=1", "not a config key"),
+                        ("a..b=1", "not a config key")]:
         _, err = one_line_error(parse_set, bad)
         assert err is not None and reason in err, (bad, err)
 

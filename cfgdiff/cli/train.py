@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cfgdiff.cli import options as o
+from cfgdiff.config import train_preset
 
 def train(
     data: Annotated[
@@ -16,7 +17,8 @@ def train(
     ] = None,
     preset: Annotated[
         Optional[str],
-        typer.Option("--preset", metavar="NAME", help="adm64, cifar32 or tiny (default: by the data's resolution)."),
+        typer.Option("--preset", metavar="NAME", callback=o.rule(train_preset),
+                     help="adm64, cifar32 or tiny (default: by the data's resolution)."),
     ] = None,
     run_dir: Annotated[
         Optional[str],

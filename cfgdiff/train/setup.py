@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from cfgdiff import dist
-from cfgdiff.config import PRESET_BY_RESOLUTION, TRAIN_PRESETS, TrainConfig, apply_overrides, override, to_dict
+from cfgdiff.config import (
+    PRESET_BY_RESOLUTION,
+    TRAIN_PRESETS,
+    TrainConfig,
+    apply_overrides,
+    override,
+    to_dict,
+    train_preset,
+)
 from cfgdiff.errors import ConfigError, DataError
 
 DATASET_SUFFIXES = (".h5", ".hdf5")
@@ -37,9 +45,7 @@ def resolve_config(data: str | None, preset: str | None, run_dir: str | None,
         if preset is None:
             raise ConfigError(f"no preset for {info.size}×{info.size} data; choose one with --preset "
                               f"({', '.join(TRAIN_PRESETS)})")
-    if preset not in TRAIN_PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(TRAIN_PRESETS)}")
-    base = TRAIN_PRESETS[preset]
+    base = train_preset(preset)
     base = override(base, model=override(base.model, resolution=info.size, num_classes=info.num_classes),
                     dataset=str(path), run_dir=run_dir or str(Path("runs") / f"{path.stem}-{preset}"))
     return apply_overrides(base, overrides)
