@@ -78,7 +78,7 @@ def test_pipeline_as_a_user_runs_it(workdir):
 def test_bad_input_is_one_line_and_exit_code(workdir):
     d, env = workdir
     r = cfgdiff(["sweep", "--w", "5:0:0.1", "--n", "2"], d, env, ok=False)
-    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("cfgdiff: error: guidance grid")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("cfgdiff: error: Invalid value for '--w': guidance grid")
     r = cfgdiff(["sample", str(d / "nope"), "--n", "2", "--out", "x.npz"], d, env, ok=False)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
     r = cfgdiff(["sample", "--n", "0"], d, env, ok=False)

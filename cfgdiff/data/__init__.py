@@ -1,6 +1,6 @@
 """Data: `cfgdiff prepare` (sources -> an HDF5 dataset file) and the dataset that training reads.
 
-    prepare.py   PrepareConfig, presets, prepare(): the conversion, resumable, in worker processes
+    prepare.py   prepare(PrepareConfig) (config.py): the conversion, resumable, in worker processes
     sources.py   source kinds, labels, splits, class maps, --classes/--limit selection
     archives.py  class folders as a folder, tar (or tar of tars) or zip;  npz.py  downsampled ImageNet
     builtin.py   builtin:shapes, generated procedurally
