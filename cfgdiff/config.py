@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cfgdiff.errors import ConfigError
-from cfgdiff.parse import check_w, parse_classes, parse_grid, parse_sets, seeds_for
+from cfgdiff.parse import check_w, label_mode, parse_grid, parse_sets, seeds_for
 
 C = TypeVar("C")
 
@@ -479,10 +479,7 @@ class SampleConfig:
         self.sampler()
         _check_positive(self, "batch", "shard_size")
         seeds_for(self.seeds, self.n)
-        if self.balanced and self.classes:
-            raise ConfigError("--balanced and --classes exclude each other")
-        if self.classes:
-            parse_classes(self.classes)
+        label_mode(self.balanced, self.classes)
 
     def sampler(self) -> SamplerConfig:
         return SamplerConfig(steps=self.steps, v=self.v, w=self.w, clip_x=self.clip)

@@ -132,6 +132,15 @@ def parse_classes(text: str) -> list[int]:
     return [int(c) for c in items]
 
 
+def label_mode(balanced: bool, classes: str | None) -> tuple[str, list[int] | None]:
+    """How labels are drawn: ("balanced", None), ("classes", ids) or ("uniform", None)."""
+    if balanced and classes:
+        raise ConfigError("--balanced and --classes exclude each other")
+    if classes:
+        return "classes", parse_classes(classes)
+    return ("balanced" if balanced else "uniform"), None
+
+
 # ---- guidance grids -----------------------------------------------------------------------------------------------
 def parse_grid(text: str) -> list[float]:
     """`"start:stop:step"` (inclusive stop) or a comma list -> sorted distinct w values, each finite and >= 0."""

@@ -42,6 +42,7 @@ def no_loading(monkeypatch):
     (["sample", "runs/none", "--seeds", "0-2", "--n", "5"], "--seeds gives 3 seeds, fewer than --n 5"),
     (["sample", "runs/none", "--w", "nan"], "w must be finite"),
     (["sample", "runs/none", "--classes", "1,x"], "--classes '1,x'"),
+    (["sample", "runs/none", "--classes", "1", "--balanced"], "--balanced and --classes exclude each other"),
     (["sweep", "runs/none", "--w", "5:0:0.1"], "Invalid value for '--w': guidance grid '5:0:0.1': stop is below start"),
     (["sweep", "runs/none", "--w", "0,1e400"], "'1e400' is not finite"),
     (["sweep", "runs/none", "--w", "0:1000000:0.000001"], "more than 10,000"),

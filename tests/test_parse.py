@@ -31,7 +31,10 @@ from cfgdiff.parse import (
     seeds_for,
 )
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized and without an example database: the same examples on every run and machine, so the suite
+# cannot flake on a newly drawn input (a failure found while developing is kept as an explicit example above).
+FAST = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 def one_line_error(fn, *args):

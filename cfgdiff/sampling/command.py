@@ -8,8 +8,7 @@ from typing import Any
 
 from cfgdiff import dist
 from cfgdiff.config import SampleConfig
-from cfgdiff.errors import ConfigError
-from cfgdiff.parse import first_seeds, parse_classes, seeds_for
+from cfgdiff.parse import first_seeds, label_mode, seeds_for
 from cfgdiff.sampling.generate import nfe, seconds_per_step
 from cfgdiff.sampling.labels import labels_for_seeds
 
@@ -19,10 +18,7 @@ def seeds_and_labels(
 ) -> tuple[list[int], list[int]]:
     """The first n seeds of `seeds` (default 0..n-1) and their labels."""
     seed_list = first_seeds(seeds_for(seeds, n), n)
-    if balanced and classes:
-        raise ConfigError("--balanced and --classes exclude each other")
-    class_ids = parse_classes(classes) if classes else None
-    mode = "balanced" if balanced else ("classes" if classes else "uniform")
+    mode, class_ids = label_mode(balanced, classes)
     return seed_list, labels_for_seeds(seed_list, num_classes, mode, class_ids).tolist()
 
 
