@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from test_inception import random_weights  # noqa: F401  (a session fixture: pytest puts tests/ on sys.path)
+from test_score import _images, isolated_caches  # noqa: F401  (isolated_caches: autouse)
 
 from cfgdiff.cli.app import main
 from cfgdiff.errors import DataError, WeightsError
@@ -20,17 +21,7 @@ from cfgdiff.metrics.cache import content_sha256
 from cfgdiff.metrics.detector import load_detector
 from cfgdiff.metrics.reference import load_reference
 from cfgdiff.metrics.sources import open_input
-from cfgdiff.metrics.weights import ENV_VAR, fid_helper_file, read_torchscript_tensors, read_weights
-
-
-def _images(n: int, size: int = 8, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-
-
-@pytest.fixture(autouse=True)
-def isolated_caches(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv(ENV_VAR, raising=False)
+from cfgdiff.metrics.weights import fid_helper_file, read_torchscript_tensors, read_weights
 
 
 # ---- malformed files: one line each -------------------------------------------------------------------------------
