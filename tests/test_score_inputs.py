@@ -16,12 +16,13 @@ from test_inception import random_weights  # noqa: F401  (a session fixture: pyt
 from test_score import _images, isolated_caches  # noqa: F401  (isolated_caches: autouse)
 
 from cfgdiff.cli.app import main
-from cfgdiff.errors import DataError, WeightsError
+from cfgdiff.errors import ConfigError, DataError, WeightsError
 from cfgdiff.metrics.cache import content_sha256
 from cfgdiff.metrics.detector import load_detector
 from cfgdiff.metrics.reference import load_reference
 from cfgdiff.metrics.sources import open_input
 from cfgdiff.metrics.weights import fid_helper_file, read_torchscript_tensors, read_weights
+from cfgdiff.sampling.ranges import parse_seeds
 
 
 # ---- malformed files: one line each -------------------------------------------------------------------------------
@@ -171,3 +172,12 @@ def test_torchscript_tensors_equal_torch_jit_load():
     for name, value in theirs.items():
         assert ours[name].dtype == value.dtype and ours[name].stride() == value.stride()
         assert torch.equal(ours[name], value), name
+
+
+# ---- seeds the metadata cannot hold --------------------------------------------------------------------------------
+def test_seeds_above_int64_are_one_line():
+    top = int(np.iinfo(np.int64).max)  # the oracle: what the samples' int64 metadata can hold
+    assert parse_seeds(f"{top - 1}-{top}") == [top - 1, top]
+    np.asarray(parse_seeds(str(top)), np.int64)
+    with pytest.raises(ConfigError, match=f"above the largest seed {top}"):
+        parse_seeds(f"{top}-{top + 1}")

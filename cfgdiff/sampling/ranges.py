@@ -11,6 +11,8 @@ from decimal import Decimal, InvalidOperation
 
 from cfgdiff.errors import ConfigError
 
+MAX_SEED = 2**63 - 1  # seeds are stored as int64 in the samples' metadata and parts
+
 
 def parse_seeds(text: str) -> list[int]:
     """`"0-3,10"` -> [0, 1, 2, 3, 10]. Ranges are inclusive; seeds must be distinct and >= 0."""
@@ -26,6 +28,8 @@ def parse_seeds(text: str) -> list[int]:
             raise ConfigError(f"seeds {text!r}: {part!r} is not an integer or a range a-b") from None
         if a < 0 or b < a:
             raise ConfigError(f"seeds {text!r}: {part!r} must be an increasing range of non-negative integers")
+        if b > MAX_SEED:
+            raise ConfigError(f"seeds {text!r}: {part!r} is above the largest seed {MAX_SEED} (int64, as recorded)")
         seeds.extend(range(a, b + 1))
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds {text!r}: a seed appears twice")
