@@ -101,9 +101,9 @@ def _kid(gen: Statistics, ref: Reference, opts: Options) -> tuple[float, float]:
 # Row order is the display order of `score`'s table and the sweep's columns.
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("fid", ("fid",), ("FID",), True, (), _fid, biased_small_n=True),
-    Metric("sfid", ("sfid",), ("sFID",), True, ("spatial",), _sfid, biased_small_n=True),
     Metric("is", ("is_mean", "is_std"), ("IS", "IS std"), False, ("logits",), _is, biased_small_n=True),
     Metric("pr", ("precision", "recall"), ("precision", "recall"), True, ("pool_features",), _pr),
+    Metric("sfid", ("sfid",), ("sFID",), True, ("spatial",), _sfid, biased_small_n=True),
     Metric("kid", ("kid", "kid_std"), ("KID", "KID std"), True, ("pool_features",), _kid),
 )}
 

@@ -104,7 +104,7 @@ class FolderImages(ImageSource):
     def __init__(self, path: Path):
         self.files = image_files(Path(path))
         if not self.files:
-            raise DataError(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in it or its subfolders")
+            raise DataError(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         super().__init__(path, len(self.files))
 
     def batches(self, start: int, stop: int, size: int) -> Iterator[np.ndarray]:
