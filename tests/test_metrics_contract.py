@@ -89,6 +89,14 @@ def test_too_few_for_precision_keeps_fid_and_defaults_ref_to_the_training_set(tm
     assert code == 1 and len(errors) == 1 and "pr not computed" in errors[0] and str(out) in errors[0]
     assert json.loads(out.read_text())["metrics"]["fid"] == pytest.approx(m["fid"], rel=1e-9)
 
+    # the recorded dataset moved away: a warning, and no reference-based metric
+    (tmp_path / "s.npz.json").write_text(json.dumps({"dataset": str(tmp_path / "gone.h5")}))
+    assert main(["score", str(tmp_path / "s.npz"), "--inception", weights, "--json"]) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["reference"] is None and "fid" not in record["metrics"]
+    assert any("gone.h5" in w and "scoring without a reference" in w for w in record["warnings"])
+
 
 def test_fewer_than_two_samples_only_with_force(tmp_path, capsys, random_weights):  # noqa: F811
     np.savez(tmp_path / "one.npz", arr_0=_images(1))

@@ -59,10 +59,13 @@ class ScoreConfig:
         if self.metrics is not None:
             object.__setattr__(self, "metrics", parse_metrics(self.metrics))
 
-    def resolved_ref(self) -> str | None:
-        """--ref, else the samples' recorded training dataset where it exists."""
-        recorded = recorded_dataset(self.samples)
-        return default_reference(self.ref, recorded if recorded and Path(recorded).exists() else None)
+    def resolved_ref(self) -> tuple[str | None, str | None]:
+        """(--ref, else the samples' recorded training dataset where it exists; a warning if it does not)."""
+        recorded = recorded_dataset(self.samples) if self.ref is None else None
+        if recorded and not Path(recorded).exists():
+            return None, (f"the samples' training dataset {recorded} (recorded in {self.samples}.json) is not there; "
+                          "scoring without a reference (pass --ref)")
+        return default_reference(self.ref, recorded), None
 
     def resolved_metrics(self, ref: str | None) -> tuple[str, ...]:
         if self.metrics is not None:
@@ -85,7 +88,7 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
     Returns the record written: config, samples/reference/weights provenance, metrics, version, time.
     """
     dist.init()
-    ref_path = cfg.resolved_ref()
+    ref_path, missing_ref = cfg.resolved_ref()
     metrics = cfg.resolved_metrics(ref_path)
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root()
     samples = open_input(cfg.samples)  # fail on a bad path before any expensive work
@@ -105,7 +108,7 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
     need_pool = registry.needs(metrics, "pool_features")
     ref = (load_reference(ref_path, detector, root, need_pool=need_pool, batch_size=cfg.batch)
            if ref_path is not None else None)
-    warnings = _warnings(count, metrics)
+    warnings = _warnings(count, metrics) + ([missing_ref] if missing_ref else [])
     for line in warnings:  # after the inputs and weights are known good: an error stays one line
         dist.print0(f"cfgdiff: warning: {line}")
     if samples.images is not None:
