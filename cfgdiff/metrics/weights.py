@@ -170,9 +170,11 @@ class _TensorsOnly(pickle.Unpickler):
         kind, dtype, key, _location, numel = pid
         if kind != "storage" or not isinstance(dtype, torch.dtype):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
-        raw = self.archive.read(f"{self.prefix}/data/{key}")
-        if len(raw) != numel * dtype.itemsize:
-            raise pickle.UnpicklingError(f"storage {key} has {len(raw)} bytes, expected {numel} x {dtype}")
+        member = f"{self.prefix}/data/{key}"
+        size = self.archive.getinfo(member).file_size  # checked before decompressing: no zip bomb
+        if size != numel * dtype.itemsize:
+            raise pickle.UnpicklingError(f"storage {key} has {size} bytes, expected {numel} x {dtype}")
+        raw = self.archive.read(member)
         untyped = torch.frombuffer(bytearray(raw), dtype=torch.uint8).untyped_storage() if raw else \
             torch.UntypedStorage(0)
         return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
