@@ -14,6 +14,7 @@ from test_score import _images, isolated_caches  # noqa: F401  (isolated_caches:
 
 from cfgdiff.cli.app import main
 from cfgdiff.metrics import registry
+from cfgdiff.metrics.score import ScoreConfig
 from cfgdiff.sampling.report import plot_axes, write_plot
 from cfgdiff.sampling.sweep import columns, write_rows
 
@@ -89,13 +90,11 @@ def test_too_few_for_precision_keeps_fid_and_defaults_ref_to_the_training_set(tm
     assert code == 1 and len(errors) == 1 and "pr not computed" in errors[0] and str(out) in errors[0]
     assert json.loads(out.read_text())["metrics"]["fid"] == pytest.approx(m["fid"], rel=1e-9)
 
-    # the recorded dataset moved away: a warning, and no reference-based metric
+    # the recorded dataset moved away: no reference, and a warning that says so
     (tmp_path / "s.npz.json").write_text(json.dumps({"dataset": str(tmp_path / "gone.h5")}))
-    assert main(["score", str(tmp_path / "s.npz"), "--inception", weights, "--json"]) == 0
-    captured = capsys.readouterr()
-    record = json.loads(captured.out)
-    assert record["reference"] is None and "fid" not in record["metrics"]
-    assert any("gone.h5" in w and "scoring without a reference" in w for w in record["warnings"])
+    ref_path, warning = ScoreConfig(samples=str(tmp_path / "s.npz")).resolved_ref()
+    assert ref_path is None and "gone.h5" in warning and "scoring without a reference" in warning
+    assert ScoreConfig(samples=str(tmp_path / "s.npz"), ref="r.npz").resolved_ref() == ("r.npz", None)
 
 
 def test_fewer_than_two_samples_only_with_force(tmp_path, capsys, random_weights):  # noqa: F811
