@@ -197,12 +197,16 @@ def test_accumulator_equals_np_mean_and_cov_over_batches():
     assert stats.logits.shape == (23, 10)
 
 
-def test_accumulator_rejects_too_few_images_and_non_finite_features():
+def test_accumulator_rejects_no_images_and_non_finite_features():
     rng = np.random.default_rng(8)
-    acc = FeatureAccumulator()
+    with pytest.raises(MetricsError, match="no images"):
+        FeatureAccumulator().finalize()
+    acc = FeatureAccumulator(keep_pool=True)
     acc.add(_features(rng, 1))
-    with pytest.raises(MetricsError, match="at least 2 images"):
-        acc.finalize()
+    one = acc.finalize()  # one image: statistics exist, the covariance metrics say why they are n/a
+    out = compute_metrics(one, Reference(_stats(rng, 10), "r", "npz", "r" * 64), ("fid", "pr"))
+    assert out["fid"] is None and "at least 2 images" in out["unavailable"]["fid"]
+    assert out["precision"] is None and "more than 3 features" in out["unavailable"]["pr"]
     bad = _features(rng, 2)
     bad.pool[0, 0] = float("nan")
     with pytest.raises(MetricsError, match="not finite"):

@@ -163,7 +163,7 @@ def test_score_cli_end_to_end(tmp_path, capsys, random_weights):  # noqa: F811
     (["one.npz", "--metrics", "fid"], 2, "fid need a reference"),
     (["one.npz", "--metrics", "fid,lpips", "--ref", "one.npz"], 2, "unknown metric(s) lpips"),
     (["one.npz"], 1, "need at least 2 images"),
-    (["one.npz", "--inception", "nope.pth"], 1, "not found"),
+    (["two.npz", "--inception", "nope.pth"], 1, "not found"),
 ])
 def test_score_cli_bad_input_is_one_line(tmp_path, capsys, monkeypatch, random_weights, args, code, msg):  # noqa: F811
     monkeypatch.chdir(tmp_path)
@@ -171,6 +171,7 @@ def test_score_cli_bad_input_is_one_line(tmp_path, capsys, monkeypatch, random_w
     with zipfile.ZipFile(tmp_path / "bad.npz", "w") as z:
         z.writestr("arr_0.npy", b"\x93NUMPY garbage")
     np.savez(tmp_path / "one.npz", arr_0=_images(1))
+    np.savez(tmp_path / "two.npz", arr_0=_images(2))
     assert main(["score", *args]) == code
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if not ln.startswith("samples ")]  # progress lines

@@ -9,15 +9,16 @@ from typing import Annotated, Optional
 
 import typer
 
-_LABELS = (("fid", "FID"), ("sfid", "sFID"), ("is_mean", "IS"), ("is_std", "IS std"), ("precision", "precision"),
-           ("recall", "recall"), ("kid", "KID"), ("kid_std", "KID std"))
+from cfgdiff.metrics import registry  # standard library only: --help stays fast
 
 
 def score(
     samples: Annotated[Path, typer.Argument(help="Samples: npz (arr_0 uint8 NHWC, or mu/sigma stats), cfgdiff "
                                                  "HDF5 dataset, or a folder of images.")],
     ref: Annotated[Optional[Path], typer.Option(help="Reference of any SAMPLES kind (ADM reference batch, stats "
-                                                     "npz, dataset, folder); its statistics are cached.",
+                                                     "npz, dataset, folder, zip); its statistics are cached "
+                                                     "(default: the samples' training dataset, recorded in "
+                                                     "<SAMPLES>.json by `sample`).",
                                                 metavar="REF")] = None,
     inception: Annotated[Optional[Path], typer.Option(help="Inception weights: pytorch-fid .pth, NVIDIA or "
                                                            "fid-helper TorchScript .pt (default: $CFGDIFF_INCEPTION, "
@@ -27,8 +28,9 @@ def score(
     save_stats: Annotated[Optional[Path], typer.Option(help="Also write the samples' statistics (ADM-style "
                                                             "mu/sigma/mu_s/sigma_s npz), usable as --ref.",
                                                        metavar="OUT.npz")] = None,
-    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated subset of fid,is,pr,sfid,kid; each one "
-                                                        "listed must succeed (default: all the inputs allow).",
+    metrics: Annotated[Optional[str], typer.Option(help=f"Comma-separated subset of {','.join(registry.names())}; "
+                                                        "each one listed must succeed (default: all the inputs "
+                                                        "allow).",
                                                    metavar="LIST")] = None,
     results: Annotated[Optional[Path], typer.Option(help="Results JSON with provenance (default: "
                                                          "<SAMPLES>.score.json beside SAMPLES).",
@@ -37,10 +39,14 @@ def score(
                                                  "(scipy, the reference).", metavar="eigh|sqrtm")] = "eigh",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results record as one JSON document on "
                                                          "stdout.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Score even fewer than 2 samples (every metric is then "
+                                                        "n/a with its reason).")] = False,
 ) -> None:
     """Score samples with the FID Inception (TF inception-2015-12-05): the numbers ADM's evaluator prints.
 
     Example:  cfgdiff score samples_w0.3.npz --ref VIRTUAL_imagenet64_labeled.npz --json
+
+    Below 10,000 samples FID and IS are biased: a warning says so, on stderr and in the results.
     """
     from cfgdiff import dist
     from cfgdiff.metrics.score import ScoreConfig
@@ -50,7 +56,7 @@ def score(
         samples=str(samples), ref=str(ref) if ref else None, inception=str(inception) if inception else None,
         batch=batch, save_stats=str(save_stats) if save_stats else None,
         metrics=tuple(metrics.split(",")) if metrics is not None else None, fid_method=fid_method,
-        results=str(results) if results else None,
+        results=str(results) if results else None, force=force,
     )
     record = run_score(cfg)
     if not dist.is_main():
@@ -63,7 +69,7 @@ def score(
     elif sys.stdout.isatty():
         _print_table(record)
     else:
-        for key, label in _LABELS:
+        for key, label in registry.labels():
             if values.get(key) is not None:
                 typer.echo(f"{label}\t{values[key]:.6g}")
     print(f"cfgdiff: results written to {cfg.results_path()}", file=sys.stderr)
@@ -78,9 +84,9 @@ def _print_table(record: dict) -> None:
     table = Table(title=record["samples"]["path"] + (f" ({count} images)" if count is not None else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, label in _LABELS:
-        if values.get(key) is not None:
-            table.add_row(label, f"{values[key]:.6g}")
+    for key, label in registry.labels():
+        if key in values:  # requested: a value, or n/a (its reason is on stderr)
+            table.add_row(label, f"{values[key]:.6g}" if values[key] is not None else "n/a")
     console = Console()
     console.print(table)
     ref = record["reference"]

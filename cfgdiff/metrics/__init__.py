@@ -7,18 +7,26 @@
     gen = acc.finalize(detector.sha256)                     # all-reduced across ranks
     ref = load_reference("ref.npz", detector, cache_dir)    # cached by content + weights hash
     compute_metrics(gen, ref)                               # {"fid": ..., "is_mean": ..., ...}
+
+The names are imported on first use (PEP 562), so `cfgdiff.metrics.registry`, the table of metrics the
+CLI's `--help` reads, comes without torch.
 """
 
-from cfgdiff.metrics.detector import InceptionDetector, load_detector
-from cfgdiff.metrics.evaluate import ALL_METRICS, compute_metrics
-from cfgdiff.metrics.frechet import frechet_distance
-from cfgdiff.metrics.inception import Features, FIDInception
-from cfgdiff.metrics.reference import Reference, load_reference, save_statistics
-from cfgdiff.metrics.score import ScoreConfig, score
-from cfgdiff.metrics.stats import FeatureAccumulator, Moments, Statistics
+import importlib
 
-__all__ = [
-    "ALL_METRICS", "FIDInception", "FeatureAccumulator", "Features", "InceptionDetector", "Moments", "Reference",
-    "ScoreConfig", "Statistics", "compute_metrics", "frechet_distance", "load_detector", "load_reference",
-    "save_statistics", "score",
-]
+_HOMES = {
+    "InceptionDetector": "detector", "load_detector": "detector", "compute_metrics": "evaluate",
+    "frechet_distance": "frechet", "Features": "inception", "FIDInception": "inception", "Reference": "reference",
+    "load_reference": "reference", "save_statistics": "reference", "ScoreConfig": "score", "score": "score",
+    "FeatureAccumulator": "stats", "Moments": "stats", "Statistics": "stats",
+}
+
+__all__ = ["ALL_METRICS", *sorted(_HOMES)]
+
+
+def __getattr__(name: str):
+    if name == "ALL_METRICS":  # the registry's rows, read when asked (a registered row shows up)
+        return importlib.import_module("cfgdiff.metrics.registry").names()
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"cfgdiff.metrics.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'cfgdiff.metrics' has no attribute {name!r}")

@@ -4,7 +4,8 @@ Layout under the cache root (`$XDG_CACHE_HOME/cfgdiff`, else `~/.cache/cfgdiff`)
 
     inception/     downloaded Inception weights
     references/    reference statistics, keyed by input content hash + weights hash
-    hashes/        memo of content hashes, keyed by (path, size, mtime) so a 15 GB dataset is hashed once
+    hashes/        memo of content hashes, keyed by (path, size, mtime_ns), for a folder by every file's
+                   (relative name, size, mtime_ns), so a 15 GB dataset is hashed once
 """
 
 from __future__ import annotations
@@ -46,13 +47,22 @@ def content_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _listing(path: Path) -> str:
+    """What the memo is keyed on: size and mtime_ns of a file, or of every file of a folder with its relative
+    name (a folder's own size and mtime do not change when an image is rewritten in place)."""
+    if path.is_file():
+        st = path.stat()
+        return f"{st.st_size}\0{st.st_mtime_ns}"
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return "\0".join(f"{p.relative_to(path)}\0{p.stat().st_size}\0{p.stat().st_mtime_ns}" for p in files)
+
+
 def memo_content_sha256(path: Path, cache_dir: Path | None) -> str:
-    """`content_sha256`, remembered under `cache_dir/hashes` for an unchanged (path, size, mtime)."""
+    """`content_sha256`, remembered under `cache_dir/hashes` for an unchanged path and `_listing`."""
     path = Path(path).resolve()
     if cache_dir is None:
         return content_sha256(path)
-    st = path.stat()
-    key = hashlib.sha256(f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{path}\0{_listing(path)}".encode()).hexdigest()[:32]
     memo = Path(cache_dir) / "hashes" / f"{key}.json"
     try:
         return json.loads(memo.read_text())["sha256"]

@@ -36,6 +36,12 @@ class Reference:
                 "weights_sha256": self.stats.weights_sha256, "cache_file": self.cache_file}
 
 
+def default_reference(ref: str | Path | None, recorded: str | None) -> str | None:
+    """The reference to score against: `ref` if given, else the training dataset that the samples'
+    provenance records (a checkpoint's for `sweep`, the samples' `<npz>.json` for `score`), else None."""
+    return str(ref) if ref else (recorded or None)
+
+
 def load_reference(ref: str | Path, detector: InceptionDetector, cache_dir: str | Path | None = None, *,
                    need_pool: bool = True, batch_size: int = 64) -> Reference:
     """Reference statistics of `ref` (npz of images or statistics, HDF5 dataset, folder of images).
@@ -92,5 +98,5 @@ def read_cached(path: Path, need_pool: bool) -> Statistics | None:
             spatial = Moments(z["mu_s"], z["sigma_s"]) if "mu_s" in z.files else None
             return Statistics(int(z["count"]), Moments(z["mu"], z["sigma"]), spatial,
                               z["pool_features"] if need_pool else None, None, str(z["weights_sha256"]) or None)
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, TypeError):
         return None  # a damaged entry is recomputed and overwritten, never trusted

@@ -13,17 +13,18 @@ from pathlib import Path
 
 from cfgdiff import __version__, dist
 from cfgdiff.config import to_dict
-from cfgdiff.errors import ConfigError, WeightsError
+from cfgdiff.errors import ConfigError, MetricsError, WeightsError
+from cfgdiff.metrics import registry
 from cfgdiff.metrics.cache import atomic_path, cache_root, memo_content_sha256
 from cfgdiff.metrics.detector import load_detector
-from cfgdiff.metrics.evaluate import ALL_METRICS, compute_metrics, parse_metrics
+from cfgdiff.metrics.evaluate import compute_metrics, parse_metrics
 from cfgdiff.metrics.extract import statistics_from_arrays, statistics_of
 from cfgdiff.metrics.frechet import METHODS
-from cfgdiff.metrics.reference import load_reference, save_statistics
-from cfgdiff.metrics.sources import open_input
+from cfgdiff.metrics.reference import default_reference, load_reference, save_statistics
+from cfgdiff.metrics.sources import open_input, recorded_dataset
 from cfgdiff.metrics.weights import HOW_TO_GET_HEAD
 
-NEEDS_REF = ("fid", "pr", "sfid", "kid")
+RELIABLE_COUNT = 10_000  # below this FID and IS are strongly biased (the papers use 50,000 samples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +33,10 @@ class ScoreConfig:
 
     metrics: None = every metric the inputs allow (unavailable ones are reported, not fatal); an
         explicit tuple makes each requested metric mandatory.
+    ref: None = the training dataset the samples' metadata (`<samples>.json`, written by `sample`) records,
+        if it exists; else no reference.
     results: the results JSON (default: `<samples>.score.json` beside the samples).
+    force: score fewer than 2 samples (every metric then says why it is n/a).
     cache_dir: cache root for weights lookups and reference statistics (default: XDG cache).
     """
 
@@ -45,6 +49,7 @@ class ScoreConfig:
     fid_method: str = "eigh"
     results: str | None = None
     cache_dir: str | None = None
+    force: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch, int) or self.batch < 1:
@@ -53,14 +58,22 @@ class ScoreConfig:
             raise ConfigError(f"fid_method must be one of {', '.join(METHODS)}, got {self.fid_method!r}")
         if self.metrics is not None:
             object.__setattr__(self, "metrics", parse_metrics(self.metrics))
-            needs = [m for m in self.metrics if m in NEEDS_REF]
-            if needs and self.ref is None:
-                raise ConfigError(f"{','.join(needs)} need a reference: pass --ref")
 
-    def resolved_metrics(self) -> tuple[str, ...]:
+    def resolved_ref(self) -> tuple[str | None, str | None]:
+        """(--ref, else the samples' recorded training dataset where it exists; a warning if it does not)."""
+        recorded = recorded_dataset(self.samples) if self.ref is None else None
+        if recorded and not Path(recorded).exists():
+            return None, (f"the samples' training dataset {recorded} (recorded in {self.samples}.json) is not there; "
+                          "scoring without a reference (pass --ref)")
+        return default_reference(self.ref, recorded), None
+
+    def resolved_metrics(self, ref: str | None) -> tuple[str, ...]:
         if self.metrics is not None:
+            needs = registry.needs_ref(self.metrics)
+            if needs and ref is None:
+                raise ConfigError(f"{','.join(needs)} need a reference: pass --ref")
             return self.metrics
-        return ALL_METRICS if self.ref is not None else ("is",)
+        return tuple(m for m in registry.names() if ref is not None or not registry.METRICS[m].needs_ref)
 
     def results_path(self) -> Path:
         if self.results is not None:
@@ -75,24 +88,32 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
     Returns the record written: config, samples/reference/weights provenance, metrics, version, time.
     """
     dist.init()
-    metrics = cfg.resolved_metrics()
+    ref_path, missing_ref = cfg.resolved_ref()
+    metrics = cfg.resolved_metrics(ref_path)
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root()
     samples = open_input(cfg.samples)  # fail on a bad path before any expensive work
+    count = samples.images.count if samples.images is not None else _stored_count(samples.stats)
+    if count is not None and count < 2 and not cfg.force:
+        raise MetricsError(f"{cfg.samples}: {count} image(s); need at least 2 images to score "
+                           "(--force records every metric as n/a with its reason)")
     detector = load_detector(cfg.inception, batch_size=cfg.batch)
-    if "is" in metrics and not detector.has_logits:  # say so before hours of work
+    if registry.needs(metrics, "logits") and not detector.has_logits:  # say so before hours of work
         if cfg.metrics is not None:
             raise WeightsError(f"IS needs the Inception 1008-way head, which {detector.path.name} lacks; "
                                + HOW_TO_GET_HEAD)
-        if cfg.ref is None and not cfg.save_stats:  # IS was the only metric possible: nothing to do
+        if ref_path is None and not cfg.save_stats:  # IS was the only metric possible: nothing to do
             raise WeightsError(f"nothing to compute: without --ref only IS is possible, and it needs the Inception "
                                f"1008-way head, which {detector.path.name} lacks; pass --ref, or --save-stats to "
                                "keep the statistics, or " + HOW_TO_GET_HEAD)
-    need_pool = "pr" in metrics or "kid" in metrics
-    ref = (load_reference(cfg.ref, detector, root, need_pool=need_pool, batch_size=cfg.batch)
-           if cfg.ref is not None else None)
+    need_pool = registry.needs(metrics, "pool_features")
+    ref = (load_reference(ref_path, detector, root, need_pool=need_pool, batch_size=cfg.batch)
+           if ref_path is not None else None)
+    warnings = _warnings(count, metrics) + ([missing_ref] if missing_ref else [])
+    for line in warnings:  # after the inputs and weights are known good: an error stays one line
+        dist.print0(f"cfgdiff: warning: {line}")
     if samples.images is not None:
-        gen = statistics_of(samples.images, detector, keep_pool=need_pool, keep_logits="is" in metrics,
-                            batch_size=cfg.batch, desc="samples")
+        gen = statistics_of(samples.images, detector, keep_pool=need_pool,
+                            keep_logits=registry.needs(metrics, "logits"), batch_size=cfg.batch, desc="samples")
     else:
         gen = statistics_from_arrays(samples.stats)
     results = compute_metrics(gen, ref, metrics, fid_method=cfg.fid_method, strict=cfg.metrics is not None,
@@ -106,10 +127,30 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
         "reference": ref.provenance() if ref else None,
         "weights": detector.provenance(),
         "metrics": results,
+        "warnings": warnings,
     }
+    if ref is not None and cfg.ref is None:
+        record["reference"]["default"] = f"the samples' training dataset, recorded in {cfg.samples}.json"
     if dist.is_main():
         if cfg.save_stats:
             save_statistics(gen, cfg.save_stats)
         with atomic_path(cfg.results_path()) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
+    failed = results["unavailable"]
+    if cfg.metrics is not None and failed:  # each metric asked for must succeed; the others are kept
+        metric, reason = next(iter(failed.items()))
+        raise MetricsError(f"{metric} not computed: {reason} (the other metrics are in {cfg.results_path()})")
     return record
+
+
+def _stored_count(stats: dict | None) -> int | None:
+    return int(stats["count"]) if stats is not None and "count" in stats else None
+
+
+def _warnings(count: int | None, metrics: tuple[str, ...]) -> list[str]:
+    """One line per caveat the results carry (also printed on stderr)."""
+    biased = [registry.METRICS[m].labels[0] for m in metrics if registry.METRICS[m].biased_small_n]
+    if count is not None and count < RELIABLE_COUNT and biased:
+        return [f"{count} samples: {', '.join(biased)} below {RELIABLE_COUNT:,} samples are biased and not comparable "
+                "with published numbers (50,000)"]
+    return []

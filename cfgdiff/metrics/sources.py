@@ -5,12 +5,21 @@
 - npz of statistics: `mu`, `sigma`, optionally `mu_s`, `sigma_s` (ADM reference batches carry both these
   and `arr_0`; pytorch-fid stats files carry `mu` and `sigma`).
 - cfgdiff HDF5 dataset: `images` (N, S, S, 3) uint8 with root attribute format = "cfgdiff-dataset".
-- a folder of images (.png .jpg .jpeg .bmp .webp .tif .tiff; not recursive; sorted by name), as RGB.
+- a folder of images (.png .jpg .jpeg .bmp .webp .tif .tiff), nested folders included (EDM's
+  `ImageFolderDataset`), sorted by relative path; hidden files and folders are skipped.
+- a zip of images (EDM's `dataset_tool.py` output, with or without its `dataset.json`), sorted by member name.
+
+Images are decoded as RGB with Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`) enforced
+as an error, not a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
+import os
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,8 +49,9 @@ class NpzImages(ImageSource):
 
     kind = "npz"
 
-    def __init__(self, path: Path):
-        with zipfile.ZipFile(path) as z, z.open("arr_0.npy") as f:
+    def __init__(self, path: Path, member: str = "arr_0.npy"):
+        self.member = member  # np.savez names it arr_0.npy; other writers may leave out the suffix
+        with zipfile.ZipFile(path) as z, z.open(member) as f:
             shape, self.dtype, self._offset = _npy_header(f, path)
         _check_image_array(shape, self.dtype, f"{path}: arr_0")
         self.shape = shape
@@ -49,7 +59,7 @@ class NpzImages(ImageSource):
 
     def batches(self, start: int, stop: int, size: int) -> Iterator[np.ndarray]:
         row = int(np.prod(self.shape[1:]))
-        with zipfile.ZipFile(self.path) as z, z.open("arr_0.npy") as f:
+        with zipfile.ZipFile(self.path) as z, z.open(self.member) as f:
             f.seek(self._offset + start * row)  # forward seeks in a deflated member decompress and discard
             for i in range(start, stop, size):
                 n = min(size, stop - i)
@@ -87,26 +97,64 @@ class Hdf5Images(ImageSource):
 
 
 class FolderImages(ImageSource):
-    """Image files of one folder in name order; a batch ends early where the image size changes."""
+    """Image files of a folder and its subfolders in relative-path order; a batch ends where the size changes."""
 
     kind = "folder"
 
     def __init__(self, path: Path):
-        self.files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        self.files = image_files(Path(path))
         if not self.files:
             raise DataError(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         super().__init__(path, len(self.files))
 
     def batches(self, start: int, stop: int, size: int) -> Iterator[np.ndarray]:
-        run: list[np.ndarray] = []
-        for f in self.files[start:stop]:
-            image = _read_image(f)
-            if run and (image.shape != run[0].shape or len(run) == size):
-                yield np.stack(run)
-                run = []
-            run.append(image)
-        if run:
+        return _same_size_batches((_read_image(f, f) for f in self.files[start:stop]), size)
+
+
+class ZipImages(ImageSource):
+    """Image members of a zip (EDM's dataset_tool output) in member-name order."""
+
+    kind = "zip"
+
+    def __init__(self, path: Path, members: list[str]):
+        self.members = members
+        super().__init__(path, len(members))
+
+    def batches(self, start: int, stop: int, size: int) -> Iterator[np.ndarray]:
+        with zipfile.ZipFile(self.path) as z:
+            images = (_read_image(io.BytesIO(_member_bytes(z, m, self.path)), f"{self.path}:{m}")
+                      for m in self.members[start:stop])
+            yield from _same_size_batches(images, size)
+
+
+MAX_MEMBER_BYTES = 1 << 30  # an image file above 1 GiB is a zip bomb, not a sample
+
+
+def _member_bytes(z: zipfile.ZipFile, member: str, path: Path) -> bytes:
+    if z.getinfo(member).file_size > MAX_MEMBER_BYTES:
+        raise DataError(f"{path}:{member}: {z.getinfo(member).file_size:,} bytes uncompressed; refused as a zip bomb")
+    return z.read(member)
+
+
+def image_files(root: Path) -> list[Path]:
+    """Image files under `root`, recursively (symlinked folders are not followed: no cycles), by relative path."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(folder) / f for f in files
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _same_size_batches(images: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    run: list[np.ndarray] = []
+    for image in images:
+        if run and (image.shape != run[0].shape or len(run) == size):
             yield np.stack(run)
+            run = []
+        run.append(image)
+    if run:
+        yield np.stack(run)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,18 +175,31 @@ def open_input(path: str | Path) -> Input:
     if not path.is_file():
         raise DataError(f"{path}: no such file or folder")
     if zipfile.is_zipfile(path):
-        return _open_npz(path)
+        return _open_zip(path)
     with open(path, "rb") as f:
         if f.read(8) == b"\x89HDF\r\n\x1a\n":
             return Input(path, "hdf5", Hdf5Images(path), None)
     raise DataError(f"{path}: not an npz, a cfgdiff HDF5 dataset or a folder of images")
 
 
-def _open_npz(path: Path) -> Input:
+def _open_zip(path: Path) -> Input:
+    """An npz (members `*.npy`, or ADM-style names without the suffix) or a zip of images."""
     try:
         with zipfile.ZipFile(path) as z:
-            names = {n.removesuffix(".npy") for n in z.namelist()}
-        images = NpzImages(path) if "arr_0" in names else None
+            members = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise DataError(f"{path}: corrupt zip ({type(e).__name__}: {e})".splitlines()[0]) from e
+    pictures = sorted(m for m in members if not m.endswith("/") and Path(m).suffix.lower() in IMAGE_EXTENSIONS)
+    if pictures and not any(m.removesuffix(".npy") in ("arr_0", "mu") for m in members):
+        return Input(path, "zip", ZipImages(path, pictures), None)
+    return _open_npz(path, members)
+
+
+def _open_npz(path: Path, members: list[str]) -> Input:
+    try:
+        names = {n.removesuffix(".npy") for n in members}
+        arr_0 = "arr_0.npy" if "arr_0.npy" in members else "arr_0"
+        images = NpzImages(path, arr_0) if "arr_0" in names else None
         stats = _read_stats(path) if {"mu", "sigma"} <= names else None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise DataError(f"{path}: corrupt npz ({type(e).__name__}: {e})".splitlines()[0]) from e
@@ -153,9 +214,33 @@ def _read_stats(path: Path) -> dict[str, np.ndarray]:
         stats = {k: np.asarray(z[k], np.float64) for k in STATS_KEYS if k in z.files}
         if "count" in z.files:  # written by save_statistics; ADM's and pytorch-fid's files do not say
             stats["count"] = np.asarray(z["count"])
-    if ("mu_s" in stats) != ("sigma_s" in stats):
-        raise DataError(f"{path}: has only one of mu_s and sigma_s")
+    check_stats(stats, str(path))
     return stats
+
+
+def check_stats(stats: dict[str, np.ndarray], name: str) -> None:
+    """DataError (one line) unless mu is (D,), sigma (D, D), mu_s/sigma_s paired alike, count one integer >= 0."""
+    if ("mu_s" in stats) != ("sigma_s" in stats):
+        raise DataError(f"{name}: has only one of mu_s and sigma_s")
+    for mu, sigma in (("mu", "sigma"), ("mu_s", "sigma_s")):
+        if mu in stats and (stats[mu].ndim != 1 or stats[sigma].shape != (len(stats[mu]),) * 2):
+            raise DataError(f"{name}: {mu} must be (D,) and {sigma} (D, D), got {stats[mu].shape} and "
+                            f"{stats[sigma].shape}")
+    if "count" in stats:
+        count = stats["count"]
+        if count.shape != () or count.dtype.kind not in "iu" or count < 0:
+            raise DataError(f"{name}: count must be one non-negative integer, got {count.dtype} of shape "
+                            f"{count.shape}")
+
+
+def recorded_dataset(samples: str | Path) -> str | None:
+    """The training dataset that `cfgdiff sample` recorded in `<samples>.json`, or None (no or unreadable file)."""
+    try:
+        meta = json.loads(Path(f"{samples}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    dataset = meta.get("dataset") if isinstance(meta, dict) else None
+    return dataset if isinstance(dataset, str) and dataset else None
 
 
 def _npy_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -181,11 +266,16 @@ def _check_image_array(shape: tuple[int, ...], dtype: np.dtype, name: str) -> No
         raise DataError(f"{name} must have shape (N, H, W, 3), got {tuple(shape)}")
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(file, name: str | Path) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of an image file or stream; DataError for an unreadable file or a decompression bomb."""
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except OSError as e:
-        raise DataError(f"{path}: cannot read image ({e})") from e
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # > MAX_IMAGE_PIXELS: refuse
+            with Image.open(file) as im:
+                return np.asarray(im.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{name}: refused as a possible decompression bomb ({e})".splitlines()[0]) from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{name}: cannot read image ({e})".splitlines()[0]) from e

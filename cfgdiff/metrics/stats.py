@@ -109,8 +109,8 @@ class FeatureAccumulator:
     def finalize(self, weights_sha256: str | None = None) -> Statistics:
         """Statistics over all ranks' images (a collective call: every rank must call it)."""
         count = int(dist.all_reduce_sum(torch.tensor([self.count], dtype=torch.int64, device=dist.device())).item())
-        if count < 2:
-            raise MetricsError(f"need at least 2 images for a covariance, got {count}")
+        if count < 1:  # one image gives NaN covariances: the metrics that need them say so (score --force)
+            raise MetricsError("no images to compute statistics of")
         if self._pool.s1 is None:  # this rank got an empty shard: contribute zeros of the right size
             self._pool.add(torch.zeros(0, POOL_DIM, device=dist.device()))
             self._spatial.add(torch.zeros(0, SPATIAL_DIM, device=dist.device()))

@@ -23,18 +23,21 @@ Formats, detected from the file, and their name maps onto `FIDInception`'s state
   (TF's batch norm has no scale), `fc.bias` is dropped.
 - cfgdiff's own state dict (`FIDInception().state_dict()`), as is.
 
-TorchScript files are opened with `torch.jit.load` only to read their tensors; their code never runs.
+TorchScript files are never loaded with `torch.jit.load`, which runs the archive's own code (a scripted
+`__setstate__` runs inside it): `read_torchscript_tensors` reads the archive's `data.pkl` with an unpickler
+that builds tensors and plain attribute records only, so no code of the file ever runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import os
+import pickle
 import re
 import time
 import urllib.request
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -123,15 +126,88 @@ def _is_torchscript(path: Path) -> bool:
         return any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist())
 
 
+_STORAGE_DTYPES = {"FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+                   "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+                   "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+                   "BoolStorage": torch.bool}
+
+
+class _ScriptObject:
+    """A TorchScript object's attributes as pickled: recorded, never interpreted (its class is not loaded)."""
+
+    def __init__(self, *args: object) -> None:
+        self.attrs: dict = {}
+
+    def __setstate__(self, state: object) -> None:
+        self.attrs = state if isinstance(state, dict) else {}
+
+
+def _first(value: object, *_: object) -> object:
+    return value
+
+
+class _TensorsOnly(pickle.Unpickler):
+    """Unpickles a TorchScript archive's data.pkl allowing only tensors, storages and attribute records."""
+
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str):
+        super().__init__(io.BytesIO(data))
+        self.archive, self.prefix = archive, prefix
+
+    def find_class(self, module: str, name: str) -> object:
+        if module == "__torch__" or module.startswith("__torch__."):
+            return _ScriptObject
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _STORAGE_DTYPES[name]
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return torch._utils._rebuild_tensor_v2
+        if (module, name) == ("collections", "OrderedDict"):
+            return dict
+        if module == "torch.jit._pickle" and (name.startswith("build_") or name == "restore_type_tag"):
+            return _first  # typed-list and type-tag wrappers: the value itself
+        raise pickle.UnpicklingError(f"refusing {module}.{name}: only tensors are read from TorchScript files")
+
+    def persistent_load(self, pid: tuple) -> torch.storage.TypedStorage:
+        kind, dtype, key, _location, numel = pid
+        if kind != "storage" or not isinstance(dtype, torch.dtype):
+            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
+        member = f"{self.prefix}/data/{key}"
+        size = self.archive.getinfo(member).file_size  # checked before decompressing: no zip bomb
+        if size != numel * dtype.itemsize:
+            raise pickle.UnpicklingError(f"storage {key} has {size} bytes, expected {numel} x {dtype}")
+        raw = self.archive.read(member)
+        untyped = torch.frombuffer(bytearray(raw), dtype=torch.uint8).untyped_storage() if raw else \
+            torch.UntypedStorage(0)
+        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+
+
+def read_torchscript_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The module tensors (parameters and buffers, by dotted attribute name) of a TorchScript archive,
+    read without running any of its code: what `torch.jit.load(path).state_dict()` returns."""
+    with zipfile.ZipFile(path) as z:
+        pkl = [n for n in z.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
+        if len(pkl) != 1:
+            raise WeightsError(f"{path}: a TorchScript archive has one <name>/data.pkl, found {len(pkl)}")
+        root = _TensorsOnly(z.read(pkl[0]), z, pkl[0].split("/")[0]).load()
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(obj: object, prefix: str) -> None:
+        for name, value in (obj.attrs.items() if isinstance(obj, _ScriptObject) else ()):
+            if isinstance(value, torch.Tensor):
+                tensors[prefix + name] = value
+            elif isinstance(value, _ScriptObject):
+                walk(value, f"{prefix}{name}.")
+
+    walk(root, "")
+    return tensors
+
+
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     """Our-named tensors of a weights file and its format: 'nvidia-torchscript', 'fid-helper-torchscript',
     'pytorch-fid' or 'cfgdiff'. Shapes are checked when the tensors are loaded into the network."""
     path = Path(path)
     try:
         if _is_torchscript(path):
-            with warnings.catch_warnings():  # "torch.jit.load is deprecated": still the only reader of these files
-                warnings.simplefilter("ignore", DeprecationWarning)
-                sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+            sd = read_torchscript_tensors(path)
             fmt = "fid-helper-torchscript" if any(k.startswith("net.layers.") for k in sd) else "nvidia-torchscript"
             return _from_torchscript(sd), fmt
         sd = torch.load(path, map_location="cpu", weights_only=True)

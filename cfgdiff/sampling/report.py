@@ -29,21 +29,44 @@ def _save(fig: Any, path: Path) -> None:
     tmp.replace(path)
 
 
+def plot_axes(rows: dict[float, dict[str, Any]]) -> tuple[str, str, list[float]]:
+    """(x key, x label, the w values plotted): FID against IS (Fig. 2) where rows have IS, else against
+    precision, else against w itself; rows without FID or without the x value are left out."""
+    ws = sorted(w for w in rows if rows[w].get("fid") is not None)
+    for key, label in (("is_mean", "Inception score"), ("precision", "precision (k = 3)")):
+        have = [w for w in ws if rows[w].get(key) is not None]
+        if have:
+            return key, label, have
+    return "w", "guidance weight w", ws
+
+
 def write_plot(rows: dict[float, dict[str, Any]], path: Path) -> Path:
-    """FID against IS over w (Fig. 2); FID against precision when IS is unavailable."""
+    """FID against IS over w (Fig. 2), coloured by w with a colourbar and the best FID marked.
+
+    Never fails on a missing metric: it falls back to precision, then to w, and says in the figure
+    when no row has an FID."""
     plt = _pyplot()
-    ws = sorted(rows)
-    has_is = all(rows[w].get("is_mean") is not None for w in ws)
-    xkey, xlabel = ("is_mean", "Inception score") if has_is else ("precision", "precision (k = 3)")
-    x = [rows[w].get(xkey) for w in ws]
-    y = [rows[w].get("fid") for w in ws]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(x, y, "o-", color="tab:blue")
-    for w, xi, yi in zip(ws, x, y):
-        ax.annotate(f"w={w:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    xkey, xlabel, ws = plot_axes(rows)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if ws:
+        x = [w if xkey == "w" else rows[w][xkey] for w in ws]
+        y = [rows[w]["fid"] for w in ws]
+        ax.plot(x, y, "-", color="0.7", lw=1, zorder=1)
+        dots = ax.scatter(x, y, c=ws, cmap="viridis", s=18, zorder=2)
+        fig.colorbar(dots, ax=ax, label="guidance weight w")
+        best = min(range(len(ws)), key=lambda i: y[i])
+        ax.scatter([x[best]], [y[best]], marker="*", s=160, color="tab:red", zorder=3,
+                   label=f"best FID {y[best]:.2f} at w={ws[best]:g}")
+        ax.legend(loc="best", fontsize=8)
+        for w in set(pick(ws, 5)) - {ws[best]}:  # a few labels: 51 would overlap
+            i = ws.index(w)
+            ax.annotate(f"w={w:g}", (x[i], y[i]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no FID in any row (no reference, or too few samples)", ha="center", va="center",
+                transform=ax.transAxes)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("FID")
-    ax.set_title(f"FID vs {'IS' if has_is else 'precision'} over guidance weight w")
+    ax.set_title(f"FID vs {xlabel.split(' (')[0]} over guidance weight w")
     ax.grid(alpha=0.3)
     _save(fig, path)
     plt.close(fig)

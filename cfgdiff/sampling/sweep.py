@@ -27,7 +27,11 @@ from cfgdiff.sampling.command import seeds_and_labels
 from cfgdiff.sampling.generate import nfe, sample_batch
 from cfgdiff.sampling.shards import SampleJob, atomic_write_text, provenance, run_sample
 
-COLUMNS = ["w", "fid", "is_mean", "is_std", "precision", "recall", "sfid", "kid", "n", "steps", "v", "seconds"]
+def columns() -> list[str]:
+    """sweep.csv's columns: w, every metric's result keys (`cfgdiff.metrics.registry`), the run's settings."""
+    from cfgdiff.metrics import registry
+
+    return ["w", *registry.result_keys(), "n", "steps", "v", "seconds"]
 
 
 def read_rows(path: Path) -> dict[float, dict[str, Any]]:
@@ -48,7 +52,7 @@ def write_rows(out_dir: Path, rows: dict[float, dict[str, Any]]) -> None:
     ordered = [rows[w] for w in sorted(rows)]
     atomic_write_text(out_dir / "sweep.jsonl", "".join(json.dumps(r) + "\n" for r in ordered))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=columns(), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(ordered)
     atomic_write_text(out_dir / "sweep.csv", buf.getvalue())
@@ -125,6 +129,7 @@ def score_w(model: Any, job: SampleJob, detector: Any, device: Any, keep: Path |
 def run_sweep(req: SweepConfig) -> dict[float, dict[str, Any]]:
     """Fill `sweep.jsonl` for every w of the grid that is missing, then write table, plot and grid."""
     from cfgdiff.metrics import compute_metrics, load_detector, load_reference
+    from cfgdiff.metrics.reference import default_reference
     from cfgdiff.sampling.model import load_model
     from cfgdiff.sampling.report import write_figure_grid, write_plot
 
@@ -133,7 +138,7 @@ def run_sweep(req: SweepConfig) -> dict[float, dict[str, Any]]:
     device = dist.device()
     model = load_model(req.checkpoint, device)
     seeds, labels = seeds_and_labels(req.n, req.seeds, model.num_classes, req.balanced, None)
-    ref = req.ref or model.dataset
+    ref = default_reference(req.ref, model.dataset)
     if not ref:
         raise ConfigError("no --ref given and the checkpoint records no training dataset")
     default_dir = Path("sweeps") / f"{Path(str(model.dataset)).stem}-T{req.steps}-n{req.n}"
@@ -158,8 +163,9 @@ def run_sweep(req: SweepConfig) -> dict[float, dict[str, Any]]:
         keep = out_dir / f"samples_w{w:g}.npz" if req.keep_samples else None
         stats = score_w(model, job, detector, device, keep)
         metrics = compute_metrics(stats, reference, device=str(device))  # precision/recall on the GPU, as `score`
-        row = {"w": w, **{k: metrics.get(k) for k in COLUMNS if k in metrics}, "n": req.n, "steps": req.steps,
-               "v": req.v, "seconds": round(time.perf_counter() - t0, 2), "cfgdiff_version": __version__}
+        row = {"w": w, **{k: metrics.get(k) for k in columns() if k in metrics}, "n": req.n, "steps": req.steps,
+               "v": req.v, "seconds": round(time.perf_counter() - t0, 2), "cfgdiff_version": __version__,
+               "unavailable": metrics["unavailable"]}
         rows[w] = row
         if dist.is_main():
             write_rows(out_dir, rows)
