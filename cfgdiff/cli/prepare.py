@@ -14,6 +14,7 @@ import typer
 class Resize(str, enum.Enum):
     area = "area"
     center_crop_adm = "center-crop-adm"
+    box = "box"
 
 
 def prepare(
@@ -39,7 +40,8 @@ def prepare(
     resize: Annotated[
         Optional[Resize],
         typer.Option(
-            help="area: the whole image box-filtered (the paper's data); center-crop-adm: ADM's crop.",
+            help="area: the whole image, exact area mean (the paper's data); center-crop-adm: ADM's crop; "
+            "box: Pillow's BOX, as the public Imagenet64_*.npz files were made.",
             show_default="area",
         ),
     ] = None,
