@@ -157,3 +157,53 @@ def test_members_over_the_size_limit_are_skipped_unread(tmp_path, monkeypatch):
         by_name = dict(zip((m.name for m in source.members), reasons))
         assert "over the 0 MiB limit" in by_name["class0/big.bmp"] and "200002 bytes" in by_name["class0/big.bmp"]
         assert sum(1 for r in reasons if r) == 1
+
+
+def _edm_set(files: dict[str, bytes]) -> tuple[dict[str, bytes], dict]:
+    """EDM dataset_tool's layout: 00000/img00000000.png, ... and dataset.json with [path, label]."""
+    images, labels = {}, []
+    for i, (name, data) in enumerate(sorted(files.items())):
+        path = f"{i // 1000:05d}/img{i:08d}.png"
+        images[path] = data
+        labels.append([path, int(name[5])])  # class<k>/...
+    return images, {"labels": labels}
+
+
+def test_edm_dataset_json_zips_and_folders_take_their_labels_from_it(tmp_path):
+    import json
+
+    images, meta = _edm_set(TRAIN)
+    with zipfile.ZipFile(tmp_path / "edm.zip", "w") as zf:
+        for name, data in images.items():
+            zf.writestr(name, data)
+        zf.writestr("dataset.json", json.dumps(meta))
+    folder = write_folder(tmp_path / "edm", images)
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    want = {p: k for p, k in meta["labels"]}
+    for path in (tmp_path / "edm.zip", folder):
+        source = _source(path)
+        assert source.class_ids == ["0", "1", "2"] and source.label_order == "dataset.json labels"
+        assert {m.name: m.label for m in source.members} == want
+        pixels, reasons = _pixels(source)
+        assert reasons == [""] * len(images)
+        for m, img in zip(source.members, pixels):
+            assert np.array_equal(img, expected_pixels(images[m.name]))
+
+
+def test_bad_dataset_json_fails_in_one_line(tmp_path):
+    import json
+
+    images, meta = _edm_set(TRAIN)
+    cases = {
+        "null": ({"labels": None}, "has no labels"),
+        "text": ("not json", "not an EDM dataset.json"),
+        "negative": ({"labels": [[p, -1] for p, _ in meta["labels"]]}, "must be a non-empty list"),
+        "short": ({"labels": meta["labels"][1:]}, "1 images have no label in it"),
+        "extra": ({"labels": meta["labels"] + [["00000/nope.png", 0]]}, "names 1 missing images"),
+    }
+    for name, (content, message) in cases.items():
+        folder = write_folder(tmp_path / name, images)
+        (folder / "dataset.json").write_text(content if isinstance(content, str) else json.dumps(content))
+        with pytest.raises(DataError, match=message) as err:
+            _source(folder)
+        assert "\n" not in str(err.value)

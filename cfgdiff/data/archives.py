@@ -16,6 +16,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import json
 import lzma
 import os
 import posixpath
@@ -146,11 +147,23 @@ def _runs(members: Sequence[Member], size_of: Callable[[Member], int]) -> Iterat
 class EncodedSource(Source):
     """Encoded image files: subclasses list them and say how to read them."""
 
-    def __init__(self, path: Path, paths: Sequence[tuple[str, Any]], split: str | None, class_map: str | None):
-        members, class_ids, chosen = label_by_folder(paths, split, str(path))
+    def __init__(
+        self,
+        path: Path,
+        paths: Sequence[tuple[str, Any]],
+        split: str | None,
+        class_map: str | None,
+        labels: dict[str, int] | None = None,
+    ):
+        if labels is None:
+            members, class_ids, chosen = label_by_folder(paths, split, str(path))
+            order = "sorted class folder names"
+        else:
+            members, class_ids, chosen = label_by_json(paths, labels, split, str(path))
+            order = "dataset.json labels"
         cmap = find_class_map(path, class_map)
-        synsets = all(_SYNSET.fullmatch(c) for c in class_ids)
-        order = "sorted synset ids" if synsets else "sorted class folder names"
+        synsets = labels is None and all(_SYNSET.fullmatch(c) for c in class_ids)
+        order = "sorted synset ids" if synsets else order
         super().__init__(path.name, class_ids, class_names(class_ids, cmap), members, order, chosen)
         self.path = path
         self.class_map_path = str(cmap.path) if cmap else ""
@@ -182,6 +195,43 @@ class EncodedSource(Source):
                     yield EncodedBatch(read_all(read, [m.ref for m in run]), spec)
 
 
+EDM_LABELS = "dataset.json"  # EDM's dataset_tool: {"labels": [["00000/img00000000.png", 6], ...]}
+
+
+def edm_labels(text: bytes | str, where: str) -> dict[str, int]:
+    """The labels of an EDM `dataset.json` by image path; DataError in one line if malformed."""
+    try:
+        pairs = json.loads(text)["labels"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise DataError(f"{where}: not an EDM dataset.json ({type(exc).__name__}: {exc})") from None
+    if pairs is None:
+        raise DataError(f"{where} has no labels (\"labels\": null): an unconditional set cannot train a guided model")
+    ok = isinstance(pairs, list) and all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and type(p[1]) is int and p[1] >= 0 for p in pairs
+    )
+    if not ok or not pairs:
+        raise DataError(f"{where}: \"labels\" must be a non-empty list of [path, label >= 0] pairs")
+    return {member_path(name): label for name, label in pairs}
+
+
+def label_by_json(
+    paths: Sequence[tuple[str, Any]], labels: dict[str, int], split: str | None, source: str
+) -> tuple[list[Member], list[str], str]:
+    """Members labelled by an EDM dataset.json, in the given order; class ids "0" .. "K-1"."""
+    if split:
+        raise DataError(f"{source} is labelled by {EDM_LABELS}, which has no splits; omit --split")
+    images = [(member_path(p), ref) for p, ref in paths if is_image_name(p)]
+    images = [(p, ref) for p, ref in images if not any(s.startswith(".") or s == "__MACOSX" for s in p.split("/"))]
+    unlabelled = [p for p, _ in images if p not in labels]
+    missing = sorted(set(labels) - {p for p, _ in images})
+    if unlabelled or missing:
+        what = f"{len(unlabelled)} images have no label in it" if unlabelled else f"it names {len(missing)} missing images"
+        first = (unlabelled or missing)[0]
+        raise DataError(f"{source}: {EDM_LABELS} does not match the images: {what} (first: {first})")
+    members = [Member(p, labels[p], ref) for p, ref in images]
+    return members, [str(k) for k in range(max(labels.values()) + 1)], ""
+
+
 def _identity(folder: Path) -> tuple[int, int]:
     st = os.stat(folder)
     return st.st_dev, st.st_ino
@@ -208,7 +258,10 @@ class FolderSource(EncodedSource):
                     above[os.path.join(root, d)] = chain | {key}
             rel = Path(root).relative_to(path).as_posix()
             paths += [posixpath.join(rel, f) if rel != "." else f for f in sorted(files)]
-        super().__init__(path, [(p, p) for p in paths], split, class_map)
+        labels = None
+        if (path / EDM_LABELS).is_file():
+            labels = edm_labels((path / EDM_LABELS).read_bytes(), str(path / EDM_LABELS))
+        super().__init__(path, [(p, p) for p in paths], split, class_map, labels)
 
     def random_access(self) -> RandomAccess:
         return RandomAccess(str(self.path))
@@ -302,12 +355,16 @@ class ZipSource(EncodedSource):
     kind = "zip"
 
     def __init__(self, path: Path, split: str | None, class_map: str | None):
+        labels = None
         try:
             with zipfile.ZipFile(path) as zf:
                 self.sizes = {i.filename: i.file_size for i in zf.infolist() if not i.is_dir()}
+                if EDM_LABELS in self.sizes:
+                    with zf.open(EDM_LABELS) as f:
+                        labels = edm_labels(read_capped(f, self.sizes[EDM_LABELS]), f"{path}:{EDM_LABELS}")
         except (zipfile.BadZipFile, OSError) as exc:
             raise DataError(f"cannot read zip archive {path}: {exc}") from None
-        super().__init__(path, [(n, n) for n in self.sizes], split, class_map)
+        super().__init__(path, [(n, n) for n in self.sizes], split, class_map, labels)
 
     def size_of(self, m: Member) -> int:
         return self.sizes[m.ref]
