@@ -40,8 +40,7 @@ def prepare(
     resize: Annotated[
         Optional[Resize],
         typer.Option(
-            help="area: the whole image, exact area mean (the paper's data); center-crop-adm: ADM's crop; "
-            "box: Pillow's BOX, as the public Imagenet64_*.npz files were made.",
+            help="area: the whole image box-filtered (the paper's data); center-crop-adm: ADM's crop.",
             show_default="area",
         ),
     ] = None,
