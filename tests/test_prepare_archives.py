@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import zipfile
@@ -136,7 +137,17 @@ def test_links_back_up_the_tree_are_listed_once(tmp_path):
     os.symlink("..", root / "class0" / "up2")
     os.symlink(root, root / "class2" / "root")
     os.symlink(root / "class1", root / "class1" / "self")
-    source = _source(root)
+
+    def hung(signum, frame):
+        raise TimeoutError("listing a folder with link cycles did not end")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)  # without the cycle check the listing never ends
+    try:
+        source = _source(root)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
     assert sorted(m.name for m in source.members) == sorted(TRAIN) and source.class_ids == ["class0", "class1", "class2"]
 
 
