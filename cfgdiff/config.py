@@ -374,7 +374,7 @@ PRESET_BY_RESOLUTION = {64: "adm64", 32: "cifar32"}
 # The other commands: prepare, sample, sweep, demo
 # ---------------------------------------------------------------------------------------------
 
-RESIZE_METHODS = ("area", "center-crop-adm")  # implemented in data/resize.py
+RESIZE_METHODS = ("area", "center-crop-adm", "box")  # implemented in data/resize.py
 MIN_SIZE, MAX_SIZE = 8, 512  # output side of `prepare`, in pixels
 
 

@@ -87,3 +87,67 @@ def test_bad_files_raise_one_clear_line(tmp_path, shapes):
         with pytest.raises(DataError, match=message) as err:
             ImageDataset(path)
         assert "\n" not in str(err.value)
+
+
+def _copy_with(src, dst, change):
+    """A copy of the dataset file `src` at `dst`, with `change(f)` applied to the open copy."""
+    dst.write_bytes(src.read_bytes())
+    with h5py.File(dst, "r+") as f:
+        change(f)
+    return dst
+
+
+def _replace(key, value):
+    def change(f):
+        del f[key]
+        f[key] = value
+
+    return change
+
+
+def _attr(key, value):
+    def change(f):
+        f.attrs[key] = value
+
+    return change
+
+
+def _labels(y):
+    def change(f):
+        f["labels"][:] = y
+
+    return change
+
+
+FAULTS = {  # a change to a good file -> what the one line must say
+    "label-equal-k": (_labels(np.r_[np.zeros(N - 1, np.int64), 10]), r"label 10 is outside \[0, 10\)"),
+    "label-above-k": (_labels(np.r_[np.zeros(N - 1, np.int64), 12]), r"label 12 is outside \[0, 10\)"),
+    "label-negative": (_labels(np.r_[-1, np.zeros(N - 1, np.int64)]), r"label -1 is outside \[0, 10\)"),
+    "float-images": (_replace("images", np.zeros((N, 16, 16, 3), np.float32)), "images are float32, not uint8"),
+    "float-labels": (_replace("labels", np.zeros(N, np.float64)), "labels are float64, not integers"),
+    "images-group": (lambda f: (f.__delitem__("images"), f.create_group("images")), "images not an array"),
+    "count-zero": (_attr("count", 0), "attribute count is 0, must be >= 1"),
+    "count-text": (_attr("count", "60"), "attribute count is '60', not an integer"),
+    "count-vector": (_attr("count", np.array([60, 60])), "attribute count is .*not an integer"),
+    "size-float": (_attr("size", 16.0), "attribute size is 16.0, not an integer"),
+    "classes-missing": (lambda f: f.attrs.__delitem__("num_classes"), "num_classes missing"),
+    "class-ids-short": (_attr("class_ids", np.array(["a"], dtype=h5py.string_dtype())), "class_ids does not hold"),
+    "format-number": (_attr("format", 3), "is not a cfgdiff dataset"),
+    "shape-mismatch": (_attr("count", N + 1), r"shapes .* do not match count 61"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_malformed_datasets_fail_when_opened_naming_the_file(tmp_path, shapes, fault):
+    change, message = FAULTS[fault]
+    path = _copy_with(shapes, tmp_path / f"{fault}.h5", change)
+    for opener in (ImageDataset, dataset_info, read_labels):
+        with pytest.raises(DataError, match=message) as err:
+            opener(path)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_labels_up_to_k_minus_one_and_unsigned_labels_are_accepted(tmp_path, shapes):
+    y = np.arange(N, dtype=np.uint8) % 10
+    path = _copy_with(shapes, tmp_path / "u8.h5", _replace("labels", y))
+    assert read_labels(path).tolist() == y.tolist() and int(ImageDataset(path)[N - 1][1]) == 9

@@ -39,8 +39,12 @@ class DatasetInfo:
     cfgdiff_version: str
 
 
-def _open(path: str | Path) -> h5py.File:
-    """The file opened read-only, or DataError in one line saying what is wrong with it."""
+def _open(path: str | Path, labels: bool = True) -> h5py.File:
+    """The file opened read-only, or DataError in one line saying what is wrong with it.
+
+    labels: also check that every label lies in [0, num_classes) (N int64s: cheap; a DataLoader
+    worker reopening a file its parent has checked skips it).
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"dataset file not found: {p} (make one with `cfgdiff prepare`)")
@@ -51,25 +55,69 @@ def _open(path: str | Path) -> h5py.File:
     except OSError as exc:
         raise DataError(f"cannot read {p}: truncated or damaged HDF5 file ({str(exc).splitlines()[0]})") from None
     try:
-        _check(f, p)
+        try:
+            _check(f, p, labels)
+        except (OSError, ValueError, TypeError, KeyError) as exc:  # an attribute or dataset h5py cannot read
+            raise DataError(f"{p} is a damaged cfgdiff dataset: {_first_line(exc)}") from None
     except BaseException:
         f.close()
         raise
     return f
 
 
-def _check(f: h5py.File, p: Path) -> None:
-    if f.attrs.get("format") != FORMAT:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _int_attr(f: h5py.File, p: Path, key: str, least: int) -> int:
+    """Attribute `key` as an integer scalar >= least, or DataError naming it."""
+    value = f.attrs[key]
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        shown = f"an array of shape {value.shape}" if isinstance(value, np.ndarray) else repr(
+            value.item() if isinstance(value, np.generic) else value)
+        raise DataError(f"{p} is a damaged cfgdiff dataset: attribute {key} is {shown}, not an integer")
+    if value < least:
+        raise DataError(f"{p} is a damaged cfgdiff dataset: attribute {key} is {int(value)}, must be >= {least}")
+    return int(value)
+
+
+def _check(f: h5py.File, p: Path, labels: bool = True) -> None:
+    """The layout of h5file.py: attributes present and well-typed, datasets of the right dtype and
+    shape, count > 0, and (with `labels`) every label in [0, num_classes). DataError otherwise."""
+    fmt = f.attrs.get("format")
+    if not isinstance(fmt, (str, bytes)) or (fmt.decode(errors="replace") if isinstance(fmt, bytes) else fmt) != FORMAT:
         raise DataError(
             f"{p} is not a cfgdiff dataset (no format='{FORMAT}' attribute; make one with `cfgdiff prepare`)"
         )
     missing = [k for k in DATASETS if k not in f] + [k for k in REQUIRED_ATTRS if k not in f.attrs]
     if missing:
         raise DataError(f"{p} is a damaged cfgdiff dataset: {', '.join(missing)} missing")
-    n, s = int(f.attrs["count"]), int(f.attrs["size"])
+    n, s = _int_attr(f, p, "count", 1), _int_attr(f, p, "size", 1)
+    k = _int_attr(f, p, "num_classes", 1)
+    for key in ("class_ids", "class_names"):
+        if len(_strings(f.attrs[key])) != k:
+            raise DataError(f"{p} is a damaged cfgdiff dataset: {key} does not hold num_classes = {k} names")
+    not_arrays = [key for key in DATASETS if not isinstance(f[key], h5py.Dataset)]
+    if not_arrays:
+        raise DataError(f"{p} is a damaged cfgdiff dataset: {', '.join(not_arrays)} not an array")
     shapes = (f["images"].shape, f["labels"].shape, f["names"].shape)
     if shapes != ((n, s, s, 3), (n,), (n,)):
         raise DataError(f"{p} is a damaged cfgdiff dataset: shapes {shapes} do not match count {n}, size {s}")
+    if f["images"].dtype != np.uint8:  # float pixels would train as ≈ -1 after the uint8 scaling
+        raise DataError(f"{p} is a damaged cfgdiff dataset: images are {f['images'].dtype}, not uint8")
+    if f["labels"].dtype.kind not in "iu":
+        raise DataError(f"{p} is a damaged cfgdiff dataset: labels are {f['labels'].dtype}, not integers")
+    if labels:
+        y = f["labels"][:]
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= k:  # label K would train as the null class ∅, above K fail hours in
+            bad = lo if lo < 0 else hi
+            raise DataError(
+                f"{p} is a damaged cfgdiff dataset: label {bad} is outside [0, {k}) for its num_classes = {k}"
+            )
 
 
 def _strings(value: Any) -> list[str]:
@@ -129,7 +177,7 @@ class ImageDataset(Dataset):
 
     def _images(self) -> h5py.Dataset:
         if self._file is None or self._pid != os.getpid():  # first use in this process
-            self._file, self._pid = _open(self.path), os.getpid()
+            self._file, self._pid = _open(self.path, labels=False), os.getpid()  # checked in __init__
         return self._file["images"]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,18 @@
-"""Downsampling a whole RGB image to size × size: the area method and ADM's centre crop.
+"""Downsampling a whole RGB image to size × size: area, Pillow's box, and ADM's centre crop.
 
-`area` is the "box" / "area" resize of the downsampled ImageNet (Chrabaszcz et al. 2017): every
-output pixel is the mean of the input area it covers, with fractional weights at the cell edges.
-It is computed exactly in integer arithmetic and rounded half up, so an image whose sides are
-multiples of the size gives exactly the rounded block means. (Pillow's BOX filter runs two passes
-with an 8-bit intermediate and fixed-point weights, which is off by one on some pixels.)
+`area` is the exact area (fractional-coverage) mean: every output pixel is the mean of the input
+area it covers, with fractional weights for the pixels cut by the cell edges; the semantics of
+TensorFlow's `method="area"` and OpenCV's `INTER_AREA`. It is computed exactly in integer
+arithmetic and rounded half up, so an image whose sides are multiples of the size gives exactly the
+rounded block means.
+
+`box` is Pillow's `Image.resize((size, size), Image.BOX)`, bit for bit: what Chrabaszcz et al.
+2017 ran (`image_resizer_imagent.py`, after `convert("RGB")`) to make the downsampled ImageNet
+(Imagenet64_*.npz, TFDS `imagenet_resized`). It differs from `area` mainly because Pillow's box
+takes each source pixel whole, into the one output cell that holds its centre (a pixel cut by a
+cell edge counts fully on one side, not in part on both), and only slightly through its fixed-point
+weights and 8-bit result between the horizontal and vertical passes. When the sides are multiples
+of the size, no pixel is cut and the two agree up to that rounding.
 
 `center-crop-adm` is ADM's `center_crop_arr` (openai/guided-diffusion,
 `guided_diffusion/image_datasets.py`), which ADM and EDM2 trained on.
@@ -78,4 +86,6 @@ def resize_rgb(img: Image.Image, size: int, method: str) -> np.ndarray:
         return area_resize(np.asarray(img), size)
     if method == "center-crop-adm":
         return adm_center_crop(img, size)
+    if method == "box":
+        return np.asarray(img.resize((size, size), resample=Image.Resampling.BOX))
     raise ValueError(f"unknown resize method {method!r}; choose from {', '.join(RESIZE_METHODS)}")

@@ -90,33 +90,46 @@ def choose_split(splits: Sequence[str], requested: str | None, source: str) -> s
     raise DataError(f"{source} has several splits ({shown}): choose one with --split")
 
 
+def member_path(name: str) -> str:
+    """An archive member's or a file's relative path in canonical form: `./a//b/` -> `a/b`.
+
+    `tar -C dir -cf x.tar .` names every member `./<path>`; a `.` component is no folder.
+    """
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
 def label_by_folder(
     paths: Sequence[tuple[str, Any]], split: str | None, source: str
 ) -> tuple[list[Member], list[str], str]:
     """Members of a class-folder layout `[<prefix>/][<split>/]<class>/<image>` in the given order.
 
-    `paths` are (relative "/"-separated path, ref) pairs. The class is the image's folder, the split
-    the folder above it. Hidden files and folders and `__MACOSX` are ignored, as are non-images.
-    Returns the members of the chosen split, the sorted class ids, and the split.
+    `paths` are (relative "/"-separated path, ref) pairs. The class folder and the split folder
+    above it sit at the depth of the shallowest images; an image deeper down belongs to the class
+    folder it lies in (as in torchvision's ImageFolder and EDM's `--subdirs`), so a class folder's
+    subfolder is neither a class nor a split. Hidden files and folders and `__MACOSX` are ignored,
+    as are non-images. Returns the members of the chosen split, the sorted class ids, and the split.
     """
-    found = []  # (path, ref, split, class)
+    found = []  # (path, ref, folder parts)
     flat = 0
     for path, ref in paths:
-        parts = path.strip("/").split("/")
+        parts = member_path(path).split("/")
         if any(p.startswith(".") or p == "__MACOSX" for p in parts) or not is_image_name(parts[-1]):
             continue
         if len(parts) < 2:
             flat += 1
             continue
-        found.append((path, ref, parts[-3] if len(parts) >= 3 else "", parts[-2]))
+        found.append((member_path(path), ref, parts[:-1]))
     if not found:
         if flat:
             raise DataError(f"{source} has images but no class folders (expected <class>/<image>)")
         raise DataError(f"{source} contains no images")
-    chosen = choose_split(sorted({f[2] for f in found}), split, source)
-    class_ids = sorted({f[3] for f in found if f[2] == chosen})
+    depth = min(len(f[2]) for f in found)  # folders above the shallowest images: [prefix/][split/]class
+    labelled = [(path, ref, folders[depth - 2] if depth >= 2 else "", folders[depth - 1])
+                for path, ref, folders in found]
+    chosen = choose_split(sorted({f[2] for f in labelled}), split, source)
+    class_ids = sorted({f[3] for f in labelled if f[2] == chosen})
     index = {c: i for i, c in enumerate(class_ids)}
-    members = [Member(path, index[c], ref) for path, ref, s, c in found if s == chosen]
+    members = [Member(path, index[c], ref) for path, ref, s, c in labelled if s == chosen]
     return members, class_ids, chosen
 
 
