@@ -29,12 +29,12 @@ pytestmark = pytest.mark.faults
 
 
 def _interrupted_cleanly(code: int, err: str, sig: int) -> None:
-    """SIGINT/SIGTERM: exit 130 and one `cfgdiff: error:` line; SIGKILL: killed (or already done)."""
+    """SIGINT/SIGTERM: exit 130/143 and one `cfgdiff: error:` line; SIGKILL: killed (or already done)."""
     if sig == signal.SIGKILL:
         assert code in (-signal.SIGKILL, 0), err
         return
     errors = [ln for ln in err.splitlines() if ln.startswith("cfgdiff: error:")]
-    assert code == 130 and len(errors) == 1 and "rerun the same command" in errors[0], err
+    assert code == 128 + sig and len(errors) == 1 and "rerun the same command" in errors[0], err
 
 
 # ---- prepare ----------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Every command, built-in or not, is an entry point in the group `cfgdiff.commands
                                               # or a typer.Typer for a group of subcommands
 
 A plugin that fails to import is reported in one line on stderr and skipped; the others still work.
-Exit codes: 0 success, 1 runtime error (a CfgdiffError), 2 usage error, 130 interrupted.
+Exit codes: 0 success, 1 runtime error (a CfgdiffError), 2 usage error, 130 (SIGINT) or 143 (SIGTERM) stopped.
 Set CFGDIFF_DEBUG=1 for tracebacks.
 """
 
@@ -112,8 +112,10 @@ class _Stopped(BaseException):
 
 
 def _stop(signum: int, frame: object) -> None:
-    raise _Stopped(f"stopped by {signal.Signals(signum).name}; completed work is saved (finished parts, "
-                   "rows, checkpoints); rerun the same command to continue")
+    stopped = _Stopped(f"stopped by {signal.Signals(signum).name}; completed work is saved (finished parts, "
+                       "rows, checkpoints); rerun the same command to continue")
+    stopped.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+    raise stopped
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
     Usage errors (unknown option, value out of range) are one line and exit 2. A CfgdiffError is printed
     as `cfgdiff: error: ...` with its exit code; a traceback only with CFGDIFF_DEBUG=1. SIGINT and
     SIGTERM stop the command where it is (every file is written atomically, so only work in flight
-    is lost) with one line and exit 130; so does a full disk (exit 1).
+    is lost) with one line and exit 130 (SIGINT) or 143 (SIGTERM); so does a full disk (exit 1).
     """
     from cfgdiff.errors import CfgdiffError
 

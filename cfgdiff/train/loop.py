@@ -32,6 +32,7 @@ from cfgdiff.train.data import StepSampler, chunk_seed
 from cfgdiff.train.grid import write_sample_grid
 from cfgdiff.train.resume import check_run_dir, load_state, trim_stats
 from cfgdiff.train.step import StepModel, accumulate_gradients, apply_gradients, setup_model
+from cfgdiff.train.workers import worker_init
 
 
 def total_steps(cfg: TrainConfig) -> int:
@@ -46,12 +47,13 @@ def crossed(interval_kimg: float, batch: int, step: int) -> bool:
 
 
 @contextmanager
-def stop_requests() -> Iterator[list[bool]]:
-    """SIGINT/SIGTERM set a flag (checked after each step) instead of killing the process."""
-    flag = [False]
+def stop_requests() -> Iterator[list[int]]:
+    """SIGINT/SIGTERM set a flag, the signal's number (checked after each step), instead of killing
+    the process."""
+    flag = [0]
 
     def handler(signum: int, frame: Any) -> None:
-        flag[0] = True
+        flag[0] = flag[0] or signum
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -94,12 +96,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     stop = total_steps(cfg)
     sampler = StepSampler(len(dataset), cfg.seed, cfg.batch, micro, rank, world, start, stop)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
-                                         pin_memory=device.type == "cuda")
-    batches = iter(loader)
+                                         pin_memory=device.type == "cuda", worker_init_fn=worker_init())
     ctx = _Loop(cfg, m, run_dir, info)
     t0 = time.monotonic()
     with stop_requests() as interrupt, Progress("train", total=stop * cfg.batch, unit="img",
                                                 start=start * cfg.batch) as progress:
+        batches = iter(loader)  # workers fork with the stop handler in place, then ignore stops
         for step in range(start, stop):
             chunks = ((*next(batches), chunk_seed(cfg.seed, step, j)) for j in sampler.chunks(step))
             loss = accumulate_gradients(m, cfg, chunks, rounds)
@@ -110,14 +112,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             ctx.record(step, loss, grad_norm)
             progress.advance(cfg.batch, loss=loss)
             last = step == stop - 1
-            interrupted = _any_rank(interrupt[0], device) if world > 1 else interrupt[0]
+            interrupted = _any_rank(bool(interrupt[0]), device) if world > 1 else bool(interrupt[0])
             if last or interrupted or crossed(cfg.snapshot_kimg, cfg.batch, step):
                 ctx.snapshot(step)
             if last or crossed(cfg.grid_kimg, cfg.batch, step):
                 ctx.grid(step)
             if interrupted:
+                del batches  # shut the workers down before reporting
                 raise Interrupted(f"interrupted after step {step + 1} ({(step + 1) * cfg.batch / 1000:g} kimg); "
-                                  f"saved {ctx.last_checkpoint}; rerun the same command to resume")
+                                  f"saved {ctx.last_checkpoint}; rerun the same command to resume",
+                                  signum=interrupt[0] or signal.SIGINT)
     seconds = time.monotonic() - t0
     return {
         "run_dir": str(run_dir), "steps": stop, "kimg": stop * cfg.batch / 1000, "resumed_from_step": start,
