@@ -94,6 +94,11 @@ def train(
         Optional[list[str]],
         typer.Option("--set", metavar="KEY=VALUE", help="Override any config field, e.g. model.channel_mult=[1,2,2]."),
     ] = None,
+    log: Annotated[
+        Optional[list[str]],
+        typer.Option("--log", metavar="NAME",
+                     help="Also log scalars to: tensorboard (under <run>/tb; pip install 'cfgdiff[tensorboard]')."),
+    ] = None,
     hours: Annotated[
         float,
         typer.Option("--hours", min=0.001, metavar="HOURS", help="With --dry-run: the wall time to plan for."),
@@ -124,7 +129,7 @@ def train(
         "grid_kimg": grid_kimg, "keep": keep, "workers": workers, "compile": compile_, "amp": amp,
     }
     cfg = resolve_config(data, preset, run_dir, {**parse_sets(sets or []), **flags})
-    result = plan(cfg, hours) if dry_run else run_training(cfg)
+    result = plan(cfg, hours) if dry_run else run_training(cfg, log or [])
     if not dist.is_main():  # under torchrun, rank 0 alone reports
         return
     if as_json:
