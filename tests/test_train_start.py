@@ -109,6 +109,12 @@ def test_zero_flag_train_on_64px_data_resolves_a_micro_batch_that_fits(tmp_path,
     bigger = min(b for b in (2 * micro, 4 * micro) if 2048 % b == 0)
     assert need(micro) <= 0.9 * avail * 1.05 and need(bigger) > 0.9 * avail * 0.95  # memory moves meanwhile
     assert not (tmp_path / "runs").exists()
+    # a folder left by an older version's failed start (config.json with 0 = the whole batch at once,
+    # no checkpoint) does not bring the 2048-image micro-batch back
+    (tmp_path / "runs" / "im-adm64").mkdir(parents=True)
+    (tmp_path / "runs" / "im-adm64" / "config.json").write_text(json.dumps({**plan["config"], "batch_per_device": 0}))
+    assert main(["train", "--dry-run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["batch_per_device"] < 2048
 
 
 def test_a_device_too_small_for_one_image_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):

@@ -39,13 +39,14 @@ def make_run_dir(run_dir: Path) -> None:
 
 
 def with_micro_batch(cfg: TrainConfig, run_dir: Path, device: torch.device, world: int) -> tuple[TrainConfig, str]:
-    """cfg with batch_per_device resolved, and why: as set; as the run recorded it in config.json (a
-    rerun takes the same steps on any device); else the memory model of cfgdiff.train.memory."""
+    """cfg with batch_per_device resolved, and why: as set; as a run that has checkpoints recorded it
+    in config.json (a rerun takes the same steps on any device); else the memory model of
+    cfgdiff.train.memory (also for a folder whose start failed: it has no checkpoint to continue)."""
     from cfgdiff.train.memory import resolve_micro_batch
 
     if cfg.batch_per_device:
         return cfg, "as set"
-    recorded = _recorded_micro_batch(run_dir / "config.json")
+    recorded = _recorded_micro_batch(run_dir / "config.json") if any(run_dir.glob("checkpoint-*.pt")) else None
     if recorded is not None:
         return override(cfg, batch_per_device=recorded), "as the run started"
     micro, why = resolve_micro_batch(cfg, device, world)
