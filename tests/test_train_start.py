@@ -191,7 +191,7 @@ def test_header_log_stats_and_tensorboard_scalars(tmp_path, capsys):
 def test_unknown_logger_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write_dataset(tmp_path / "toy.h5")
-    assert main(["train", "--data", "toy.h5", "--preset", "tiny", "--log", "wandb"]) == 1
+    assert main(["train", "--data", "toy.h5", "--preset", "tiny", "--log", "wandb"]) == 2  # a usage error
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["cfgdiff: error: unknown --log 'wandb'; choose tensorboard"]
     assert not (tmp_path / "runs").exists()

@@ -16,7 +16,7 @@ from typing import Any
 
 from cfgdiff import dist
 from cfgdiff.config import TrainConfig, save_json
-from cfgdiff.errors import CfgdiffError
+from cfgdiff.errors import CfgdiffError, ConfigError
 
 LOGGERS = ("tensorboard",)
 _SCALARS = ("loss", "grad_norm", "lr", "img_per_s", "s_per_kimg", "max_mem_gib")
@@ -26,7 +26,7 @@ def check_loggers(loggers: list[str]) -> None:
     """One line now for an unknown logger, or one whose package is not installed."""
     for name in loggers:
         if name not in LOGGERS:
-            raise CfgdiffError(f"unknown --log {name!r}; choose {', '.join(LOGGERS)}")
+            raise ConfigError(f"unknown --log {name!r}; choose {', '.join(LOGGERS)}")
         if name == "tensorboard":
             try:
                 import tensorboard  # noqa: F401
