@@ -34,6 +34,11 @@ class NumericalError(CfgdiffError):
 
 
 class Interrupted(CfgdiffError):
-    """Stopped by SIGINT/SIGTERM after saving the completed work; rerunning resumes."""
+    """Stopped by SIGINT/SIGTERM after saving the completed work; rerunning resumes. The exit code is
+    the shell's 128 + signal number: 130 for SIGINT, 143 for SIGTERM."""
 
     exit_code = 130
+
+    def __init__(self, message: str, signum: int = 2):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)

@@ -96,7 +96,7 @@ def test_tiny_preset_lowers_the_loss(tmp_path):
     # Eq. 5 with a zero-initialised output starts at E‖ε‖² = 1; measured 0.77, 0.22, 0.09 per 20 steps
     assert len(losses) == 3 and losses[0] > 0.5 and losses[-1] < 0.2
     grid = np.asarray(Image.open(tmp_path / "run" / "grid-00000060.png"))
-    assert grid.shape == (2 * 16, 4 * 16, 3)  # rows: w = 0 and w = grid_w; columns: seeds 0..3
+    assert grid.shape == (2 * (12 + 16), 4 * 16, 3)  # a caption band and a row for w = 0, then w = grid_w
 
 
 def test_load_for_sampling_returns_the_ema_network(tmp_path):
@@ -153,7 +153,8 @@ def test_resume_refuses_a_different_run(tmp_path):
         train(tiny_config(tmp_path, **{"model.model_channels": 64}))
     cfg = tiny_config(tmp_path, kimg=0.008)  # a longer duration is a resume, not a new run
     assert train(cfg)["resumed_from_step"] == 1
-    assert json.loads((tmp_path / "run" / "config.json").read_text()) == to_dict(cfg)
+    # config.json is the config, with the micro-batch resolved from the device (all 4 fit) recorded
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == {**to_dict(cfg), "batch_per_device": 4}
 
 
 def test_to_uint8_and_save_grid(tmp_path):

@@ -94,6 +94,11 @@ def train(
         typer.Option("--amp/--no-amp", help="bf16 autocast where the device has native bf16."),
     ] = None,
     sets: o.Sets = None,
+    log: Annotated[
+        Optional[list[str]],
+        typer.Option("--log", metavar="NAME",
+                     help="Also log scalars to: tensorboard (under <run>/tb; pip install 'cfgdiff[tensorboard]')."),
+    ] = None,
     hours: Annotated[
         float,
         typer.Option("--hours", min=0.001, metavar="HOURS", help="With --dry-run: the wall time to plan for."),
@@ -127,7 +132,7 @@ def train(
     from cfgdiff.train.setup import plan, resolve_config
 
     cfg = resolve_config(data, preset, run_dir, overrides)
-    result = plan(cfg, hours) if dry_run else run_training(cfg)
+    result = plan(cfg, hours) if dry_run else run_training(cfg, log or [])
     if not dist.is_main():  # under torchrun, rank 0 alone reports
         return
     if as_json:

@@ -1,8 +1,15 @@
-"""The sample grid written during training: fixed seeds and classes, at w = 0 and at one w > 0."""
+"""The sample grid written during training: fixed seeds and classes, at w = 0 and at one w > 0.
+
+Each block of rows (one w) sits under a caption band, `w=3  12.8 kimg` in white on black
+(CAPTION_HEIGHT pixels; clipped on a grid narrower than the text), and the PNG's text chunks hold
+the same facts in full: `w` (the blocks' values, top to bottom, comma-separated), `kimg`, `steps`,
+`seeds`.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +18,17 @@ import torch
 from cfgdiff.config import SamplerConfig, TrainConfig
 from cfgdiff.diffusion import PerSampleNoise, ancestral_sample
 from cfgdiff.diffusion.network import network_eps
-from cfgdiff.images import save_grid, to_uint8
+from cfgdiff.images import tile, to_uint8
+
+CAPTION_HEIGHT = 12
 
 
 @torch.no_grad()
-def write_sample_grid(net: torch.nn.Module, cfg: TrainConfig, path: Path, autocast: torch.dtype | None) -> Path:
+def write_sample_grid(net: torch.nn.Module, cfg: TrainConfig, path: Path, autocast: torch.dtype | None,
+                      kimg: float) -> Path:
     """Sample seeds 0 … n−1 (class = seed mod K) with cfg.grid_steps ancestral steps, once at w = 0
     and once at w = cfg.grid_w (skipped for an unconditional model), and tile them: one block of
-    rows per w, the same seed in the same column."""
+    rows per w under its caption, the same seed in the same column."""
     n, k, m = cfg.grid_images, cfg.model.num_classes, cfg.model
     device = next(net.parameters()).device
     seeds = list(range(n))
@@ -26,12 +36,36 @@ def write_sample_grid(net: torch.nn.Module, cfg: TrainConfig, path: Path, autoca
     eps_fn = network_eps(net, cfg.diffusion, autocast=autocast)
     ncols = min(n, 16)
     per_block = math.ceil(n / ncols) * ncols
-    blocks = []
-    for w in (0.0, cfg.grid_w) if k and cfg.grid_w > 0 else (0.0,):
+    blocks, ws = [], (0.0, cfg.grid_w) if k and cfg.grid_w > 0 else (0.0,)
+    for w in ws:
         noise = PerSampleNoise(seeds, (m.in_channels, m.resolution, m.resolution), device)
         x = ancestral_sample(eps_fn, labels, noise, SamplerConfig(steps=cfg.grid_steps, w=w), cfg.diffusion,
                              null_label=k)
         images = to_uint8(x[:, :3])
         pad = np.zeros((per_block - n, *images.shape[1:]), dtype=np.uint8)
-        blocks.append(np.concatenate([images, pad]))
-    return save_grid(np.concatenate(blocks), path, ncols)
+        blocks.append(tile(np.concatenate([images, pad]), ncols))
+    return save_captioned(blocks, [f"w={w:g}  {kimg:g} kimg" for w in ws], path,
+                          {"w": ",".join(f"{w:g}" for w in ws), "kimg": f"{kimg:g}", "steps": str(cfg.grid_steps),
+                           "seeds": f"0-{n - 1}"})
+
+
+def save_captioned(blocks: list[np.ndarray], captions: list[str], path: Path, text: dict[str, str]) -> Path:
+    """Stack (H, W, C) uint8 blocks, each under a CAPTION_HEIGHT band with its caption, into a PNG
+    at `path` (written under a temporary name, then renamed) with `text` as its text chunks."""
+    from PIL import Image, ImageDraw, ImageFont
+    from PIL.PngImagePlugin import PngInfo
+
+    width = blocks[0].shape[1]
+    font = ImageFont.load_default()
+    rows = []
+    for block, caption in zip(blocks, captions):
+        band = Image.new("RGB", (width, CAPTION_HEIGHT))
+        ImageDraw.Draw(band).text((2, 0), caption, fill=(255, 255, 255), font=font)
+        rows += [np.asarray(band), np.repeat(block, 3, axis=2) if block.shape[2] == 1 else block]
+    info = PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(np.concatenate(rows)).save(tmp, format="PNG", pnginfo=info)
+    os.replace(tmp, path)
+    return path

@@ -12,7 +12,6 @@ Rank 0 alone writes; every rank reads the same checkpoint on resume.
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
@@ -24,14 +23,17 @@ from typing import Any
 import torch
 
 from cfgdiff import dist
-from cfgdiff.config import TrainConfig, save_json, to_dict
-from cfgdiff.console import Progress
+from cfgdiff.config import TrainConfig, to_dict
+from cfgdiff.console import Progress, _duration
 from cfgdiff.errors import Interrupted, NumericalError
 from cfgdiff.train.checkpoint import checkpoint_files, save_checkpoint
 from cfgdiff.train.data import StepSampler, chunk_seed
 from cfgdiff.train.grid import write_sample_grid
-from cfgdiff.train.resume import check_run_dir, load_state, trim_stats
+from cfgdiff.train.resume import load_state
+from cfgdiff.train.start import check_creatable, header, with_micro_batch
 from cfgdiff.train.step import StepModel, accumulate_gradients, apply_gradients, setup_model
+from cfgdiff.train.tracking import RunLog, check_loggers
+from cfgdiff.train.workers import worker_init
 
 
 def total_steps(cfg: TrainConfig) -> int:
@@ -46,12 +48,13 @@ def crossed(interval_kimg: float, batch: int, step: int) -> bool:
 
 
 @contextmanager
-def stop_requests() -> Iterator[list[bool]]:
-    """SIGINT/SIGTERM set a flag (checked after each step) instead of killing the process."""
-    flag = [False]
+def stop_requests() -> Iterator[list[int]]:
+    """SIGINT/SIGTERM set a flag, the signal's number (checked after each step), instead of killing
+    the process."""
+    flag = [0]
 
     def handler(signum: int, frame: Any) -> None:
-        flag[0] = True
+        flag[0] = flag[0] or signum
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -65,17 +68,20 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
     return bool(dist.all_reduce_sum(torch.tensor(float(flag), device=device)).item() > 0)
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(cfg: TrainConfig, loggers: list[str] | None = None) -> dict[str, Any]:
     """Train the run `cfg.run_dir` up to cfg.kimg, resuming from its newest checkpoint; returns a
-    summary (steps, kimg, last loss, files written, throughput)."""
+    summary (steps, kimg, last loss, files written, throughput). The micro-batch, when not set, is
+    resolved from the device (cfgdiff.train.start); the run folder appears after the first step."""
     from cfgdiff.data.dataset import ImageDataset
-    from cfgdiff.nn import build_unet
+    from cfgdiff.nn import build_unet, count_params
 
     run_dir = Path(cfg.run_dir)
-    check_run_dir(run_dir)
+    check_creatable(run_dir)
+    check_loggers(loggers or [])
     dataset = ImageDataset(cfg.dataset, flip=False)  # flips are drawn per micro-batch (exact resume)
     dist.init()
     device, world, rank = dist.device(), dist.world_size(), dist.rank()
+    cfg, why = with_micro_batch(cfg, run_dir, device, world)
     micro = cfg.batch_per_device or cfg.batch // world
     if micro < 1 or cfg.batch % (micro * world):
         from cfgdiff.errors import ConfigError
@@ -88,18 +94,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     start = load_state(run_dir, cfg, m)
     info = {"path": cfg.dataset, "size": dataset.info.size, "num_classes": dataset.info.num_classes,
             "class_names": list(dataset.info.class_names)}
-    if dist.is_main():
-        save_json(cfg, run_dir / "config.json")
-        trim_stats(run_dir / "stats.jsonl", start)
     stop = total_steps(cfg)
     sampler = StepSampler(len(dataset), cfg.seed, cfg.batch, micro, rank, world, start, stop)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
-                                         pin_memory=device.type == "cuda")
-    batches = iter(loader)
-    ctx = _Loop(cfg, m, run_dir, info)
+                                         pin_memory=device.type == "cuda", worker_init_fn=worker_init())
+    ctx = _Loop(cfg, m, run_dir, info, RunLog(run_dir, loggers))
+    ctx.log.line(header(cfg, count_params(m.net), device, m.autocast, world, why, {**info, "count": len(dataset)},
+                        start))
     t0 = time.monotonic()
     with stop_requests() as interrupt, Progress("train", total=stop * cfg.batch, unit="img",
                                                 start=start * cfg.batch) as progress:
+        batches = iter(loader)  # workers fork with the stop handler in place, then ignore stops
         for step in range(start, stop):
             chunks = ((*next(batches), chunk_seed(cfg.seed, step, j)) for j in sampler.chunks(step))
             loss = accumulate_gradients(m, cfg, chunks, rounds)
@@ -107,18 +112,26 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if not math.isfinite(loss):
                 raise NumericalError(ctx.nonfinite_message(loss, step))
             grad_norm = apply_gradients(m, cfg, step)
+            if step == start:  # the run folder appears once a step has succeeded
+                ctx.log.begin(cfg, start)
             ctx.record(step, loss, grad_norm)
             progress.advance(cfg.batch, loss=loss)
             last = step == stop - 1
-            interrupted = _any_rank(interrupt[0], device) if world > 1 else interrupt[0]
+            interrupted = _any_rank(bool(interrupt[0]), device) if world > 1 else bool(interrupt[0])
             if last or interrupted or crossed(cfg.snapshot_kimg, cfg.batch, step):
                 ctx.snapshot(step)
             if last or crossed(cfg.grid_kimg, cfg.batch, step):
                 ctx.grid(step)
             if interrupted:
-                raise Interrupted(f"interrupted after step {step + 1} ({(step + 1) * cfg.batch / 1000:g} kimg); "
-                                  f"saved {ctx.last_checkpoint}; rerun the same command to resume")
+                del batches  # shut the workers down before reporting
+                message = (f"interrupted after step {step + 1} ({(step + 1) * cfg.batch / 1000:g} kimg); "
+                           f"saved {ctx.last_checkpoint}; rerun the same command to resume")
+                ctx.log.line(f"stopped: {message}", echo=False)
+                ctx.log.close()
+                raise Interrupted(message, signum=interrupt[0] or signal.SIGINT)
     seconds = time.monotonic() - t0
+    ctx.log.line(f"done: {stop} steps, {stop * cfg.batch / 1000:g} kimg, loss {ctx.last_loss:.4g}", echo=False)
+    ctx.log.close()
     return {
         "run_dir": str(run_dir), "steps": stop, "kimg": stop * cfg.batch / 1000, "resumed_from_step": start,
         "loss": ctx.last_loss, "checkpoint": str(ctx.last_checkpoint), "img_per_s":
@@ -129,8 +142,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 class _Loop:
     """The loop's bookkeeping: tick statistics, snapshots and grids (rank 0 writes)."""
 
-    def __init__(self, cfg: TrainConfig, m: StepModel, run_dir: Path, info: dict[str, Any]):
-        self.cfg, self.m, self.run_dir, self.info = cfg, m, run_dir, info
+    def __init__(self, cfg: TrainConfig, m: StepModel, run_dir: Path, info: dict[str, Any], log: RunLog):
+        self.cfg, self.m, self.run_dir, self.info, self.log = cfg, m, run_dir, info, log
+        self.ticks = 0
         self.tick_losses: list[float] = []
         self.last_loss = float("nan")
         self.tick_start = time.monotonic()
@@ -149,15 +163,23 @@ class _Loop:
             return
         now = time.monotonic()
         self.last_loss = sum(self.tick_losses) / len(self.tick_losses)
+        seconds, kimg = max(now - self.tick_start, 1e-9), len(self.tick_losses) * cfg.batch / 1000
         row = {"step": step + 1, "kimg": (step + 1) * cfg.batch / 1000, "loss": self.last_loss,
                "grad_norm": grad_norm, "lr": self.m.opt.param_groups[0]["lr"],
-               "img_per_s": len(self.tick_losses) * cfg.batch / max(now - self.tick_start, 1e-9), "time": time.time()}
+               "img_per_s": kimg * 1000 / seconds, "time": time.time(), "elapsed_s": self.log.elapsed(),
+               "s_per_kimg": seconds / kimg}
         if self.m.device.type == "cuda":
             row["max_mem_gib"] = torch.cuda.max_memory_allocated(self.m.device) / 2**30
         self.tick_losses, self.tick_start = [], now
-        if dist.is_main():
-            with open(self.run_dir / "stats.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+        self.log.row(row)
+        self.log.line(f"tick: step {row['step']} kimg {row['kimg']:g} loss {row['loss']:.4g} "
+                      f"{row['img_per_s']:.1f} img/s {row['s_per_kimg']:.3g} s/kimg elapsed {_duration(row['elapsed_s'])}",
+                      echo=False)
+        self.ticks += 1
+        if self.ticks == 1 and step < total_steps(cfg) - 1:  # the ETA, from the first tick's pace
+            left = cfg.kimg - row["kimg"]
+            self.log.line(f"train: {row['s_per_kimg']:.3g} s/kimg over the first tick; "
+                          f"ETA {_duration(left * row['s_per_kimg'])} for the remaining {left:g} kimg")
 
     def snapshot(self, step: int) -> None:
         if dist.is_main():
@@ -168,8 +190,12 @@ class _Loop:
                 "optimizer": self.m.opt.state_dict(), "rng": {"torch": torch.get_rng_state()},
             }
             self.last_checkpoint = save_checkpoint(self.run_dir, state, self.cfg.keep)
+            self.log.line(f"checkpoint: {self.last_checkpoint}", echo=False)
         dist.barrier()
 
     def grid(self, step: int) -> None:
         if dist.is_main():
-            write_sample_grid(self.m.ema, self.cfg, self.run_dir / f"grid-{step + 1:08d}.png", self.m.autocast)
+            kimg = (step + 1) * self.cfg.batch / 1000
+            path = write_sample_grid(self.m.ema, self.cfg, self.run_dir / f"grid-{step + 1:08d}.png", self.m.autocast,
+                                     kimg)
+            self.log.line(f"grid: {path} ({kimg:g} kimg)", echo=False)

@@ -59,7 +59,10 @@ def plan(cfg: TrainConfig, hours: float) -> dict[str, Any]:
 
     flops = forward_flops(cfg.model)
     steps = total_steps(cfg)
+    from cfgdiff.train.start import with_micro_batch
+
     world = dist.world_size()
+    cfg, why = with_micro_batch(cfg, Path(cfg.run_dir), dist.device(), world)  # as training will resolve it
     micro = cfg.batch_per_device or max(1, cfg.batch // world)
     img_per_s = steps * cfg.batch / (hours * 3600)
     return {
@@ -72,6 +75,7 @@ def plan(cfg: TrainConfig, hours: float) -> dict[str, Any]:
         "world_size": world,
         "batch_per_device": micro,
         "accumulation_rounds": cfg.batch // (micro * world) if cfg.batch % (micro * world) == 0 else None,
+        "batch_per_device_reason": why,
         "hours": hours,
         "img_per_s_needed": img_per_s,
         "tflops_needed": img_per_s * 3 * flops / 1e12,

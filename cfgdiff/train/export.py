@@ -1,0 +1,56 @@
+"""A run's EMA weights as one shareable safetensors file: tensors only (no pickle, nothing that
+runs on load), the config that rebuilds the network embedded in the header's metadata.
+
+Metadata (all strings, safetensors' rule): `format` = "cfgdiff-ema-safetensors", `version` = "1",
+`config` (the training config as JSON, as in config.json), `dataset_info` (JSON), `step`,
+`images_seen`, `source` (the checkpoint's file name) and `source_sha256`, `cfgdiff_version`.
+Tensor names are the EMA network's state_dict keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cfgdiff import __version__
+from cfgdiff.errors import CfgdiffError
+
+FORMAT = "cfgdiff-ema-safetensors"
+
+
+def export_safetensors(run: str | Path, out: str | Path | None = None, force: bool = False) -> dict[str, Any]:
+    """Write the EMA weights of `run` (a run directory: its newest EMA file; or one checkpoint/EMA
+    file) to `out`; refuses an existing `out` without `force`, and an `out` that is the source."""
+    import torch
+    from safetensors.torch import save_file
+
+    from cfgdiff.train.checkpoint import read_checkpoint, resolve_weights_file, sha256_file
+
+    source = resolve_weights_file(Path(run))
+    out = Path(out) if out is not None else source.with_suffix(".safetensors")
+    if out.exists() and out.resolve() == source.resolve():
+        raise CfgdiffError(f"{out} is the checkpoint being exported; choose another --out")
+    if out.exists() and not force:
+        raise CfgdiffError(f"{out} exists; pass --force to replace it")
+    if not out.parent.is_dir():
+        raise CfgdiffError(f"cannot write {out}: {out.parent} is not a directory")
+    state = read_checkpoint(source)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state["ema"].items()}
+    metadata = {
+        "format": FORMAT, "version": "1", "config": json.dumps(state["config"]),
+        "dataset_info": json.dumps(state.get("dataset_info", {})), "step": str(int(state["step"])),
+        "images_seen": str(int(state["images_seen"])), "source": source.name, "source_sha256": sha256_file(source),
+        "cfgdiff_version": __version__,
+    }
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"source": str(source), "out": str(out), "step": int(state["step"]),
+            "kimg": int(state["images_seen"]) / 1000, "tensors": len(tensors),
+            "parameters": sum(t.numel() for t in tensors.values()), "bytes": out.stat().st_size,
+            "torch": torch.__version__}
