@@ -37,6 +37,8 @@ def score(
                                                  "(scipy, the reference).", metavar="eigh|sqrtm")] = "eigh",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results record as one JSON document on "
                                                          "stdout.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --results/--save-stats file that "
+                                                        "cfgdiff did not write (never an input).")] = False,
 ) -> None:
     """Score samples with the FID Inception (TF inception-2015-12-05): the numbers ADM's evaluator prints.
 
@@ -50,7 +52,7 @@ def score(
         samples=str(samples), ref=str(ref) if ref else None, inception=str(inception) if inception else None,
         batch=batch, save_stats=str(save_stats) if save_stats else None,
         metrics=tuple(metrics.split(",")) if metrics is not None else None, fid_method=fid_method,
-        results=str(results) if results else None,
+        results=str(results) if results else None, force=force,
     )
     record = run_score(cfg)
     if not dist.is_main():

@@ -14,7 +14,8 @@ from pathlib import Path
 from cfgdiff import __version__, dist
 from cfgdiff.config import to_dict
 from cfgdiff.errors import ConfigError, WeightsError
-from cfgdiff.metrics.cache import atomic_path, cache_root, memo_content_sha256
+from cfgdiff.files import check_outputs, write_json
+from cfgdiff.metrics.cache import cache_root, memo_content_sha256
 from cfgdiff.metrics.detector import load_detector
 from cfgdiff.metrics.evaluate import ALL_METRICS, compute_metrics, parse_metrics
 from cfgdiff.metrics.extract import statistics_from_arrays, statistics_of
@@ -45,6 +46,7 @@ class ScoreConfig:
     fid_method: str = "eigh"
     results: str | None = None
     cache_dir: str | None = None
+    force: bool = False  # replace an existing --results/--save-stats file that cfgdiff did not write
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch, int) or self.batch < 1:
@@ -78,6 +80,8 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
     metrics = cfg.resolved_metrics()
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root()
     samples = open_input(cfg.samples)  # fail on a bad path before any expensive work
+    check_outputs({"--results": cfg.results_path(), "--save-stats": cfg.save_stats},
+                  [cfg.samples, cfg.ref, cfg.inception], force=cfg.force)
     detector = load_detector(cfg.inception, batch_size=cfg.batch)
     if "is" in metrics and not detector.has_logits:  # say so before hours of work
         if cfg.metrics is not None:
@@ -109,7 +113,6 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
     }
     if dist.is_main():
         if cfg.save_stats:
-            save_statistics(gen, cfg.save_stats)
-        with atomic_path(cfg.results_path()) as tmp:
-            tmp.write_text(json.dumps(record, indent=2) + "\n")
+            save_statistics(gen, cfg.save_stats, record=True)
+        write_json(cfg.results_path(), record, record=True)
     return record

@@ -43,7 +43,8 @@ import torch
 from cfgdiff import dist
 from cfgdiff.console import Progress
 from cfgdiff.errors import WeightsError
-from cfgdiff.metrics.cache import atomic_path, cache_root, sha256_file
+from cfgdiff.files import atomic_path, sha256_file
+from cfgdiff.metrics.cache import cache_root
 
 PYTORCH_FID_NAME = "pt_inception-2015-12-05-6726825d.pth"
 PYTORCH_FID_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{PYTORCH_FID_NAME}"

@@ -60,8 +60,8 @@ def run_sample_command(req: SampleRequest) -> dict[str, Any]:
     from cfgdiff.sampling.shards import SampleJob, check_output, run_sample
 
     sampler = SamplerConfig(steps=req.steps, v=req.v, w=req.w, clip_x=req.clip)
-    if not req.dry_run:
-        check_output(req.out)
+    if not req.dry_run:  # every output rule before the model loads (see cfgdiff.files)
+        check_output(req.out, req.grid, (req.checkpoint,), force=req.force)
     dist.init()
     device = dist.device()
     model = load_model(req.checkpoint, device)
@@ -100,4 +100,4 @@ def _write_grid(npz: Path, png: Path, count: int = 64) -> None:
 
     with np.load(npz) as f:
         images = f["arr_0"][:count]
-    save_grid(images, png, ncols=int(math.ceil(math.sqrt(len(images)))))
+    save_grid(images, png, ncols=int(math.ceil(math.sqrt(len(images)))), record=True)
