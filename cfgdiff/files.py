@@ -41,6 +41,7 @@ from cfgdiff.errors import ConfigError, DataError
 
 CHUNK = 1 << 22  # 4 MiB reads keep hashing at disk speed without holding the file in memory
 LEDGER = ".cfgdiff-outputs.json"
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 # ---- hashing ----------------------------------------------------------------------------------------------------
@@ -134,6 +135,10 @@ def atomic_path(path: Path, *, record: bool = False) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # permissions changed mid-run, a read-only mount: one line, not a traceback
+        if e.errno in _DENIED and e.filename is not None and Path(e.filename).parent == path.parent:
+            raise DataError(f"cannot write {path}: {e.strerror}") from None
+        raise
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -217,6 +222,15 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def run_inputs(path: Path | str | None) -> list[Path]:
+    """A checkpoint argument as inputs: the path, and for a run folder its `*.pt` files (the newest
+    of which the command reads), so that no output can land on one of them."""
+    if path is None:
+        return []
+    path = Path(path)
+    return [path, *sorted(path.glob("*.pt"))] if path.is_dir() else [path]
+
+
 def check_outputs(
     outputs: Mapping[str, Path | None],
     inputs: Iterable[Path | str | None] = (),
@@ -245,7 +259,7 @@ def check_outputs(
     for flag, out in named:
         folder = out.parent if out.parent != Path("") else Path(".")
         if not folder.is_dir() and make_folders:
-            folder = next((p for p in folder.absolute().parents if p.exists()), Path("/"))
+            folder = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists() or p == p.parent)
             if not folder.is_dir():
                 raise ConfigError(f"{flag} {out}: {folder} is not a folder")
         elif not folder.is_dir():
@@ -390,6 +404,7 @@ def npz_rows(path: Path, key: str = "arr_0") -> int | None:
 
 __all__ = [
     "LEDGER", "PartStore", "atomic_path", "atomic_write", "check_outputs", "forget_output", "is_ours", "lock_path",
-    "npz_rows", "output_lock", "record_output", "remove_stale_temps", "same_file", "sha256_file", "temp_path",
+    "npz_rows", "output_lock", "record_output", "remove_stale_temps", "run_inputs", "same_file", "sha256_file",
+    "temp_path",
     "write_bytes", "write_json", "write_npz", "write_text",
 ]

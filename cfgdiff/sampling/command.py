@@ -10,6 +10,7 @@ from typing import Any
 from cfgdiff import dist
 from cfgdiff.config import SamplerConfig
 from cfgdiff.errors import ConfigError
+from cfgdiff.files import run_inputs
 from cfgdiff.sampling.generate import nfe, seconds_per_step
 from cfgdiff.sampling.labels import labels_for_seeds
 from cfgdiff.sampling.ranges import parse_seeds
@@ -61,7 +62,7 @@ def run_sample_command(req: SampleRequest) -> dict[str, Any]:
 
     sampler = SamplerConfig(steps=req.steps, v=req.v, w=req.w, clip_x=req.clip)
     if not req.dry_run:  # every output rule before the model loads (see cfgdiff.files)
-        check_output(req.out, req.grid, (req.checkpoint,), force=req.force)
+        check_output(req.out, req.grid, tuple(run_inputs(req.checkpoint)), force=req.force)
     dist.init()
     device = dist.device()
     model = load_model(req.checkpoint, device)

@@ -28,7 +28,7 @@ from cfgdiff.errors import ConfigError, DataError
 from cfgdiff.sampling.command import seeds_and_labels
 from cfgdiff.sampling.generate import nfe, sample_batch
 from cfgdiff.sampling.ranges import parse_grid
-from cfgdiff.files import check_outputs, output_lock, write_json, write_text
+from cfgdiff.files import check_outputs, output_lock, run_inputs, write_json, write_text
 from cfgdiff.sampling.shards import SampleJob, provenance, run_sample
 
 OUTPUTS = ("settings.json", "sweep.jsonl", "sweep.csv", "table.md", "fid_vs_is.png", "grid.png")  # in --out
@@ -166,7 +166,7 @@ def run_sweep(req: SweepRequest) -> dict[float, dict[str, Any]]:
     except OSError as e:
         raise DataError(f"cannot create {out_dir}: {e.strerror}") from None
     check_outputs({f"--out {out_dir}: {name}": out_dir / name for name in OUTPUTS},
-                  [req.checkpoint, ref, req.inception], hint="choose another --out")
+                  [*run_inputs(req.checkpoint), ref, req.inception], hint="choose another --out")
     detector = load_detector(req.inception, device)
     reference = load_reference(ref, detector)
     base = SampleJob(tuple(seeds), tuple(labels), SamplerConfig(steps=req.steps, v=req.v, clip_x=req.clip), req.batch)
