@@ -108,9 +108,9 @@ def check_output(out: Path, grid: Path | None = None, inputs: tuple[Path | None,
     if not out.parent.exists():
         raise DataError(f"output folder {out.parent} does not exist")
     sidecar = out.with_name(out.name + ".json")
-    # an existing --out is judged by `finished_earlier` (same job: nothing to do; else --force)
+    # an existing --out (and its provenance) is judged by `finished_earlier`: same job, nothing to do
     check_outputs({"--out": out, "--out's provenance": sidecar, "--grid": grid}, inputs, force=force,
-                  replaceable=[out, sidecar])
+                  replaceable=[out, sidecar] if out.exists() else [])
 
 
 def finished_earlier(out: Path, prov: dict[str, Any]) -> dict[str, Any] | None:
