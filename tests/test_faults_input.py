@@ -119,9 +119,10 @@ CASES = [
     # prepare
     Case("corrupt and truncated JPEGs are skipped and listed", _photos,
          ("prepare", "photos", "--size", "16", "--out", "d.h5", "--workers", "1"), 0,
-         "prepare: skipped 2 unreadable images; they are listed in d.skipped.tsv", ("d.h5", "d.json", "d.skipped.tsv")),
+         "prepare: skipped 2 unreadable images; they are listed in d.skipped.tsv",
+         ("d.h5", "d.json", "d.skipped.tsv", ".cfgdiff-outputs.json")),
     Case("a folder of non-images", _non_images, ("prepare", "docs", "--size", "16", "--out", "d.h5", "--workers", "1"),
-         1, "none of the 2 images could be decoded; see d.skipped.tsv", ("d.skipped.tsv",)),
+         1, "none of the 2 images could be decoded; see d.skipped.tsv", ("d.skipped.tsv", ".cfgdiff-outputs.json")),
     Case("a source that does not exist", None, ("prepare", "nowhere", "--out", "d.h5"), 1, "source not found: nowhere"),
     Case("an unknown builtin source", None, ("prepare", "builtin:faces", "--out", "d.h5"), 1,
          "unknown built-in data set 'faces'"),
