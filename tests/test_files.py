@@ -210,3 +210,10 @@ def test_parts_of_the_same_plan_are_kept_and_of_another_plan_discarded(tmp_path,
     assert files.PartStore(out, {"n": 5}, "sample").open() == set()
     assert "sample: discarding partial work" in capsys.readouterr().err
     assert json.loads((store.dir / "plan.json").read_text()) == {"n": 5}
+
+
+def test_npz_rows_reads_the_count_from_the_header_and_rejects_other_files(tmp_path):
+    np.savez(tmp_path / "a.npz", arr_0=np.zeros((7, 2, 2, 3), np.uint8), arr_1=np.arange(7))
+    assert files.npz_rows(tmp_path / "a.npz") == 7 and files.npz_rows(tmp_path / "a.npz", "seeds") is None
+    (tmp_path / "b.npz").write_bytes(b"\x89PNG\r\n\x1a\n not an npz")
+    assert files.npz_rows(tmp_path / "b.npz") is None and files.npz_rows(tmp_path / "missing.npz") is None
