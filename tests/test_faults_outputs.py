@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,3 +139,38 @@ def test_a_replaced_sample_file_is_not_complete_already(tmp_path, monkeypatch, c
     assert main([*SAMPLE, "--out", "x.npz", "--force"]) == 0
     with np.load(tmp_path / "x.npz") as f:
         assert f["arr_0"].shape == (2, 16, 16, 3)
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from cfgdiff.files import output_lock
+with output_lock(Path(sys.argv[1]), "the first run"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("command", ["sample", "prepare"])
+def test_a_second_run_on_a_busy_output_is_one_line_naming_the_first(command, tmp_path, monkeypatch, capsys):
+    """Issue 15 class 7: not a FileNotFoundError on the other run's temporary file."""
+    ws = workspace()
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(ws / "runs" / "tiny", tmp_path / "run")
+    out = tmp_path / ("x.npz" if command == "sample" else "d.h5")
+    args = ([*SAMPLE, "--out", "x.npz"] if command == "sample"
+            else ["prepare", "builtin:shapes", "--size", "8", "--limit", "20", "--out", "d.h5", "--workers", "1"])
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    first = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        assert main(args) == 1
+        lines = error_lines(capsys.readouterr().err)
+        assert len(lines) == 1 and f"is being written by another cfgdiff run: pid {first.pid}" in lines[0], lines
+        assert "(the first run)" in lines[0] and not out.exists()
+    finally:
+        first.kill()
+        first.wait()
+    assert main(args) == 0 and out.exists()  # the killed holder's lock is taken over
+    assert not (tmp_path / f".{out.name}.lock").exists()
