@@ -134,7 +134,10 @@ def atomic_path(path: Path, *, record: bool = False) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if record:
+            _replace_recorded(tmp, path)
+        else:
+            os.replace(tmp, path)
     except OSError as e:  # permissions changed mid-run, a read-only mount: one line, not a traceback
         if e.errno in _DENIED and e.filename is not None and Path(e.filename).parent == path.parent:
             raise DataError(f"cannot write {path}: {e.strerror}") from None
@@ -143,8 +146,6 @@ def atomic_path(path: Path, *, record: bool = False) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
     _fsync_dir(path.parent)
-    if record:
-        record_output(path)
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], *, record: bool = False) -> None:
@@ -173,42 +174,65 @@ def write_npz(path: Path, *, record: bool = False, **arrays: np.ndarray) -> None
 
 
 # ---- ownership ledger -------------------------------------------------------------------------------------------
-def _read_ledger(folder: Path) -> dict[str, dict[str, Any]]:
+def _read_ledger(folder: Path) -> dict[str, list[dict[str, Any]]]:
     try:
         data = json.loads((folder / LEDGER).read_text())
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: [e for e in v if isinstance(e, dict)] for k, v in data.items() if isinstance(v, list)}
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def _write_ledger(folder: Path, name: str, entries: list[dict[str, Any]]) -> None:
+    """Set the accepted versions of `name`; entries of vanished files are dropped."""
+    ledger = {k: v for k, v in _read_ledger(folder).items() if k != name and (folder / k).exists()}
+    if entries:
+        ledger[name] = entries
+    with atomic_path(folder / LEDGER) as tmp:
+        tmp.write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
+
+
+def _replace_recorded(tmp: Path, path: Path) -> None:
+    """Rename `tmp` onto `path` so that the ledger vouches for whatever `path` holds at any instant
+    (a kill between two steps included): first accept both the old and the new bytes, then, once
+    renamed, only the new ones."""
+    new = _digest(tmp)
+    old = [e for e in _read_ledger(path.parent).get(path.name, []) if path.exists() and _matches(path, e)]
+    _write_ledger(path.parent, path.name, [*old[:1], new])
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    _write_ledger(path.parent, path.name, [new])
 
 
 def record_output(path: Path) -> None:
-    """Note `path` (as it is now) as written by cfgdiff. Entries of vanished files are dropped."""
+    """Note `path`, as it is now, as written by cfgdiff."""
     path = Path(path)
-    ledger = {k: v for k, v in _read_ledger(path.parent).items() if (path.parent / k).exists()}
-    st = path.stat()
-    ledger[path.name] = {"size": st.st_size, "sha256": sha256_file(path)}
-    with atomic_path(path.parent / LEDGER) as tmp:
-        tmp.write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
+    _write_ledger(path.parent, path.name, [_digest(path)])
 
 
 def forget_output(path: Path) -> None:
     path = Path(path)
-    ledger = _read_ledger(path.parent)
-    if ledger.pop(path.name, None) is not None:
-        with atomic_path(path.parent / LEDGER) as tmp:
-            tmp.write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
+    _write_ledger(path.parent, path.name, [])
+
+
+def _matches(path: Path, entry: dict[str, Any]) -> bool:
+    try:
+        return path.stat().st_size == entry.get("size") and sha256_file(path) == entry.get("sha256")
+    except OSError:
+        return False
 
 
 def is_ours(path: Path) -> bool:
     """True when `path` is a regular file whose bytes are those cfgdiff recorded when writing it."""
     path = Path(path)
-    entry = _read_ledger(path.parent).get(path.name)
-    if not isinstance(entry, dict) or not path.is_file() or path.is_symlink():
+    if not path.is_file() or path.is_symlink():
         return False
-    try:
-        return path.stat().st_size == entry.get("size") and sha256_file(path) == entry.get("sha256")
-    except OSError:
-        return False
+    return any(_matches(path, e) for e in _read_ledger(path.parent).get(path.name, []))
 
 
 # ---- output rules -----------------------------------------------------------------------------------------------

@@ -217,3 +217,24 @@ def test_npz_rows_reads_the_count_from_the_header_and_rejects_other_files(tmp_pa
     assert files.npz_rows(tmp_path / "a.npz") == 7 and files.npz_rows(tmp_path / "a.npz", "seeds") is None
     (tmp_path / "b.npz").write_bytes(b"\x89PNG\r\n\x1a\n not an npz")
     assert files.npz_rows(tmp_path / "b.npz") is None and files.npz_rows(tmp_path / "missing.npz") is None
+
+
+def test_the_ledger_vouches_for_the_file_at_every_step_of_a_recorded_write(tmp_path, monkeypatch):
+    """A kill between the ledger update and the rename must not make our own file look foreign."""
+    path = tmp_path / "sweep.jsonl"
+    files.write_text(path, "old\n", record=True)
+    seen = []
+    real = os.replace
+
+    def spy(src, dst):
+        if Path(dst) == path:  # just before the rename: the old bytes are still vouched for
+            seen.append(files.is_ours(path))
+        real(src, dst)
+        if Path(dst) == path:  # just after it (before the ledger drops the old version): the new ones
+            seen.append(files.is_ours(path))
+
+    monkeypatch.setattr(os, "replace", spy)
+    files.write_text(path, "new\n", record=True)
+    assert seen == [True, True] and files.is_ours(path)
+    files.forget_output(path)
+    assert not files.is_ours(path)

@@ -24,7 +24,9 @@ from cfgdiff import __version__, dist
 from cfgdiff.config import SamplerConfig, to_dict
 from cfgdiff.console import Progress
 from cfgdiff.errors import CfgdiffError, ConfigError, DataError
-from cfgdiff.files import PartStore, check_outputs, is_ours, npz_rows, output_lock, write_json, write_npz
+from cfgdiff.files import (
+    PartStore, check_outputs, forget_output, is_ours, npz_rows, output_lock, write_json, write_npz,
+)
 from cfgdiff.sampling.generate import nfe, sample_batch
 
 
@@ -184,7 +186,10 @@ def _assemble(store: PartStore, shards: list[tuple[int, int]], out: Path, prov: 
         arrays.append(part[0])
         labels.append(part[1])
     arr = np.concatenate(arrays)
-    write_npz(out, arr_0=arr, arr_1=np.concatenate(labels), record=True)
+    # The npz is the commit point: its provenance goes first, and an older npz (a --force rerun) loses
+    # the ledger's word first, so that a kill between any two steps never passes for a finished job.
+    forget_output(out)
     write_json(out.with_name(out.name + ".json"), prov, indent=1, record=True)
+    write_npz(out, arr_0=arr, arr_1=np.concatenate(labels), record=True)
     store.remove()
 
