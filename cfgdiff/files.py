@@ -264,7 +264,8 @@ def check_outputs(
     make_folders: bool = False,
     hint: str = "pass --force to overwrite it",
 ) -> None:
-    """The output rules, checked before any work; ConfigError with one line on the first broken rule.
+    """The output rules, checked before any work: one line on the first broken rule (ConfigError, or
+    DataError for a missing or unwritable folder, as before).
 
     `outputs`: option name (for the message) -> path (None: not asked for). `inputs`: files and
     folders the command reads. `replaceable`: outputs the caller itself judged its own (e.g. the
@@ -285,11 +286,11 @@ def check_outputs(
         if not folder.is_dir() and make_folders:
             folder = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists() or p == p.parent)
             if not folder.is_dir():
-                raise ConfigError(f"{flag} {out}: {folder} is not a folder")
+                raise DataError(f"cannot create the output folder {out.parent} of {flag} {out}: {folder} is not a folder")
         elif not folder.is_dir():
-            raise ConfigError(f"{flag} {out}: folder {folder} does not exist")
+            raise DataError(f"{flag} {out}: folder {folder} does not exist")
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise ConfigError(f"{flag} {out}: folder {folder} is not writable")
+            raise DataError(f"{flag} {out}: folder {folder} is not writable")
         if out.is_dir():
             raise ConfigError(f"{flag} {out} is a folder")
         if (out.exists() or out.is_symlink()) and not force and not is_ours(out):

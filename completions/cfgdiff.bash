@@ -10,7 +10,7 @@ _cfgdiff() {
         plugins) opts="--json --help" ;;
         prepare) opts="--out -o --size --resize --split --limit --classes --draft --no-draft --class-map --seed --preset --workers --force --dry-run --json --help" ;;
         sample) opts="--w --n -n --num-samples --steps -T --v --out -o --seeds --balanced --classes --batch --shard-size --grid --no-clip --force --dry-run --json --help" ;;
-        score) opts="--ref --inception --batch --save-stats --metrics --results --fid-method --json --help" ;;
+        score) opts="--ref --inception --batch --save-stats --metrics --results --fid-method --json --force --help" ;;
         sweep) opts="--w --n -n --num-samples --steps -T --v --ref --out -o --seeds --balanced --batch --inception --keep-samples --no-clip --json --help" ;;
         train) opts="--data --preset --run-dir --kimg --batch --batch-per-device --lr --lr-warmup --ema --ema-warmup --no-ema-warmup --dropout --grad-clip --seed --tick --snapshot --grid --keep --workers --compile --no-compile --amp --no-amp --set --hours --dry-run --json --help" ;;
     esac

@@ -67,6 +67,7 @@ complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l metrics -d 'Comma-
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l results -d 'Results JSON with provenance (default <SAMPLES>.score.json beside SAMP'
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l fid-method -d 'Matrix square root for FID/sFID eigh (fast) or sqrtm (scipy, the refer'
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l json -d 'Print the results record as one JSON document on stdout.'
+complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l force -d 'Replace an existing --results/--save-stats file that cfgdiff did not w'
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l help -d 'Show the help and exit.'
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -F
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l w -d 'startstopstep (inclusive) or a comma list.'

@@ -132,12 +132,12 @@ def test_two_outputs_on_one_file_are_refused(tmp_path):
 
 
 def test_an_output_folder_must_exist_or_be_creatable(tmp_path):
-    with pytest.raises(ConfigError, match="folder .*missing does not exist"):
+    with pytest.raises(DataError, match="folder .*missing does not exist"):
         files.check_outputs({"--grid": tmp_path / "missing" / "g.png"})
     files.check_outputs({"--out": tmp_path / "new" / "deeper" / "d.h5"}, make_folders=True)
     assert not (tmp_path / "new").exists()  # checking creates nothing
     (tmp_path / "afile").write_text("")
-    with pytest.raises(ConfigError, match="is not a folder"):
+    with pytest.raises(DataError, match="cannot create the output folder .*afile of --out .*afile is not a folder"):
         files.check_outputs({"--out": tmp_path / "afile" / "d.h5"}, make_folders=True)
     with pytest.raises(ConfigError, match="is a folder"):
         files.check_outputs({"--out": tmp_path}, force=True)
@@ -149,7 +149,7 @@ def test_an_unwritable_folder_is_one_line(tmp_path):
     ro.mkdir()
     ro.chmod(0o555)
     try:
-        with pytest.raises(ConfigError, match="is not writable"):
+        with pytest.raises(DataError, match="is not writable"):
             files.check_outputs({"--results": ro / "r.json"})
         with pytest.raises(DataError, match="cannot write .*r.json: Permission denied"):
             files.write_text(ro / "r.json", "x")
