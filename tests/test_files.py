@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +191,6 @@ def test_a_lock_of_a_live_process_on_another_host_is_respected(tmp_path):
     files.lock_path(out).write_text(json.dumps({"pid": _dead_pid(), "host": "elsewhere", "command": "sweep"}))
     with pytest.raises(DataError, match="on elsewhere \\(sweep\\)"), files.output_lock(out, "sample"):
         pass
-    time.sleep(0)
 
 
 # ---- the parts store --------------------------------------------------------------------------------------------
