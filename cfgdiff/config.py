@@ -141,10 +141,9 @@ def _type_name(hint: Any) -> str:
 
 def save_json(cfg: Any, path: Path) -> None:
     """Write a config as JSON atomically (temporary name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-    tmp.replace(path)
+    from cfgdiff.files import write_json
+
+    write_json(Path(path), to_dict(cfg))
 
 
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:

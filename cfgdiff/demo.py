@@ -19,7 +19,7 @@ from typing import Any
 
 from cfgdiff import dist
 from cfgdiff.config import DemoConfig, PrepareConfig, SweepConfig
-from cfgdiff.sampling.shards import atomic_write_text
+from cfgdiff.files import write_text
 
 
 def _prepare(source: str, size: int, count: int, seed: int, out: Path) -> None:
@@ -110,5 +110,5 @@ Samples with the same seeds and classes across w (rows), as the paper's Fig. 3:
 ![samples across w](sweep/grid.png)
 """
     path = out / "report.md"
-    atomic_write_text(path, text)
+    write_text(path, text)
     return path

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from cfgdiff.files import atomic_write
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -26,13 +27,12 @@ def tile(images: np.ndarray, ncols: int) -> np.ndarray:
     return canvas.reshape(rows, ncols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, ncols * w, c)
 
 
-def save_grid(images: np.ndarray, path: str | Path, ncols: int) -> Path:
+def save_grid(images: np.ndarray, path: str | Path, ncols: int, record: bool = False) -> Path:
     """Tile (N, H, W, C) uint8 images into a PNG at `path`, written atomically."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"expected (N, H, W, 1|3) uint8 images, got {images.dtype} {images.shape}")
     grid = tile(images, max(1, ncols))
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    atomic_write(path, lambda f: picture.save(f, format="PNG"), record=record)
     return path

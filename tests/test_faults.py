@@ -179,7 +179,7 @@ def test_sample_killed_anywhere_resumes_to_identical_samples(tmp_path):
     args, env = ["python", "s.py", str(base / "runs" / "tiny")], env_for(base)
     ref = _python([*args[1:], "ref.npz"], tmp_path, env)
     assert ref.returncode == 0, ref.stderr
-    out, parts_dir = tmp_path / "s.npz", tmp_path / "s.npz.parts"
+    out, parts_dir = tmp_path / "s.npz", tmp_path / ".s.npz.partial"
 
     def parts() -> list[Path]:
         return sorted(parts_dir.glob("part-*.npz"))

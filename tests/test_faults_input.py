@@ -119,9 +119,10 @@ CASES = [
     # prepare
     Case("corrupt and truncated JPEGs are skipped and listed", _photos,
          ("prepare", "photos", "--size", "16", "--out", "d.h5", "--workers", "1"), 0,
-         "prepare: skipped 2 unreadable images; they are listed in d.skipped.tsv", ("d.h5", "d.json", "d.skipped.tsv")),
+         "prepare: skipped 2 unreadable images; they are listed in d.skipped.tsv",
+         ("d.h5", "d.json", "d.skipped.tsv", ".cfgdiff-outputs.json")),
     Case("a folder of non-images", _non_images, ("prepare", "docs", "--size", "16", "--out", "d.h5", "--workers", "1"),
-         1, "none of the 2 images could be decoded; see d.skipped.tsv", ("d.skipped.tsv",)),
+         1, "none of the 2 images could be decoded; see d.skipped.tsv", ("d.skipped.tsv", ".cfgdiff-outputs.json")),
     Case("a source that does not exist", None, ("prepare", "nowhere", "--out", "d.h5"), 1, "source not found: nowhere"),
     Case("an unknown builtin source", None, ("prepare", "builtin:faces", "--out", "d.h5"), 1,
          "unknown built-in data set 'faces'"),
@@ -171,7 +172,7 @@ CASES = [
          "--classes: [99] outside 0..9"),
     Case("NaN samples (w = 1e300, no clipping)", None,
          ("sample", RUN, "--n", "2", "--steps", "3", "--w", "1e300", "--no-clip", "--out", "s.npz"), 1,
-         "non-finite samples (NaN/Inf) at w=1e+300 for seeds [0, 1]", ("s.npz.parts", "s.npz.parts/job.json")),
+         "non-finite samples (NaN/Inf) at w=1e+300 for seeds [0, 1]", (".s.npz.partial", ".s.npz.partial/plan.json")),
     # sweep
     *[Case(f"a grid {grid!r}", None, ("sweep", RUN, "--w", grid, "--n", "2"), 2, f"guidance grid {grid!r}: {why}")
       for grid, why in [("", "no values"), (",", "no values"), ("nan", "'nan' is not finite"),
@@ -239,8 +240,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_part(command, tmp_path):
     assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert lines[0].startswith("cfgdiff: error: cannot write: File too large (disk full or over a size limit)")
     # only the resumable bookkeeping remains, no partly written part
-    partial = tmp_path / (".d.h5.partial" if command == "prepare" else "d.npz.parts")
-    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted([partial.name, "plan.json" if command == "prepare" else "job.json"])
+    partial = tmp_path / (".d.h5.partial" if command == "prepare" else ".d.npz.partial")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted([partial.name, "plan.json"])
     MESSAGES[command, "a full disk (file-size limit)"] = (f"cfgdiff {' '.join(args).replace(str(ws), '{ws}')}", 1, lines[0])
 
 

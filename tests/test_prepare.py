@@ -15,6 +15,7 @@ from cfgdiff.cli.app import main
 from cfgdiff.config import PrepareConfig
 from cfgdiff.data.parts import Part, PartStore, part_length
 from cfgdiff.data.prepare import _plan_id, open_source, prepare
+from cfgdiff.files import LEDGER
 from cfgdiff.data.resize import adm_center_crop
 from cfgdiff.data.sources import select
 from cfgdiff.errors import DataError
@@ -70,7 +71,7 @@ def test_the_file_follows_the_contract_and_skips_damaged_images(tmp_path):
         "train/class2/garbage.JPEG",
     ]
     assert json.loads((tmp_path / "out" / "set.json").read_text())["count"] == len(good)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["set.h5", "set.json", "set.skipped.tsv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [LEDGER, "set.h5", "set.json", "set.skipped.tsv"]
 
 
 def test_adm_crop_option_reaches_the_images(tmp_path):

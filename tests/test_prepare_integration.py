@@ -83,7 +83,8 @@ def test_interrupted_runs_leave_no_output_and_resume(tmp_path):
     _, err = third.communicate(timeout=120)
     assert third.returncode == 0, err
     assert f"resuming: {2 * per_part} of {n} images already done" in err
-    assert not partial.exists() and sorted(p.name for p in out.parent.iterdir()) == ["shapes64.h5", "shapes64.json"]
+    assert not partial.exists() and sorted(p.name for p in out.parent.iterdir()) == [
+        ".cfgdiff-outputs.json", "shapes64.h5", "shapes64.json"]
 
     with h5py.File(out, "r") as f:
         assert f.attrs["count"] == n and np.array_equal(f["labels"][:], np.arange(n) % 10)

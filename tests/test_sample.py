@@ -8,6 +8,7 @@ import torch
 
 from cfgdiff.config import TRAIN_PRESETS, DiffusionConfig, SamplerConfig
 from cfgdiff.errors import ConfigError
+from cfgdiff.files import PartStore
 from cfgdiff.nn.unet import build_unet
 from cfgdiff.sampling.shards import SampleJob, run_sample
 
@@ -59,7 +60,7 @@ def test_samples_do_not_depend_on_batch_size_and_files_are_adm_format(model, tmp
         assert fa["arr_1"].tolist() == [s % 4 for s in range(10, 19)]
         assert fa["arr_0"].std() > 5  # real images, not a constant
     assert (tmp_path / "a.npz.json").exists() and a["nfe"] == 2 * 6 * 9 and a["seeds"] == "10-18"
-    assert not (tmp_path / "a.npz.parts").exists()
+    assert not (tmp_path / ".a.npz.partial").exists()
 
 
 def test_w0_makes_no_unconditional_pass(model, tmp_path):
@@ -80,12 +81,11 @@ def test_rerun_skips_finished_parts(model, tmp_path):
     from cfgdiff.sampling import shards
 
     job = _job(10, shard=3)
-    parts = out.with_name(out.name + ".parts")
-    shards._prepare_parts(parts, shards.provenance(model, job))
+    store = PartStore(out, shards._identity(shards.provenance(model, job)))
+    store.open()
     with np.load(full) as f:
         for a, b in [(0, 3), (6, 9)]:
-            shards.atomic_savez(shards._part_path(parts, a), arr_0=f["arr_0"][a:b], arr_1=f["arr_1"][a:b],
-                                seeds=np.arange(10 + a, 10 + b))
+            store.write(a, {"arr_0": f["arr_0"][a:b], "arr_1": f["arr_1"][a:b], "seeds": np.arange(10 + a, 10 + b)})
     counting = Counting(model.net, 4)
     run_sample(replace(model, net=counting), job, out, CPU)
     assert sum(batch for batch, _ in counting.calls) == 2 * 6 * (3 + 1)  # only shards 1 and 3, guided
@@ -93,7 +93,7 @@ def test_rerun_skips_finished_parts(model, tmp_path):
         assert np.array_equal(fo["arr_0"], ff["arr_0"])
 
 
-def test_refuses_existing_output_and_foreign_parts(model, tmp_path):
+def test_refuses_existing_output_and_discards_foreign_parts(model, tmp_path, capsys):
     out = tmp_path / "f.npz"
     first = run_sample(model, _job(2), out, CPU)
     mtime = out.stat().st_mtime_ns
@@ -104,6 +104,11 @@ def test_refuses_existing_output_and_foreign_parts(model, tmp_path):
     other = tmp_path / "g.npz"
     from cfgdiff.sampling import shards
 
-    shards._prepare_parts(other.with_name("g.npz.parts"), shards.provenance(model, _job(3)))
-    with pytest.raises(ConfigError, match="different sampling job"):
-        run_sample(model, _job(3, w=0.0), other, CPU)
+    store = PartStore(other, shards._identity(shards.provenance(model, _job(3))))
+    store.open()
+    store.write(0, {"arr_0": np.zeros((3, 8, 8, 3), np.uint8), "arr_1": np.zeros(3, np.int64),
+                    "seeds": np.arange(10, 13)})  # a (black) part of another job (w=1): not to be reused for w=0
+    run_sample(model, _job(3, w=0.0), other, CPU)
+    assert "sample: discarding partial work" in capsys.readouterr().err
+    with np.load(other) as f:
+        assert f["arr_0"].std() > 5

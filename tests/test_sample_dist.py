@@ -36,4 +36,4 @@ def test_two_processes_draw_the_same_samples_as_one(trained):
     assert r.stderr.count("wrote two.npz") == 1  # rank 0 alone reports
     with np.load(d / "one.npz") as a, np.load(d / "two.npz") as b:
         assert np.array_equal(a["arr_0"], b["arr_0"]) and np.array_equal(a["arr_1"], b["arr_1"])
-    assert not (d / "two.npz.parts").exists()
+    assert not (d / ".two.npz.partial").exists()

@@ -123,9 +123,11 @@ def scripts() -> dict[str, str]:
 
 
 def write(folder: Path) -> None:
+    from cfgdiff.files import write_text
+
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in scripts().items():
-        (folder / name).write_text(text)
+        write_text(folder / name, text)
 
 
 if __name__ == "__main__":

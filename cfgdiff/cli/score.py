@@ -39,8 +39,10 @@ def score(
                                                  "(scipy, the reference).", metavar="eigh|sqrtm")] = "eigh",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results record as one JSON document on "
                                                          "stdout.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Score even fewer than 2 samples (every metric is then "
-                                                        "n/a with its reason).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Override a safety refusal: score fewer than 2 samples "
+                                                        "(every metric n/a with its reason), or replace an existing "
+                                                        "--results/--save-stats file that cfgdiff did not write "
+                                                        "(never an input).")] = False,
 ) -> None:
     """Score samples with the FID Inception (TF inception-2015-12-05): the numbers ADM's evaluator prints.
 

@@ -29,10 +29,11 @@ from cfgdiff.data.builtin import BUILTINS, DEFAULT_COUNT, SHAPES, ShapesSource
 from cfgdiff.data.decode import Decoded, ImageSpec
 from cfgdiff.data.h5file import write_dataset
 from cfgdiff.data.npz import NpzSource
-from cfgdiff.data.parts import Part, PartStore, part_length, write_atomic
+from cfgdiff.data.parts import Part, PartStore, part_length
 from cfgdiff.data.pool import cpu_count, run_tasks
 from cfgdiff.data.sources import Member, Source, output_stem, select
 from cfgdiff.errors import ConfigError, DataError
+from cfgdiff.files import atomic_path, check_outputs, is_ours, output_lock, write_json, write_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,9 +144,10 @@ def _write_report(out: Path, store: PartStore, parts: range) -> tuple[int, Path 
         p = store.read(k, "skipped_names", "skipped_reasons")
         lines += [f"{n}\t{r}" for n, r in zip(p["skipped_names"], p["skipped_reasons"])]
     if not lines:
-        report.unlink(missing_ok=True)  # a stale report of an earlier run would mislead
+        if is_ours(report):
+            report.unlink()  # a stale report of an earlier run would mislead (a user's file is left alone)
         return 0, None
-    write_atomic(report, "name\treason\n" + "\n".join(lines) + "\n")
+    write_text(report, "name\treason\n" + "\n".join(lines) + "\n", record=True)
     return len(lines), report
 
 
@@ -207,8 +209,11 @@ def prepare(
     """
     t0 = time.monotonic()
     out = Path(out) if out is not None else default_output(cfg)
-    if out.exists() and not (force or dry_run):  # before listing, which takes minutes on ImageNet
-        return _finished_earlier(out, cfg)
+    if not dry_run:  # before listing, which takes minutes on ImageNet
+        check_outputs({"--out": out}, [cfg.source], force=force, replaceable=[out], make_folders=True)
+        if out.exists() and not force:
+            return _finished_earlier(out, cfg)
+        check_outputs(side_outputs(out), [cfg.source], force=force, make_folders=True)
     source = open_source(cfg)
     members = select(source.members, cfg.classes, cfg.limit)
     num_classes = min(len(source.class_ids), cfg.classes or len(source.class_ids))
@@ -219,10 +224,21 @@ def prepare(
         planned = dict(count=len(members), skipped=0, seconds=0.0, resumed=0, report=None)
         return PrepareResult(**result, **planned, dry_run=True, config=to_dict(cfg))
     _make_output_folder(out)
+    with output_lock(out, "prepare"):
+        return _write(cfg, out, source, members, result, num_classes, workers, t0)
 
+
+def side_outputs(out: Path) -> dict[str, Path]:
+    """The files prepare writes beside `out`, by what the message calls them."""
+    return {"--out": out, "the summary of --out": out.with_suffix(".json"),
+            "the skipped-images list of --out": out.with_name(out.stem + ".skipped.tsv")}
+
+
+def _write(cfg: PrepareConfig, out: Path, source: Source, members: list[Member], result: dict[str, Any],
+           num_classes: int, workers: int, t0: float) -> PrepareResult:
     part_len = part_length(cfg.size)
     n_parts = -(-len(members) // part_len)
-    store = PartStore(out, _plan_id(cfg, members, part_len))
+    store = PartStore(out, _plan_id(cfg, members, part_len), "prepare")
     done = store.open()
     groups = {k: members[k * part_len : (k + 1) * part_len] for k in range(n_parts) if k not in done}
     resumed = len(members) - sum(len(g) for g in groups.values())
@@ -235,11 +251,10 @@ def prepare(
     if skipped == len(members):
         store.remove()
         raise DataError(f"none of the {len(members)} images could be decoded; see {report}")
-    tmp = out.with_name(f".{out.name}.tmp")
-    count = write_dataset(tmp, store, range(n_parts), cfg.size, _attributes(cfg, source, num_classes, skipped))
-    summary = {**result, "count": count, "skipped": skipped, "config": to_dict(cfg), "cfgdiff_version": __version__}
-    write_atomic(out.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out)  # the output path only ever holds a complete file
+    with atomic_path(out, record=True) as tmp:  # the output path only ever holds a complete file
+        count = write_dataset(tmp, store, range(n_parts), cfg.size, _attributes(cfg, source, num_classes, skipped))
+        summary = {**result, "count": count, "skipped": skipped, "config": to_dict(cfg), "cfgdiff_version": __version__}
+        write_json(out.with_suffix(".json"), summary, record=True)
     store.remove()
 
     seconds = time.monotonic() - t0

@@ -1,4 +1,4 @@
-"""The metrics' on-disk cache: where it lives, content hashes, and atomic writes into it.
+"""The metrics' on-disk cache: where it lives, and content hashes (writes go through `cfgdiff.files`).
 
 Layout under the cache root (`$XDG_CACHE_HOME/cfgdiff`, else `~/.cache/cfgdiff`):
 
@@ -10,29 +10,18 @@ Layout under the cache root (`$XDG_CACHE_HOME/cfgdiff`, else `~/.cache/cfgdiff`)
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-CHUNK = 1 << 22  # 4 MiB reads keep hashing at disk speed without holding the file in memory
+from cfgdiff.files import atomic_path, sha256_file
 
 
 def cache_root() -> Path:
     """$XDG_CACHE_HOME/cfgdiff, or ~/.cache/cfgdiff (the XDG default)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "cfgdiff"
-
-
-def sha256_file(path: Path, h: hashlib._Hash | None = None) -> str:
-    """Hex SHA-256 of a file's bytes (or feed them into `h` and return its digest)."""
-    h = h or hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def content_sha256(path: Path) -> str:
@@ -72,19 +61,3 @@ def memo_content_sha256(path: Path, cache_dir: Path | None) -> str:
     with atomic_path(memo) as tmp:
         tmp.write_text(json.dumps({"path": str(path), "sha256": digest}) + "\n")
     return digest
-
-
-@contextlib.contextmanager
-def atomic_path(dest: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `dest`; on success rename it onto `dest`, on error delete it.
-
-    Readers never see a half-written file: the rename is atomic within one directory.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)

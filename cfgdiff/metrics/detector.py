@@ -16,7 +16,7 @@ import torch
 
 from cfgdiff import dist
 from cfgdiff.errors import MetricsError, WeightsError
-from cfgdiff.metrics.cache import sha256_file
+from cfgdiff.files import sha256_file
 from cfgdiff.metrics.inception import Features, FIDInception
 from cfgdiff.metrics.resize import inception_input
 from cfgdiff.metrics.weights import check_sha256, read_weights, resolve_weights

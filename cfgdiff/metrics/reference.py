@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from cfgdiff import dist
-from cfgdiff.metrics.cache import atomic_path, cache_root, memo_content_sha256
+from cfgdiff.files import write_npz
+from cfgdiff.metrics.cache import cache_root, memo_content_sha256
 from cfgdiff.metrics.detector import InceptionDetector
 from cfgdiff.metrics.extract import statistics_from_arrays, statistics_of
 from cfgdiff.metrics.sources import open_input
@@ -69,7 +70,7 @@ def load_reference(ref: str | Path, detector: InceptionDetector, cache_dir: str 
 
 
 def save_statistics(stats: Statistics, path: str | Path, with_features: bool = False,
-                    extra: dict[str, str] | None = None) -> None:
+                    extra: dict[str, str] | None = None, record: bool = False) -> None:
     """Write an ADM-style statistics npz (mu, sigma, mu_s, sigma_s, count) atomically.
 
     `--ref` reads it back; so do pytorch-fid (mu, sigma) and ADM's `read_statistics`. With
@@ -85,8 +86,7 @@ def save_statistics(stats: Statistics, path: str | Path, with_features: bool = F
             arrays["pool_features"] = stats.pool_features
         arrays["weights_sha256"] = np.array(stats.weights_sha256 or "")
         arrays.update({k: np.array(v) for k, v in (extra or {}).items()})
-    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    write_npz(Path(path), record=record, **arrays)
 
 
 def read_cached(path: Path, need_pool: bool) -> Statistics | None:

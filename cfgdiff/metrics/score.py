@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 from pathlib import Path
 
 from cfgdiff import __version__, dist
 from cfgdiff.config import to_dict
 from cfgdiff.errors import ConfigError, MetricsError, WeightsError
+from cfgdiff.files import check_outputs, write_json
 from cfgdiff.metrics import registry
-from cfgdiff.metrics.cache import atomic_path, cache_root, memo_content_sha256
+from cfgdiff.metrics.cache import cache_root, memo_content_sha256
 from cfgdiff.metrics.detector import load_detector
 from cfgdiff.metrics.evaluate import compute_metrics, parse_metrics
 from cfgdiff.metrics.extract import statistics_from_arrays, statistics_of
@@ -36,7 +36,8 @@ class ScoreConfig:
     ref: None = the training dataset the samples' metadata (`<samples>.json`, written by `sample`) records,
         if it exists; else no reference.
     results: the results JSON (default: `<samples>.score.json` beside the samples).
-    force: score fewer than 2 samples (every metric then says why it is n/a).
+    force: score fewer than 2 samples (every metric then says why it is n/a), or replace an existing
+        --results/--save-stats file that cfgdiff did not write (never an input).
     cache_dir: cache root for weights lookups and reference statistics (default: XDG cache).
     """
 
@@ -92,6 +93,8 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
     metrics = cfg.resolved_metrics(ref_path)
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root()
     samples = open_input(cfg.samples)  # fail on a bad path before any expensive work
+    check_outputs({"--results": cfg.results_path(), "--save-stats": cfg.save_stats},
+                  [cfg.samples, ref_path, cfg.inception], force=cfg.force)
     count = samples.images.count if samples.images is not None else _stored_count(samples.stats)
     if count is not None and count < 2 and not cfg.force:
         raise MetricsError(f"{cfg.samples}: {count} image(s); need at least 2 images to score "
@@ -133,9 +136,8 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
         record["reference"]["default"] = f"the samples' training dataset, recorded in {cfg.samples}.json"
     if dist.is_main():
         if cfg.save_stats:
-            save_statistics(gen, cfg.save_stats)
-        with atomic_path(cfg.results_path()) as tmp:
-            tmp.write_text(json.dumps(record, indent=2) + "\n")
+            save_statistics(gen, cfg.save_stats, record=True)
+        write_json(cfg.results_path(), record, record=True)
     failed = results["unavailable"]
     if cfg.metrics is not None and failed:  # each metric asked for must succeed; the others are kept
         metric, reason = next(iter(failed.items()))

@@ -45,8 +45,9 @@ import torch
 
 from cfgdiff import dist
 from cfgdiff.console import Progress
-from cfgdiff.errors import WeightsError
-from cfgdiff.metrics.cache import atomic_path, cache_root, sha256_file
+from cfgdiff.errors import CfgdiffError, WeightsError
+from cfgdiff.files import atomic_path, sha256_file, write_text
+from cfgdiff.metrics.cache import cache_root
 
 PYTORCH_FID_NAME = "pt_inception-2015-12-05-6726825d.pth"
 PYTORCH_FID_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{PYTORCH_FID_NAME}"
@@ -320,9 +321,8 @@ def resolve_weights(path: str | os.PathLike | None = None, *, search_package: bo
                 if packaged is None:
                     raise
                 reason = str(e)
-                with contextlib.suppress(OSError):  # a read-only cache only costs a retry next time
-                    marker.parent.mkdir(parents=True, exist_ok=True)
-                    marker.write_text(reason + "\n")
+                with contextlib.suppress(OSError, CfgdiffError):  # a read-only cache only costs a retry next time
+                    write_text(marker, reason + "\n")
         dist.print0(f"inception: {reason}; using the features-only {packaged} instead (no IS)")
     if packaged is not None:
         return packaged

@@ -8,6 +8,7 @@ from typing import Any
 
 from cfgdiff import dist
 from cfgdiff.config import SampleConfig
+from cfgdiff.files import run_inputs
 from cfgdiff.parse import first_seeds, label_mode, seeds_for
 from cfgdiff.sampling.generate import nfe, seconds_per_step
 from cfgdiff.sampling.labels import labels_for_seeds
@@ -28,8 +29,8 @@ def run_sample_command(req: SampleConfig) -> dict[str, Any]:
     from cfgdiff.sampling.shards import SampleJob, check_output, run_sample
 
     sampler = req.sampler()
-    if not req.dry_run:
-        check_output(req.out)
+    if not req.dry_run:  # every output rule before the model loads (see cfgdiff.files)
+        check_output(req.out, req.grid, tuple(run_inputs(req.checkpoint)), force=req.force)
     dist.init()
     device = dist.device()
     model = load_model(req.checkpoint, device)
@@ -68,4 +69,4 @@ def _write_grid(npz: Path, png: Path, count: int = 64) -> None:
 
     with np.load(npz) as f:
         images = f["arr_0"][:count]
-    save_grid(images, png, ncols=int(math.ceil(math.sqrt(len(images)))))
+    save_grid(images, png, ncols=int(math.ceil(math.sqrt(len(images)))), record=True)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from cfgdiff.config import SamplerConfig
+from cfgdiff.files import atomic_write
 
 
 def _pyplot():
@@ -24,9 +25,7 @@ def _pyplot():
 
 
 def _save(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    tmp.replace(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), record=True)
 
 
 def plot_axes(rows: dict[float, dict[str, Any]]) -> tuple[str, str, list[float]]:

@@ -1,17 +1,18 @@
 """`cfgdiff sample`: sharded, resumable sampling to an ADM-compatible npz.
 
 The seeds are cut into shards of `shard_size` consecutive positions. Rank r of W draws shards
-r, r + W, …, and writes each as `<out>.parts/part-XXXXXX.npz` under a temporary name, renamed when
-complete. Rerunning the same command skips finished parts. When every part exists, rank 0 joins
-them into `<out>` (`arr_0` (N, H, W, 3) uint8, `arr_1` (N,) int64 labels) and writes the
-provenance beside it as `<out>.json`, both atomically, then removes the parts.
+r, r + W, …, and writes each as a part of `cfgdiff.files.PartStore` (`.<out>.partial/part-<start>.npz`,
+atomically, with `plan.json`). Rerunning the same command skips finished parts; a rerun with another
+job discards them. When every part exists, rank 0 joins them into `<out>` (`arr_0` (N, H, W, 3) uint8,
+`arr_1` (N,) int64 labels) and writes the provenance beside it as `<out>.json`, both atomically and
+entered in the folder's ownership ledger, then removes the parts. Rank 0 holds `.<out>.lock` meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from cfgdiff import __version__, dist
 from cfgdiff.config import SamplerConfig, to_dict
 from cfgdiff.console import Progress
 from cfgdiff.errors import CfgdiffError, ConfigError, DataError
+from cfgdiff.files import (
+    PartStore, check_outputs, forget_output, is_ours, npz_rows, output_lock, write_json, write_npz,
+)
 from cfgdiff.sampling.generate import nfe, sample_batch
 
 
@@ -90,78 +94,39 @@ def _identity(prov: dict[str, Any]) -> dict[str, Any]:
     return {k: prov[k] for k in keys}
 
 
-def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    """np.savez to `path` via a temporary name in the same folder, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    except BaseException:  # disk full, Ctrl-C: no half-written part left to take space
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def _part_path(parts: Path, start: int) -> Path:
-    return parts / f"part-{start:09d}.npz"
-
-
-def _prepare_parts(parts: Path, prov: dict[str, Any]) -> None:
-    """Create the parts folder, or check that its parts were made by the same job."""
-    job_file = parts / "job.json"
-    try:
-        parts.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create {parts}: {e.strerror}") from None
-    if job_file.exists():
-        try:
-            old = json.loads(job_file.read_text())
-        except (OSError, ValueError):
-            old = None
-        if old is None or _identity(old) != _identity(prov):
-            raise ConfigError(
-                f"{parts} holds parts of a different sampling job; remove it or choose another --out"
-            )
-    else:
-        atomic_write_text(job_file, json.dumps(prov, indent=1))
-
-
-def _read_part(path: Path, start: int, stop: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _read_part(store: PartStore, start: int, stop: int) -> tuple[np.ndarray, np.ndarray] | None:
     """The images and labels of a finished part, or None if it is missing or incomplete."""
-    try:
-        with np.load(path) as f:
-            images, labels, seeds = f["arr_0"], f["arr_1"], f["seeds"]
-    except (OSError, ValueError, KeyError, EOFError):
-        return None
+    part = store.read_or_none(start, "arr_0", "arr_1", "seeds")
     n = stop - start
-    return (images, labels) if images.shape[0] == labels.shape[0] == seeds.shape[0] == n else None
+    if part is None or not part["arr_0"].shape[0] == part["arr_1"].shape[0] == part["seeds"].shape[0] == n:
+        return None
+    return part["arr_0"], part["arr_1"]
 
 
-def _part_is_complete(path: Path, start: int, stop: int) -> bool:
-    return _read_part(path, start, stop) is not None
-
-
-def check_output(out: Path) -> None:
+def check_output(out: Path, grid: Path | None = None, inputs: tuple[Path | None, ...] = (), force: bool = False) -> None:
+    """The output rules for `out` (and the `grid` PNG), before any work: see `cfgdiff.files`."""
     if out.suffix != ".npz":
         raise ConfigError(f"--out must end in .npz, got {out}")
     if not out.parent.exists():
         raise DataError(f"output folder {out.parent} does not exist")
+    sidecar = out.with_name(out.name + ".json")
+    # an existing --out (and its provenance) is judged by `finished_earlier`: same job, nothing to do
+    check_outputs({"--out": out, "--out's provenance": sidecar, "--grid": grid}, inputs, force=force,
+                  replaceable=[out, sidecar] if out.exists() else [])
 
 
 def finished_earlier(out: Path, prov: dict[str, Any]) -> dict[str, Any] | None:
-    """The provenance of `out` if it exists and was made by this same job (so a rerun has nothing to
-    do); None if there is no such file; ConfigError if `out` holds something else."""
+    """The provenance of `out` if it exists and is the verified result of this same job (so a rerun
+    has nothing to do); None if there is no such file; ConfigError if `out` holds something else.
+    Verified: the npz itself is the one cfgdiff wrote (size and SHA-256 in the folder's ledger) and
+    holds n samples; a provenance file alone proves nothing."""
     if not out.exists():
         return None
+    sidecar = out.with_name(out.name + ".json")
     try:
-        done = json.loads(out.with_name(out.name + ".json").read_text())
-        if _identity(done) == _identity(prov):
+        done = json.loads(sidecar.read_text())
+        if (_identity(done) == _identity(prov) and is_ours(out) and is_ours(sidecar)
+                and npz_rows(out) == prov["n"]):
             return done
     except (OSError, ValueError, KeyError):
         pass
@@ -171,21 +136,26 @@ def finished_earlier(out: Path, prov: dict[str, Any]) -> dict[str, Any] | None:
 def run_sample(model: Any, job: SampleJob, out: Path, device: torch.device, force: bool = False) -> dict[str, Any]:
     """Draw every sample of `job` into `out`, resuming from finished parts; returns the provenance."""
     out = Path(out)
-    check_output(out)
+    check_output(out, force=force)
     prov = provenance(model, job)
-    parts = out.with_name(out.name + ".parts")
+    store = PartStore(out, _identity(prov), "sample")
     done = None if force else finished_earlier(out, prov)
     if done is not None:  # the same command ran to the end before (perhaps killed while cleaning up)
         if dist.is_main():
-            shutil.rmtree(parts, ignore_errors=True)
+            store.remove()
             dist.print0(f"{out} is complete already (same checkpoint, seeds, labels and sampler); nothing to do")
         return done
+    with output_lock(out, "sample") if dist.is_main() else contextlib.nullcontext():
+        return _run(model, job, out, device, prov, store)
+
+
+def _run(model: Any, job: SampleJob, out: Path, device: torch.device, prov: dict[str, Any], store: PartStore) -> dict[str, Any]:
     if dist.is_main():
-        _prepare_parts(parts, prov)
+        store.open()
     dist.barrier()
     shards = job.shards()
     mine = shards[dist.rank() :: dist.world_size()]
-    todo = [(a, b) for a, b in mine if not _part_is_complete(_part_path(parts, a), a, b)]
+    todo = [(a, b) for a, b in mine if _read_part(store, a, b) is None]
     done = sum(b - a for a, b in mine) - sum(b - a for a, b in todo)
     with Progress("sample", total=sum(b - a for a, b in mine), unit="img", start=done) as bar:
         for a, b in todo:
@@ -195,32 +165,31 @@ def run_sample(model: Any, job: SampleJob, out: Path, device: torch.device, forc
                 images.append(sample_batch(model, job.seeds[i:j], job.labels[i:j], job.sampler, device))
                 bar.advance(j - i, nfe=nfe(job.sampler, j - i))
             arr = np.concatenate(images)
-            atomic_savez(
-                _part_path(parts, a),
-                arr_0=arr,
-                arr_1=np.asarray(job.labels[a:b], np.int64),
-                seeds=np.asarray(job.seeds[a:b], np.int64),
-            )
+            store.write(a, {
+                "arr_0": arr,
+                "arr_1": np.asarray(job.labels[a:b], np.int64),
+                "seeds": np.asarray(job.seeds[a:b], np.int64),
+            })
     dist.barrier()
     if dist.is_main():
-        _assemble(parts, shards, out, prov)
+        _assemble(store, shards, out, prov)
     dist.barrier()
     return prov
 
 
-def _assemble(parts: Path, shards: list[tuple[int, int]], out: Path, prov: dict[str, Any]) -> None:
+def _assemble(store: PartStore, shards: list[tuple[int, int]], out: Path, prov: dict[str, Any]) -> None:
     arrays, labels = [], []
     for a, b in shards:
-        path = _part_path(parts, a)
-        part = _read_part(path, a, b)  # read once: checked and kept
+        part = _read_part(store, a, b)  # read once: checked and kept
         if part is None:
-            raise CfgdiffError(f"part {path} is missing or incomplete; rerun the same command to finish it")
+            raise CfgdiffError(f"part {store.path(a)} is missing or incomplete; rerun the same command to finish it")
         arrays.append(part[0])
         labels.append(part[1])
     arr = np.concatenate(arrays)
-    # The sidecar first: an output that exists always has it, so a kill between the two writes cannot leave a
-    # complete npz that a rerun takes for someone else's file.
-    atomic_write_text(out.with_name(out.name + ".json"), json.dumps(prov, indent=1) + "\n")
-    atomic_savez(out, arr_0=arr, arr_1=np.concatenate(labels))
-    shutil.rmtree(parts)
+    # The npz is the commit point: its provenance goes first, and an older npz (a --force rerun) loses
+    # the ledger's word first, so that a kill between any two steps never passes for a finished job.
+    forget_output(out)
+    write_json(out.with_name(out.name + ".json"), prov, indent=1, record=True)
+    write_npz(out, arr_0=arr, arr_1=np.concatenate(labels), record=True)
+    store.remove()
 

@@ -9,6 +9,7 @@ in `settings.json` and must match.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -25,7 +26,11 @@ from cfgdiff.console import Progress
 from cfgdiff.errors import ConfigError, DataError
 from cfgdiff.sampling.command import seeds_and_labels
 from cfgdiff.sampling.generate import nfe, sample_batch
-from cfgdiff.sampling.shards import SampleJob, atomic_write_text, provenance, run_sample
+from cfgdiff.files import check_outputs, output_lock, run_inputs, write_json, write_text
+from cfgdiff.sampling.shards import SampleJob, provenance, run_sample
+
+OUTPUTS = ("settings.json", "sweep.jsonl", "sweep.csv", "table.md", "fid_vs_is.png", "grid.png")  # in --out
+
 
 def columns() -> list[str]:
     """sweep.csv's columns: w, every metric's result keys (`cfgdiff.metrics.registry`), the run's settings."""
@@ -50,12 +55,12 @@ def read_rows(path: Path) -> dict[float, dict[str, Any]]:
 def write_rows(out_dir: Path, rows: dict[float, dict[str, Any]]) -> None:
     """sweep.jsonl and sweep.csv, sorted by w, each written to a temporary name then renamed."""
     ordered = [rows[w] for w in sorted(rows)]
-    atomic_write_text(out_dir / "sweep.jsonl", "".join(json.dumps(r) + "\n" for r in ordered))
+    write_text(out_dir / "sweep.jsonl", "".join(json.dumps(r) + "\n" for r in ordered), record=True)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns(), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(ordered)
-    atomic_write_text(out_dir / "sweep.csv", buf.getvalue())
+    write_text(out_dir / "sweep.csv", buf.getvalue(), record=True)
 
 
 def markdown_table(rows: dict[float, dict[str, Any]]) -> str:
@@ -91,7 +96,7 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
             raise ConfigError(f"{out_dir} holds a sweep with other settings (checkpoint, n, seeds, T, v or reference); "
                               "choose another --out")
     else:
-        atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
+        write_json(path, settings, indent=1, record=True)
 
 
 def my_batches(n: int, batch: int) -> list[int]:
@@ -147,34 +152,37 @@ def run_sweep(req: SweepConfig) -> dict[float, dict[str, Any]]:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create {out_dir}: {e.strerror}") from None
+    check_outputs({f"--out {out_dir}: {name}": out_dir / name for name in OUTPUTS},
+                  [*run_inputs(req.checkpoint), ref, req.inception], hint="choose another --out")
     detector = load_detector(req.inception, device)
     reference = load_reference(ref, detector)
     base = SampleJob(tuple(seeds), tuple(labels), req.sampler(), req.batch)
     if dist.is_main():
         _check_settings(out_dir, _settings(model, base, reference.sha256, detector.sha256))
     dist.barrier()
-    rows = read_rows(out_dir / "sweep.jsonl")
-    for w in ws:
-        if w in rows:
-            dist.print0(f"w={w:g}: done earlier, skipped")
-            continue
-        t0 = time.perf_counter()
-        job = dataclasses.replace(base, sampler=dataclasses.replace(base.sampler, w=w))
-        keep = out_dir / f"samples_w{w:g}.npz" if req.keep_samples else None
-        stats = score_w(model, job, detector, device, keep)
-        metrics = compute_metrics(stats, reference, device=str(device))  # precision/recall on the GPU, as `score`
-        row = {"w": w, **{k: metrics.get(k) for k in columns() if k in metrics}, "n": req.n, "steps": req.steps,
-               "v": req.v, "seconds": round(time.perf_counter() - t0, 2), "cfgdiff_version": __version__,
-               "unavailable": metrics["unavailable"]}
-        rows[w] = row
+    with output_lock(out_dir / "sweep.jsonl", "sweep") if dist.is_main() else contextlib.nullcontext():
+        rows = read_rows(out_dir / "sweep.jsonl")
+        for w in ws:
+            if w in rows:
+                dist.print0(f"w={w:g}: done earlier, skipped")
+                continue
+            t0 = time.perf_counter()
+            job = dataclasses.replace(base, sampler=dataclasses.replace(base.sampler, w=w))
+            keep = out_dir / f"samples_w{w:g}.npz" if req.keep_samples else None
+            stats = score_w(model, job, detector, device, keep)
+            metrics = compute_metrics(stats, reference, device=str(device))  # precision/recall on the GPU, as `score`
+            row = {"w": w, **{k: metrics.get(k) for k in columns() if k in metrics}, "n": req.n, "steps": req.steps,
+                   "v": req.v, "seconds": round(time.perf_counter() - t0, 2), "cfgdiff_version": __version__,
+                   "unavailable": metrics["unavailable"]}
+            rows[w] = row
+            if dist.is_main():
+                write_rows(out_dir, rows)
+                shown = ("fid", "is_mean", "precision", "recall")
+                dist.print0(f"w={w:g}: " + " ".join(f"{k}={_f(row.get(k), 4)}" for k in shown))
+            dist.barrier()
         if dist.is_main():
-            write_rows(out_dir, rows)
-            shown = ("fid", "is_mean", "precision", "recall")
-            dist.print0(f"w={w:g}: " + " ".join(f"{k}={_f(row.get(k), 4)}" for k in shown))
-        dist.barrier()
-    if dist.is_main():
-        atomic_write_text(out_dir / "table.md", markdown_table(rows))
-        write_plot(rows, out_dir / "fid_vs_is.png")
-        write_figure_grid(model, base, sorted(rows), out_dir / "grid.png", device, req.figure_ws)
+            write_text(out_dir / "table.md", markdown_table(rows), record=True)
+            write_plot(rows, out_dir / "fid_vs_is.png")
+            write_figure_grid(model, base, sorted(rows), out_dir / "grid.png", device, req.figure_ws)
     dist.barrier()
     return rows

@@ -9,8 +9,6 @@ are kept. Everything is loaded with `torch.load(weights_only=True)`: no pickled 
 
 from __future__ import annotations
 
-import hashlib
-import os
 import pickle
 import re
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ import torch
 
 from cfgdiff.config import DiffusionConfig, ModelConfig, TrainConfig, from_dict
 from cfgdiff.errors import CheckpointError, ConfigError
+from cfgdiff.files import atomic_write, sha256_file
 
 TRAIN_FORMAT, EMA_FORMAT = "cfgdiff-train-state", "cfgdiff-ema"
 _NAME = re.compile(r"^(checkpoint|ema)-(\d+)\.pt$")
@@ -38,12 +37,7 @@ def checkpoint_files(run_dir: Path, kind: str = "checkpoint") -> list[Path]:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary name in the same directory, flushed, then renamed over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int) -> Path:
@@ -107,14 +101,6 @@ class SamplingModel:
     sha256: str  # of the file the weights were read from
     kimg: float  # training images seen, in thousands
     path: Path
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_weights_file(path: str | Path) -> Path:

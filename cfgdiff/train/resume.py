@@ -11,6 +11,7 @@ import torch
 
 from cfgdiff.config import RESUMABLE_CHANGES, TrainConfig, to_dict
 from cfgdiff.errors import CfgdiffError, CheckpointError
+from cfgdiff.files import write_text
 from cfgdiff.train.checkpoint import TRAIN_FORMAT, checkpoint_config, checkpoint_files, load_weights, read_checkpoint
 from cfgdiff.train.step import StepModel
 
@@ -68,6 +69,4 @@ def trim_stats(path: Path, step: int) -> None:
     rows = [line for line in path.read_text().splitlines() if line.strip()]
     keep = [line for line in rows if json.loads(line).get("step", 0) <= step]
     if len(keep) != len(rows):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
+        write_text(path, "".join(line + "\n" for line in keep))
