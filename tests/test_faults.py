@@ -22,7 +22,7 @@ import torch
 
 from cfgdiff.data.parts import part_length
 from cfgdiff.data.prepare import PrepareConfig, prepare
-from cfgdiff.train.checkpoint import checkpoint_files, read_checkpoint
+from cfgdiff.runs import checkpoint_files, read_checkpoint
 from faults_support import cfgdiff, copy_run, env_for, run_until, workspace
 
 pytestmark = pytest.mark.faults
