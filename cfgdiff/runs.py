@@ -161,14 +161,20 @@ def _check_keys(d: dict[str, Any], table: dict[str, Any], path: Path, prefix: st
     for k, v in d.items():
         want = table.get(k, optional.get(k))
         if want == _weights:
-            ok = isinstance(v, dict) and all(isinstance(n, str) and isinstance(t, torch.Tensor) for n, t in v.items())
-            name = "a dict of tensors"
-        else:
-            ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
-            name = want.__name__
-        if not ok:
-            raise CheckpointError(f"{path}: damaged checkpoint: key '{prefix}{k}' is {type(v).__name__}, "
-                                  f"expected {name}")
+            if not isinstance(v, dict):
+                raise CheckpointError(f"{path}: damaged checkpoint: key '{prefix}{k}' is {_type(v)}, expected "
+                                      "a dict of tensors")
+            bad = next((n for n, t in v.items() if not (isinstance(n, str) and isinstance(t, torch.Tensor))), None)
+            if bad is not None:
+                raise CheckpointError(f"{path}: damaged checkpoint: key '{prefix}{k}.{bad}' is {_type(v[bad])}, "
+                                      "expected a tensor")
+        elif not isinstance(v, want) or (want is int and isinstance(v, bool)):
+            raise CheckpointError(f"{path}: damaged checkpoint: key '{prefix}{k}' is {_type(v)}, "
+                                  f"expected {want.__name__}")
+
+
+def _type(value: Any) -> str:
+    return "dict" if isinstance(value, dict) else type(value).__name__
 
 
 def checkpoint_config(state: dict[str, Any], path: str | Path) -> TrainConfig:
