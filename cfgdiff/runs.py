@@ -34,7 +34,6 @@ import torch
 
 from cfgdiff.config import DiffusionConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from cfgdiff.errors import CheckpointError, ConfigError, DataError
-from cfgdiff.metrics.cache import sha256_file
 
 TRAIN_FORMAT, EMA_FORMAT = "cfgdiff-train-state", "cfgdiff-ema"
 VERSION = 1
@@ -221,6 +220,14 @@ def check_same_dataset(recorded: dict[str, Any], current: dict[str, Any], path: 
     if diffs:
         raise DataError(f"{current['path']} is not the dataset this run was trained on ({', '.join(diffs)}; "
                         f"recorded in {path}); to train on it, start a new run with another --run-dir")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 # ---- sampling ----------------------------------------------------------------------------------
