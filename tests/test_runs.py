@@ -65,7 +65,8 @@ def _one_line_error(capsys, *args: str) -> tuple[int, str]:
     (lambda s: s.update(extra=1), "extra", "unknown key 'extra'"),
     (lambda s: s.update(step="4"), "step", "key 'step' is str, expected int"),
     (lambda s: s.update(step=True), "step", "key 'step' is bool, expected int"),
-    (lambda s: s["ema"].update({"conv_out.weight": [0.0]}), "ema", "key 'ema.conv_out.weight' is list, expected a tensor"),
+    (lambda s: s["ema"].update({"conv_out.weight": [0.0]}), "ema",
+     "key 'ema.conv_out.weight' is list, expected a tensor"),
     (lambda s: s.update(ema=[0.0]), "ema", "key 'ema' is list, expected a dict of tensors"),
     (lambda s: s["dataset_info"].pop("class_names"), "class_names", "key 'dataset_info.class_names' is missing"),
     (lambda s: s["dataset_info"]["fingerprint"].update(rows="64"), "rows",
@@ -191,8 +192,8 @@ def test_sampling_never_imports_train():
            for f in files}
     assert not any(bad.values()), bad
     # and not through anything they import: a fresh interpreter that loads all of sampling/
-    code = ("import sys, cfgdiff.runs, " + ", ".join(f"cfgdiff.sampling.{f.stem}" for f in files if f.parent.name ==
-            "sampling" and f.stem != "__init__") + "; print(sorted(m for m in sys.modules if m.startswith('cfgdiff.train')))")
+    modules = ", ".join(f"cfgdiff.sampling.{f.stem}" for f in files if f.parent.name == "sampling")
+    code = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.startswith('cfgdiff.train')))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr[-2000:]
