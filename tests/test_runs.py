@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from cfgdiff.cli.app import main
-from cfgdiff.errors import CheckpointError, DataError
+from cfgdiff.errors import CheckpointError, DataError, NumericalError
 from cfgdiff.nn import build_unet
 from cfgdiff.runs import (
     FINGERPRINT_ROWS,
@@ -197,3 +197,23 @@ def test_sampling_never_imports_train():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr[-2000:]
+
+
+def test_a_failed_start_leaves_no_folder_and_newest_run_skips_one_without_a_checkpoint(tmp_path, monkeypatch):
+    import cfgdiff.train.loop as loop
+
+    def out_of_memory(*args, **kwargs):  # the fault injected: the first step runs out of memory
+        raise RuntimeError("CUDA out of memory. Tried to allocate 24.00 GiB")
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "accumulate_gradients", out_of_memory)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            train(tiny_config(tmp_path, run="runs/oom"))
+    assert not (tmp_path / "runs").exists()
+    # a run whose first step succeeds gets its folder; lr 1e30 then overflows at step 2, before any checkpoint
+    with pytest.raises(NumericalError, match="the last good checkpoint is none"):
+        train(tiny_config(tmp_path, run="runs/diverged", kimg=0.008, snapshot_kimg=1.0, lr=1e30, lr_warmup_kimg=0.0,
+                          grad_clip=0.0))
+    assert sorted(p.name for p in (tmp_path / "runs" / "diverged").iterdir()) == ["config.json", "stats.jsonl"]
+    with pytest.raises(CheckpointError, match=r"\(diverged: no checkpoint yet\)"):
+        newest_run(tmp_path / "runs")

@@ -30,7 +30,7 @@ from cfgdiff.errors import Interrupted, NumericalError
 from cfgdiff.runs import checkpoint_files, dataset_record, save_checkpoint
 from cfgdiff.train.data import StepSampler, chunk_seed
 from cfgdiff.train.grid import write_sample_grid
-from cfgdiff.train.resume import check_run_dir, load_state, trim_stats
+from cfgdiff.train.resume import check_run_dir, create_run_dir, load_state, trim_stats
 from cfgdiff.train.step import StepModel, accumulate_gradients, apply_gradients, setup_model
 
 
@@ -87,12 +87,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     m = setup_model(cfg, build_unet(cfg.model), device)
     info = dataset_record(cfg.dataset, dataset.info.size, dataset.info.num_classes, dataset.info.class_names)
     start = load_state(run_dir, cfg, m, info)
-    if dist.is_main():
-        save_json(cfg, run_dir / "config.json")
-        trim_stats(run_dir / "stats.jsonl", start)
     stop = total_steps(cfg)
     ctx = _Loop(cfg, m, run_dir, info)
     if start >= stop:  # trained to this duration already (or further): nothing to train
+        ctx.open_run(start)
         if start == stop:  # a kill after the last checkpoint may have cost the final grid
             ctx.grid(stop - 1, missing_only=True)
         return _summary(cfg, run_dir, start, start, ctx, None)
@@ -110,6 +108,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if not math.isfinite(loss):
                 raise NumericalError(ctx.nonfinite_message(loss, step))
             grad_norm = apply_gradients(m, cfg, step)
+            if step == start:  # the first step succeeded: now the run gets its folder
+                ctx.open_run(start)
             ctx.record(step, loss, grad_norm)
             progress.advance(cfg.batch, loss=loss)
             last = step == stop - 1
@@ -142,10 +142,18 @@ class _Loop:
     def __init__(self, cfg: TrainConfig, m: StepModel, run_dir: Path, info: dict[str, Any]):
         self.cfg, self.m, self.run_dir, self.info = cfg, m, run_dir, info
         self.tick_losses: list[float] = []
-        self.last_loss: float | None = _recorded_loss(run_dir / "stats.jsonl")
+        self.last_loss: float | None = None
         self.tick_start = time.monotonic()
         files = checkpoint_files(run_dir)
         self.last_checkpoint: Path | None = files[-1] if files else None
+
+    def open_run(self, start: int) -> None:
+        """Create the run folder (if new), write config.json, drop stats rows past `start` (rank 0)."""
+        if dist.is_main():
+            create_run_dir(self.run_dir)
+            save_json(self.cfg, self.run_dir / "config.json")
+            trim_stats(self.run_dir / "stats.jsonl", start)
+            self.last_loss = _recorded_loss(self.run_dir / "stats.jsonl")
 
     def nonfinite_message(self, loss: float, step: int) -> str:
         last = self.last_checkpoint or "none (no checkpoint was written yet)"

@@ -22,13 +22,29 @@ from cfgdiff.train.step import StepModel
 
 
 def check_run_dir(run_dir: Path) -> None:
-    """Create the run directory, or say in one line why it cannot be written."""
+    """Say in one line why the run directory cannot be created or written; create nothing (the loop
+    creates it once the first step has succeeded, so a failed start leaves no folder behind)."""
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise CfgdiffError(f"cannot create the run directory {run_dir}: a file of that name exists")
+        if not os.access(run_dir, os.W_OK | os.X_OK):
+            raise CfgdiffError(f"the run directory {run_dir} is not writable")
+        return
+    parent = run_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CfgdiffError(f"cannot create the run directory {run_dir}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CfgdiffError(f"cannot create the run directory {run_dir}: {parent} is not writable")
+
+
+def create_run_dir(run_dir: Path) -> None:
+    """Create the run directory (checked by `check_run_dir` before the work began)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CfgdiffError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise CfgdiffError(f"the run directory {run_dir} is not writable")
 
 
 def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
