@@ -5,7 +5,9 @@ Layout (the folder tree is the architecture):
     nn/         the ADM U-Net; knows nothing of diffusion
     data/       prepare (sources -> HDF5) and the HDF5 dataset
     metrics/    Inception network, streaming statistics, FID / IS / precision-recall
-    train/      training loop, EMA, checkpoints
+    train/      training loop, EMA, resume
+    runs.py     the trained-run contract: checkpoint keys, EMA file, newest_run, SamplingModel
+    sampling/   sharded, resumable sampling and the guidance sweep
     cli/        one thin module per subcommand, registered as plugins
 """
 

@@ -82,6 +82,10 @@ def tradeoff_checks(rows: dict[float, dict[str, Any]]) -> dict[str, bool]:
     }
 
 
+def _f4(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def write_report(out: Path, cfg: DemoConfig, summary: dict[str, Any], rows: dict[float, dict[str, Any]],
                  checks: dict[str, bool]) -> Path:
     from cfgdiff.sampling.sweep import markdown_table
@@ -91,7 +95,7 @@ def write_report(out: Path, cfg: DemoConfig, summary: dict[str, Any], rows: dict
     text = f"""# cfgdiff demo report
 
 Built-in `shapes` data set ({cfg.train_images} images, 10 classes, {cfg.size}×{cfg.size}); the `tiny` U-Net
-trained for {summary['kimg']:g} kimg (final loss {summary['loss']:.4f}); for each w, {cfg.n} class-balanced
+trained for {summary['kimg']:g} kimg (final loss {_f4(summary['loss'])}); for each w, {cfg.n} class-balanced
 samples with the same seeds (T = {cfg.steps}, v = 0.3), scored against {cfg.reference_images} held-out images
 with the Inception network (weights sha256 `{settings['inception_sha256'][:16]}…`).
 

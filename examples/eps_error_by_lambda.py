@@ -25,7 +25,7 @@ import torch
 from cfgdiff.data.dataset import dataset_info, read_images, read_labels
 from cfgdiff.diffusion.network import network_eps
 from cfgdiff.diffusion.schedule import alpha, sigma
-from cfgdiff.train.checkpoint import load_for_sampling
+from cfgdiff.runs import load_for_sampling
 
 
 def main() -> None:

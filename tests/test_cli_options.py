@@ -24,12 +24,12 @@ def no_loading(monkeypatch):
     """Every way a command reads a model or a dataset fails the test if it is reached."""
     import cfgdiff.data.dataset
     import cfgdiff.sampling.model
-    import cfgdiff.train.checkpoint
+    import cfgdiff.runs
 
     def reached(*args, **kwargs):
         raise AssertionError("a checkpoint or dataset was read before the options were checked")
 
-    for module, name in [(cfgdiff.sampling.model, "load_model"), (cfgdiff.train.checkpoint, "read_checkpoint"),
+    for module, name in [(cfgdiff.sampling.model, "load_model"), (cfgdiff.runs, "read_checkpoint"),
                          (cfgdiff.data.dataset, "dataset_info")]:
         monkeypatch.setattr(module, name, reached)
 

@@ -14,7 +14,7 @@ from cfgdiff.cli.export import export
 from cfgdiff.config import ModelConfig, from_dict
 from cfgdiff.errors import CfgdiffError
 from cfgdiff.nn import build_unet
-from cfgdiff.train.checkpoint import load_for_sampling, read_checkpoint
+from cfgdiff.runs import load_for_sampling, read_checkpoint
 from cfgdiff.train.export import FORMAT, export_safetensors
 from cfgdiff.train.loop import train
 from test_train import tiny_config

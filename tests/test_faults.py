@@ -23,7 +23,7 @@ import torch
 from cfgdiff.config import PrepareConfig
 from cfgdiff.data.parts import part_length
 from cfgdiff.data.prepare import prepare
-from cfgdiff.train.checkpoint import checkpoint_files, read_checkpoint
+from cfgdiff.runs import checkpoint_files, read_checkpoint
 from faults_support import cfgdiff, copy_run, env_for, run_until, workspace
 
 pytestmark = pytest.mark.faults

@@ -90,12 +90,28 @@ def _checkpoints(d: Path, ws: Path) -> None:
     torch.save(state, d / "wide.pt")
     (d / "evil.pt").write_bytes(pickle.dumps(_Evil(d / MARKER)))
     torch.save({"format": "cfgdiff-ema", "ema": _Evil(d / MARKER)}, d / "evil-zip.pt")
+    state = torch.load(ema, weights_only=True)
+    torch.save({k: v for k, v in state.items() if k != "ema"}, d / "nokey.pt")
+    torch.save({**state, "images_seen": str(state["images_seen"])}, d / "strkey.pt")
 
 
 def _run_copy(d: Path, ws: Path) -> None:
     """The workspace's run and dataset at the paths it was trained with."""
     shutil.copytree(ws / "runs" / "tiny", d / "runs" / "tiny")
     shutil.copytree(ws / "data", d / "data")
+
+
+def _swapped(d: Path, ws: Path) -> None:
+    """The run, and at its dataset's path a file whose last image was edited (same count and labels)."""
+    _run_copy(d, ws)
+    with h5py.File(d / "data" / "shapes16.h5", "r+") as f:
+        f["images"][-1] = 255 - f["images"][-1]
+
+
+def _failed_start(d: Path, ws: Path) -> None:
+    """runs/ holding only the config.json of a start that died before its first checkpoint."""
+    (d / "runs" / "failed").mkdir(parents=True)
+    shutil.copy(ws / "runs" / "tiny" / "config.json", d / "runs" / "failed" / "config.json")
 
 
 def _bad_inception(d: Path, ws: Path) -> None:
@@ -141,6 +157,11 @@ CASES = [
          ("train", "--data", "data/shapes16.h5", "--preset", "tiny", "--run-dir", "runs/tiny", "--kimg", "0.128",
           "--batch", "32", "--workers", "0", "--grid", "100", "--set", "model.model_channels=64"), 1,
          "is from a different run (model.model_channels: 32 -> 64)"),
+    Case("resuming on a dataset swapped under the run", _swapped,
+         ("train", "--data", "data/shapes16.h5", "--preset", "tiny", "--run-dir", "runs/tiny", "--kimg", "0.128",
+          "--batch", "32", "--workers", "0", "--grid", "100"), 1,
+         "data/shapes16.h5 is not the dataset this run was trained on (other images; recorded in "
+         "runs/tiny/checkpoint-00000004.pt); to train on it, start a new run with another --run-dir"),
     Case("a non-finite loss (--lr 1e30)", None,
          ("train", "--data", DATA, "--run-dir", "run", "--lr", "1e30", "--snapshot", "0.016", *TRAIN), 1,
          "training stopped; the last good checkpoint is run/checkpoint-00000001.pt", ("run", "run/*")),
@@ -157,6 +178,13 @@ CASES = [
          "evil-zip.pt: not a cfgdiff checkpoint: it pickles objects other than tensors"),
     Case("a checkpoint that does not exist", None, ("sample", "nowhere.pt", "--n", "2", "--out", "s.npz"), 1,
          "nowhere.pt: no such checkpoint file"),
+    Case("a checkpoint missing a key", _checkpoints, ("sample", "nokey.pt", "--n", "2", "--out", "s.npz"), 1,
+         "nokey.pt: damaged checkpoint: key 'ema' is missing"),
+    Case("a checkpoint with a key of the wrong type", _checkpoints,
+         ("sample", "strkey.pt", "--n", "2", "--out", "s.npz"), 1,
+         "strkey.pt: damaged checkpoint: key 'images_seen' is str, expected int"),
+    Case("no run under runs/ has a checkpoint yet", _failed_start, ("sample", "--n", "2", "--out", "s.npz"), 1,
+         "no trained run under runs/ (failed: no checkpoint yet)"),
     Case("--n 0", None, ("sample", RUN, "--n", "0"), 2, "Invalid value for '--n'"),
     Case("a negative w", None, ("sample", RUN, "--w", "-1", "--n", "2"), 2, "Invalid value for '--w'"),
     Case("w = NaN", None, ("sample", RUN, "--w", "nan", "--n", "2"), 2, "Invalid value for '--w'"),

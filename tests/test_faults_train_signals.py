@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cfgdiff.train.checkpoint import read_checkpoint
+from cfgdiff.runs import read_checkpoint
 
 pytestmark = pytest.mark.faults
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CFGDIFF_DEBUG": ""}

@@ -1,6 +1,7 @@
 """Sharded, resumable sampling: per-seed reproducibility, w = 0 without the ∅ pass, resume, outputs."""
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,20 +11,10 @@ from cfgdiff.config import TRAIN_PRESETS, DiffusionConfig, SamplerConfig
 from cfgdiff.errors import ConfigError
 from cfgdiff.files import PartStore
 from cfgdiff.nn.unet import build_unet
+from cfgdiff.runs import SamplingModel
 from cfgdiff.sampling.shards import SampleJob, run_sample
 
 CPU = torch.device("cpu")
-
-
-@dataclass
-class Model:
-    """The fields of a loaded checkpoint that sampling uses, around a randomly initialised tiny U-Net."""
-
-    net: torch.nn.Module
-    diffusion_cfg: DiffusionConfig
-    num_classes: int
-    resolution: int
-    sha256: str = "0" * 64
 
 
 class Counting(torch.nn.Module):
@@ -43,7 +34,8 @@ def model():
     net = build_unet(cfg).eval()
     # a random net with a zero-initialised output layer would predict ε = 0; give it a real output
     torch.nn.init.normal_(net.conv_out.weight, std=0.05)
-    return Model(net, DiffusionConfig(), 4, 8)
+    run = replace(TRAIN_PRESETS["tiny"], model=cfg, diffusion=DiffusionConfig())
+    return SamplingModel(net, run, step=0, images_seen=0, path=Path("untrained.pt"), sha256="0" * 64, dataset="none")
 
 
 def _job(n, w=1.0, batch=64, steps=6, shard=1000):

@@ -15,7 +15,7 @@ from PIL import Image
 from cfgdiff.config import to_dict
 from cfgdiff.errors import CheckpointError, NumericalError
 from cfgdiff.images import save_grid, to_uint8
-from cfgdiff.train.checkpoint import checkpoint_files, load_for_sampling, read_checkpoint
+from cfgdiff.runs import checkpoint_files, load_for_sampling, read_checkpoint
 from cfgdiff.train.data import PermutationStream, StepSampler
 from cfgdiff.train.loop import train
 from cfgdiff.train.setup import resolve_config
@@ -107,7 +107,7 @@ def test_load_for_sampling_returns_the_ema_network(tmp_path):
     assert all(torch.equal(model.net.state_dict()[k], v) for k, v in ema.items())
     assert not model.net.training and not any(p.requires_grad for p in model.net.parameters())
     assert (model.num_classes, model.resolution, model.kimg) == (4, 16, 0.008)
-    assert model.class_names == ["class 0", "class 1", "class 2", "class 3"]
+    assert model.class_names == ("class 0", "class 1", "class 2", "class 3") and model.step == 2
     assert model.dataset == cfg.dataset and len(model.sha256) == 64
     assert model.model_cfg == cfg.model and model.diffusion_cfg == cfg.diffusion
     # a training checkpoint file works too, and gives the same EMA weights

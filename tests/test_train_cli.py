@@ -15,7 +15,7 @@ import torch
 
 from cfgdiff.cli.app import main
 from cfgdiff.nn import build_unet, count_params
-from cfgdiff.train.checkpoint import read_checkpoint
+from cfgdiff.runs import read_checkpoint
 from cfgdiff.train.loop import train
 from cfgdiff.train.setup import resolve_config
 from test_train import write_dataset

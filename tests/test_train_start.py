@@ -21,7 +21,7 @@ from cfgdiff.config import TRAIN_PRESETS
 from cfgdiff.errors import CfgdiffError
 from cfgdiff.nn import build_unet, count_params
 from cfgdiff.train import memory
-from cfgdiff.train.checkpoint import read_checkpoint
+from cfgdiff.runs import read_checkpoint
 from cfgdiff.train.loop import train
 from test_train import tiny_config, write_dataset
 

@@ -136,7 +136,7 @@ def train(
     if not dist.is_main():  # under torchrun, rank 0 alone reports
         return
     if as_json:
-        typer.echo(json.dumps(result, indent=1))
+        typer.echo(json.dumps(result, indent=1, allow_nan=False))
     elif dry_run:
         typer.echo(json.dumps(result["config"], indent=1))
         typer.echo(
@@ -145,4 +145,5 @@ def train(
             f"{result['img_per_s_needed']:.1f} img/s ({result['tflops_needed']:.3g} TFLOP/s) to finish in {hours:g} h"
         )
     else:
-        typer.echo(f"trained {result['kimg']:g} kimg in {cfg.run_dir} (loss {result['loss']:.4g})", err=True)
+        loss = "n/a" if result["loss"] is None else f"{result['loss']:.4g}"
+        typer.echo(f"trained {result['kimg']:g} kimg in {cfg.run_dir} (loss {loss})", err=True)

@@ -1,14 +1,12 @@
 """Turning a trained network into images: one batch of seeds -> uint8 images (Eq. 4 with Eq. 6).
 
-`model` is anything with the fields of `cfgdiff.train.checkpoint.SamplingModel` that are used here:
-`net`, `diffusion_cfg`, `num_classes`, `resolution`.
+`model` is a `cfgdiff.runs.SamplingModel` (its `net`, `diffusion_cfg`, `num_classes`, `resolution`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +17,7 @@ from cfgdiff.diffusion import PerSampleNoise, ancestral_sample
 from cfgdiff.diffusion.network import network_eps
 from cfgdiff.errors import NumericalError
 from cfgdiff.images import to_uint8
+from cfgdiff.runs import SamplingModel
 
 
 def default_autocast(device: torch.device) -> torch.dtype | None:
@@ -29,7 +28,7 @@ def default_autocast(device: torch.device) -> torch.dtype | None:
 
 @torch.inference_mode()
 def sample_batch(
-    model: Any,
+    model: SamplingModel,
     seeds: Sequence[int],
     labels: Sequence[int],
     sampler: SamplerConfig,
@@ -55,7 +54,7 @@ def nfe(sampler: SamplerConfig, n: int) -> int:
 
 
 @torch.inference_mode()
-def seconds_per_step(model: Any, batch: int, guided: bool, device: torch.device, repeats: int = 3) -> float:
+def seconds_per_step(model: SamplingModel, batch: int, guided: bool, device: torch.device, repeats: int = 3) -> float:
     """Measured wall time of one network forward at this batch (2·batch when guided) on `device`."""
     b = 2 * batch if guided else batch
     r = model.resolution

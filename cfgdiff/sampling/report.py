@@ -7,12 +7,15 @@ name and renamed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cfgdiff.config import SamplerConfig
 from cfgdiff.files import atomic_write
+
+if TYPE_CHECKING:  # torch only where sampling runs
+    from cfgdiff.runs import SamplingModel
 
 
 def _pyplot():
@@ -80,7 +83,7 @@ def pick(values: list[float], k: int) -> list[float]:
     return [values[i] for i in idx]
 
 
-def write_figure_grid(model: Any, base: Any, ws: list[float], path: Path, device: Any, k: int = 5,
+def write_figure_grid(model: SamplingModel, base: Any, ws: list[float], path: Path, device: Any, k: int = 5,
                       columns: int = 8) -> Path:
     """Rows of w, columns of fixed (seed, class) pairs: the same noise under growing guidance (Fig. 3)."""
     from cfgdiff.sampling.generate import sample_batch
@@ -98,7 +101,7 @@ def write_figure_grid(model: Any, base: Any, ws: list[float], path: Path, device
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(f"w={w:g}", rotation=0, ha="right", va="center")
-    names = getattr(model, "class_names", None) or []
+    names = model.class_names
     title = ", ".join(str(names[c]) if c < len(names) else str(c) for c in classes)
     axes[0, 0].set_title(f"seeds {seeds[0]}..{seeds[-1]}; classes: {title}", fontsize=7)
     _save(fig, path)

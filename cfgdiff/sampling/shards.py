@@ -27,6 +27,7 @@ from cfgdiff.errors import CfgdiffError, ConfigError, DataError
 from cfgdiff.files import (
     PartStore, check_outputs, forget_output, is_ours, npz_rows, output_lock, write_json, write_npz,
 )
+from cfgdiff.runs import SamplingModel
 from cfgdiff.sampling.generate import nfe, sample_batch
 
 
@@ -53,20 +54,20 @@ class SampleJob:
         return [(a, min(a + self.shard_size, n)) for a in range(0, n, self.shard_size)]
 
 
-def provenance(model: Any, job: SampleJob) -> dict[str, Any]:
+def provenance(model: SamplingModel, job: SampleJob) -> dict[str, Any]:
     """Everything that determines the samples, plus where they came from."""
     seeds = np.asarray(job.seeds, np.int64)
     labels = np.asarray(job.labels, np.int64)
     return {
         "cfgdiff_version": __version__,
         "checkpoint_sha256": model.sha256,
-        "kimg": getattr(model, "kimg", None),
-        "dataset": getattr(model, "dataset", None),
+        "kimg": model.kimg,
+        "dataset": model.dataset,
         "resolution": model.resolution,
         "num_classes": model.num_classes,
         "sampler": to_dict(job.sampler),
         "diffusion": to_dict(model.diffusion_cfg),
-        "model": to_dict(model.model_cfg) if hasattr(model, "model_cfg") else None,
+        "model": to_dict(model.model_cfg),
         "n": len(job.seeds),
         "seeds": _compact_seeds(job.seeds),
         "seeds_sha256": hashlib.sha256(seeds.tobytes()).hexdigest(),
@@ -133,7 +134,8 @@ def finished_earlier(out: Path, prov: dict[str, Any]) -> dict[str, Any] | None:
     raise ConfigError(f"{out} exists; pass --force to overwrite it")
 
 
-def run_sample(model: Any, job: SampleJob, out: Path, device: torch.device, force: bool = False) -> dict[str, Any]:
+def run_sample(model: SamplingModel, job: SampleJob, out: Path, device: torch.device,
+               force: bool = False) -> dict[str, Any]:
     """Draw every sample of `job` into `out`, resuming from finished parts; returns the provenance."""
     out = Path(out)
     check_output(out, force=force)

@@ -24,6 +24,7 @@ from cfgdiff import __version__, dist
 from cfgdiff.config import SweepConfig
 from cfgdiff.console import Progress
 from cfgdiff.errors import ConfigError, DataError
+from cfgdiff.runs import SamplingModel
 from cfgdiff.sampling.command import seeds_and_labels
 from cfgdiff.sampling.generate import nfe, sample_batch
 from cfgdiff.files import check_outputs, output_lock, run_inputs, write_json, write_text
@@ -78,7 +79,7 @@ def _f(x: float | None, digits: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def _settings(model: Any, job: SampleJob, ref_hash: str, weights: str) -> dict[str, Any]:
+def _settings(model: SamplingModel, job: SampleJob, ref_hash: str, weights: str) -> dict[str, Any]:
     prov = provenance(model, job)
     keys = ["checkpoint_sha256", "n", "seeds_sha256", "labels_sha256", "diffusion", "resolution"]
     sampler = {k: v for k, v in prov["sampler"].items() if k != "w"}
@@ -107,7 +108,7 @@ def my_batches(n: int, batch: int) -> list[int]:
     return starts[dist.rank() * per : (dist.rank() + 1) * per]
 
 
-def score_w(model: Any, job: SampleJob, detector: Any, device: Any, keep: Path | None) -> Any:
+def score_w(model: SamplingModel, job: SampleJob, detector: Any, device: Any, keep: Path | None) -> Any:
     """Sample `job` and stream every batch into the Inception statistics; returns Statistics."""
     from cfgdiff.metrics.stats import FeatureAccumulator
 

@@ -1,1 +1,1 @@
-"""Training: the loop (Eq. 5 with label dropout), EMA, checkpoints, resume, distribution."""
+"""Training: the loop (Eq. 5 with label dropout), EMA, resume, distribution; checkpoints through cfgdiff.runs."""

@@ -10,12 +10,10 @@ Tensor names are the EMA network's state_dict keys.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from cfgdiff import __version__
-from cfgdiff.errors import CfgdiffError
 
 FORMAT = "cfgdiff-ema-safetensors"
 
@@ -26,16 +24,12 @@ def export_safetensors(run: str | Path, out: str | Path | None = None, force: bo
     import torch
     from safetensors.torch import save_file
 
-    from cfgdiff.train.checkpoint import read_checkpoint, resolve_weights_file, sha256_file
+    from cfgdiff.files import atomic_path, check_outputs, run_inputs, sha256_file
+    from cfgdiff.runs import read_checkpoint, resolve_weights_file
 
     source = resolve_weights_file(Path(run))
     out = Path(out) if out is not None else source.with_suffix(".safetensors")
-    if out.exists() and out.resolve() == source.resolve():
-        raise CfgdiffError(f"{out} is the checkpoint being exported; choose another --out")
-    if out.exists() and not force:
-        raise CfgdiffError(f"{out} exists; pass --force to replace it")
-    if not out.parent.is_dir():
-        raise CfgdiffError(f"cannot write {out}: {out.parent} is not a directory")
+    check_outputs({"--out": out}, [source, *run_inputs(run)], force=force)  # before any work (cfgdiff.files)
     state = read_checkpoint(source)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state["ema"].items()}
     metadata = {
@@ -44,12 +38,8 @@ def export_safetensors(run: str | Path, out: str | Path | None = None, force: bo
         "images_seen": str(int(state["images_seen"])), "source": source.name, "source_sha256": sha256_file(source),
         "cfgdiff_version": __version__,
     }
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out, record=True) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"source": str(source), "out": str(out), "step": int(state["step"]),
             "kimg": int(state["images_seen"]) / 1000, "tensors": len(tensors),
             "parameters": sum(t.numel() for t in tensors.values()), "bytes": out.stat().st_size,

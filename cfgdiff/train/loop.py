@@ -12,6 +12,7 @@ Rank 0 alone writes; every rank reads the same checkpoint on resume.
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import time
@@ -26,7 +27,7 @@ from cfgdiff import dist
 from cfgdiff.config import TrainConfig, to_dict
 from cfgdiff.console import Progress, _duration
 from cfgdiff.errors import Interrupted, NumericalError
-from cfgdiff.train.checkpoint import checkpoint_files, save_checkpoint
+from cfgdiff.runs import checkpoint_files, dataset_record, save_checkpoint
 from cfgdiff.train.data import StepSampler, chunk_seed
 from cfgdiff.train.grid import write_sample_grid
 from cfgdiff.train.resume import load_state
@@ -91,14 +92,20 @@ def train(cfg: TrainConfig, loggers: list[str] | None = None) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
     m = setup_model(cfg, build_unet(cfg.model), device)
-    start = load_state(run_dir, cfg, m)
-    info = {"path": cfg.dataset, "size": dataset.info.size, "num_classes": dataset.info.num_classes,
-            "class_names": list(dataset.info.class_names)}
+    info = dataset_record(cfg.dataset, dataset.info.size, dataset.info.num_classes, dataset.info.class_names)
+    start = load_state(run_dir, cfg, m, info)
     stop = total_steps(cfg)
+    ctx = _Loop(cfg, m, run_dir, info, RunLog(run_dir, loggers))
+    if start >= stop:  # trained to this duration already (or further): nothing to train
+        ctx.log.begin(cfg, start)
+        ctx.last_loss = _recorded_loss(run_dir / "stats.jsonl")
+        if start == stop:  # a kill after the last checkpoint may have cost the final grid
+            ctx.grid(stop - 1, missing_only=True)
+        ctx.log.close()
+        return _summary(cfg, run_dir, start, start, ctx, None)
     sampler = StepSampler(len(dataset), cfg.seed, cfg.batch, micro, rank, world, start, stop)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                                          pin_memory=device.type == "cuda", worker_init_fn=worker_init())
-    ctx = _Loop(cfg, m, run_dir, info, RunLog(run_dir, loggers))
     ctx.log.line(header(cfg, count_params(m.net), device, m.autocast, world, why, {**info, "count": len(dataset)},
                         start))
     t0 = time.monotonic()
@@ -132,10 +139,17 @@ def train(cfg: TrainConfig, loggers: list[str] | None = None) -> dict[str, Any]:
     seconds = time.monotonic() - t0
     ctx.log.line(f"done: {stop} steps, {stop * cfg.batch / 1000:g} kimg, loss {ctx.last_loss:.4g}", echo=False)
     ctx.log.close()
+    return _summary(cfg, run_dir, start, stop, ctx, (stop - start) * cfg.batch / seconds if seconds > 0 else None)
+
+
+def _summary(cfg: TrainConfig, run_dir: Path, start: int, stop: int, ctx: _Loop,
+             img_per_s: float | None) -> dict[str, Any]:
+    """What `train` returns (and `--json` prints): strict JSON values, None where there is none (a
+    finished run rerun trains nothing: no throughput, and the loss is the last one recorded)."""
     return {
         "run_dir": str(run_dir), "steps": stop, "kimg": stop * cfg.batch / 1000, "resumed_from_step": start,
-        "loss": ctx.last_loss, "checkpoint": str(ctx.last_checkpoint), "img_per_s":
-        (stop - start) * cfg.batch / seconds if seconds > 0 else None, "config": to_dict(cfg),
+        "loss": ctx.last_loss, "checkpoint": str(ctx.last_checkpoint) if ctx.last_checkpoint else None,
+        "img_per_s": img_per_s, "config": to_dict(cfg),
     }
 
 
@@ -146,7 +160,7 @@ class _Loop:
         self.cfg, self.m, self.run_dir, self.info, self.log = cfg, m, run_dir, info, log
         self.ticks = 0
         self.tick_losses: list[float] = []
-        self.last_loss = float("nan")
+        self.last_loss: float | None = None
         self.tick_start = time.monotonic()
         files = checkpoint_files(run_dir)
         self.last_checkpoint: Path | None = files[-1] if files else None
@@ -183,19 +197,25 @@ class _Loop:
 
     def snapshot(self, step: int) -> None:
         if dist.is_main():
-            state = {
-                "config": to_dict(self.cfg), "dataset_info": self.info, "step": step + 1,
-                "images_seen": (step + 1) * self.cfg.batch, "data_pos": (step + 1) * self.cfg.batch,
-                "model": self.m.net.state_dict(), "ema": self.m.ema.state_dict(),
-                "optimizer": self.m.opt.state_dict(), "rng": {"torch": torch.get_rng_state()},
-            }
-            self.last_checkpoint = save_checkpoint(self.run_dir, state, self.cfg.keep)
+            self.last_checkpoint = save_checkpoint(self.run_dir, self.cfg, self.info, step + 1,
+                                                   (step + 1) * self.cfg.batch, self.m.net, self.m.ema, self.m.opt,
+                                                   self.cfg.keep)
             self.log.line(f"checkpoint: {self.last_checkpoint}", echo=False)
         dist.barrier()
 
-    def grid(self, step: int) -> None:
-        if dist.is_main():
+    def grid(self, step: int, missing_only: bool = False) -> None:
+        path = self.run_dir / f"grid-{step + 1:08d}.png"
+        if dist.is_main() and not (missing_only and path.exists()):
             kimg = (step + 1) * self.cfg.batch / 1000
-            path = write_sample_grid(self.m.ema, self.cfg, self.run_dir / f"grid-{step + 1:08d}.png", self.m.autocast,
-                                     kimg)
+            write_sample_grid(self.m.ema, self.cfg, path, self.m.autocast, kimg)
             self.log.line(f"grid: {path} ({kimg:g} kimg)", echo=False)
+
+
+def _recorded_loss(stats: Path) -> float | None:
+    """The loss of the last stats.jsonl row (already trimmed to the checkpoint), or None."""
+    try:
+        rows = [line for line in stats.read_text().splitlines() if line.strip()]
+        loss = json.loads(rows[-1]).get("loss") if rows else None
+    except (OSError, ValueError):
+        return None
+    return float(loss) if isinstance(loss, (int, float)) and math.isfinite(loss) else None

@@ -4,26 +4,21 @@ may change (`RESUMABLE_CHANGES`: duration, intervals, workers, compile)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from cfgdiff.config import RESUMABLE_CHANGES, TrainConfig, to_dict
-from cfgdiff.errors import CfgdiffError, CheckpointError
+from cfgdiff.errors import CheckpointError
 from cfgdiff.files import write_text
-from cfgdiff.train.checkpoint import TRAIN_FORMAT, checkpoint_config, checkpoint_files, load_weights, read_checkpoint
+from cfgdiff.runs import (
+    TRAIN_FORMAT,
+    check_same_dataset,
+    checkpoint_config,
+    checkpoint_files,
+    read_checkpoint,
+    restore_training,
+)
 from cfgdiff.train.step import StepModel
-
-
-def check_run_dir(run_dir: Path) -> None:
-    """Create the run directory, or say in one line why it cannot be written."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CfgdiffError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise CfgdiffError(f"the run directory {run_dir} is not writable")
 
 
 def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
@@ -40,11 +35,12 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def load_state(run_dir: Path, cfg: TrainConfig, m: StepModel) -> int:
+def load_state(run_dir: Path, cfg: TrainConfig, m: StepModel, dataset: dict[str, Any]) -> int:
     """Load the newest training checkpoint of `run_dir` into `m`; the step to continue from (0 if none).
 
     The checkpoint must be of the same run: a different architecture, class count or recipe is an
-    error naming the fields, never a silent restart.
+    error naming the fields, and a different dataset (`dataset`, from `runs.dataset_record`, against
+    the fingerprint the checkpoint recorded) is refused; never a silent restart or a silent swap.
     """
     files = checkpoint_files(run_dir)
     if not files:
@@ -55,11 +51,8 @@ def load_state(run_dir: Path, cfg: TrainConfig, m: StepModel) -> int:
     if diffs:
         raise CheckpointError(f"{path} is from a different run ({'; '.join(diffs[:4])}); "
                               f"use another --run-dir or the same options")
-    load_weights(m.net, state["model"], path)
-    load_weights(m.ema, state["ema"], path)
-    m.opt.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"]["torch"])
-    return int(state["step"])
+    check_same_dataset(state["dataset_info"], dataset, path)
+    return restore_training(state, path, m.net, m.ema, m.opt)
 
 
 def trim_stats(path: Path, step: int) -> None:
