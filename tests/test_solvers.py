@@ -152,35 +152,39 @@ def test_deterministic_solvers_match_their_closed_form_map(name, grid):
 # ---- stochastic samplers: mean and variance of the exact finite-T law ------------------------
 
 
-def ancestral_law(lams, c, w, v):
-    """Ho & Salimans Eq. 3/4 propagated on (mean, variance) of z, from z_{λ_min} ~ N(0, 1)."""
+def propagate_law(lams, c, w, transition):
+    """(mean, variance) of x̂ at λ_T, from z_{λ_min} ~ N(0, 1) through z' = g z + h + N(0, s2)
+    with (g, h, s2) = transition(λ, λ', p, q) for x̂ = p z + q."""
     m, var = 0.0, 1.0
-    for i, lam in enumerate(lams):
-        p, q = x_hat_affine(lam, c, w)
-        if i == len(lams) - 1:
-            return p * m + q, p * p * var
-        lam2 = lams[i + 1]
+    for lam, lam2 in zip(lams, lams[1:]):
+        g, h, s2 = transition(lam, lam2, *x_hat_affine(lam, c, w))
+        m, var = g * m + h, g * g * var + s2
+    p, q = x_hat_affine(lams[-1], c, w)
+    return p * m + q, p * p * var
+
+
+def ancestral_law(lams, c, w, v):
+    """Ho & Salimans Eq. 3 (mean) and Eq. 4 (variance)."""
+
+    def transition(lam, lam2, p, q):
         r = math.exp(lam - lam2)
         cz = r * math.sqrt(a2(lam2) / a2(lam))
         cx = (1 - r) * math.sqrt(a2(lam2))
-        var_step = ((1 - r) * (1 - a2(lam2))) ** (1 - v) * ((1 - r) * (1 - a2(lam))) ** v
-        g = cz + cx * p
-        m, var = g * m + cx * q, g * g * var + var_step
+        return cz + cx * p, cx * q, ((1 - r) * (1 - a2(lam2))) ** (1 - v) * ((1 - r) * (1 - a2(lam))) ** v
+
+    return propagate_law(lams, c, w, transition)
 
 
 def ddim_eta_law(lams, c, w, eta):
-    """Song et al. 2021 Eq. 12 and 16 with ᾱ_t = α_λ² on (mean, variance)."""
-    m, var = 0.0, 1.0
-    for i, lam in enumerate(lams):
-        p, q = x_hat_affine(lam, c, w)
-        if i == len(lams) - 1:
-            return p * m + q, p * p * var
-        ab, ab2 = a2(lam), a2(lams[i + 1])
+    """Song et al. 2021 Eq. 12 and 16 with ᾱ_t = α_λ²."""
+
+    def transition(lam, lam2, p, q):
+        ab, ab2 = a2(lam), a2(lam2)
         s2 = eta**2 * (1 - ab2) / (1 - ab) * (1 - ab / ab2)  # σ_t(η)², Eq. 16
         ke = math.sqrt(1 - ab2 - s2) / math.sqrt(1 - ab)  # ε̂ = (z − √ᾱ x̂)/√(1 − ᾱ)
-        g = math.sqrt(ab2) * p + ke * (1 - math.sqrt(ab) * p)
-        h = math.sqrt(ab2) * q - ke * math.sqrt(ab) * q
-        m, var = g * m + h, g * g * var + s2
+        return math.sqrt(ab2) * p + ke * (1 - math.sqrt(ab) * p), math.sqrt(ab2) * q - ke * math.sqrt(ab) * q, s2
+
+    return propagate_law(lams, c, w, transition)
 
 
 @pytest.mark.parametrize(
