@@ -103,6 +103,8 @@ class SamplerConfig:
     eta: DDIM's η (Song et al. 2021, Eq. 16); 0 is deterministic, 1 is ancestral with v = 0; `ddim` only.
     guidance_interval: (LO, HI) in λ; w applies only where LO <= λ <= HI. None: everywhere.
     rescale: CFG-rescale's φ in [0, 1] (Lin et al. 2024); 0 is off.
+    threshold: dynamic thresholding of x̂ at this percentile of |x̂| (Saharia et al. 2022; DPM-Solver++
+        uses 0.995), in (0, 1]; 0 is off, and then clip_x applies. Every sampler, inside each step.
     """
 
     steps: int = 256
@@ -114,6 +116,7 @@ class SamplerConfig:
     eta: float = 0.0
     guidance_interval: tuple[float, float] | None = None
     rescale: float = 0.0
+    threshold: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 2:
@@ -122,6 +125,7 @@ class SamplerConfig:
         check_range("w", self.w, 0.0)
         check_range("eta", self.eta, 0.0, 1.0)
         check_range("rescale", self.rescale, 0.0, 1.0)
+        check_range("threshold", self.threshold, 0.0, 1.0)
         for name in ("sampler", "grid"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"{name} must be a non-empty name, got {getattr(self, name)!r}")

@@ -191,12 +191,13 @@ def test_cfg_rescale_is_lin_2024_eq15_16():
 
 
 def test_sampler_config_round_trip_and_validation():
-    cfg = SamplerConfig(steps=20, sampler="dpmpp-2m", grid="edm", eta=0.5, guidance_interval=(-3, 4.5), rescale=0.7)
+    cfg = SamplerConfig(steps=20, sampler="dpmpp-2m", grid="edm", eta=0.5, guidance_interval=(-3, 4.5), rescale=0.7,
+                        threshold=0.995)
     assert cfg.guidance_interval == (-3.0, 4.5)
     assert from_dict(SamplerConfig, to_dict(cfg)) == cfg
     assert from_dict(SamplerConfig, {"steps": 256, "v": 0.3, "w": 0.0, "clip_x": True}) == SamplerConfig()
     for bad in [dict(eta=1.5), dict(rescale=-0.1), dict(guidance_interval=(4.0, 1.0)), dict(guidance_interval=(1.0,)),
-                dict(sampler=""), dict(guidance_interval=(0.0, float("inf")))]:
+                dict(sampler=""), dict(guidance_interval=(0.0, float("inf"))), dict(threshold=1.2)]:
         with pytest.raises(ConfigError):
             SamplerConfig(**bad)
 

@@ -16,6 +16,7 @@ import torch
 
 from cfgdiff.config import DiffusionConfig, SamplerConfig
 from cfgdiff.diffusion import BatchNoise, PerSampleNoise, ancestral_sample, sample
+from cfgdiff.diffusion.solvers import dynamic_threshold
 from cfgdiff.diffusion.toy import default_mixture
 
 K = 2  # classes; label K is ∅
@@ -282,13 +283,14 @@ def test_every_sampler_honours_a_non_default_lambda_range(name, grid):
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
-def test_clipping_applies_inside_the_loop(name):
+@pytest.mark.parametrize("how", [dict(clip_x=True), dict(clip_x=False, threshold=0.995)])
+def test_clipping_applies_inside_the_loop(name, how):
     """Data far outside [−1, 1]: with clip_x, x̂ is clipped before it enters each update, so the
     z the network sees near λ_max stays near α·x̂ ≤ 1; clipping only the returned x̂ would let it reach 3."""
     spy = Spy(_eps_far)
     b = 4
     x = sample(spy, torch.zeros(b, dtype=torch.long), BatchNoise(b, (D,), torch.Generator().manual_seed(0)),
-               SamplerConfig(steps=20, sampler=name, grid="linear", clip_x=True), DiffusionConfig(lam_min=-8, lam_max=8))
+               SamplerConfig(steps=20, sampler=name, grid="linear", **how), DiffusionConfig(lam_min=-8, lam_max=8))
     assert x.abs().max().item() <= 1.0
     z_last = spy.calls[-1][3]
     assert z_last.abs().max().item() < 1.3, z_last
@@ -296,6 +298,20 @@ def test_clipping_applies_inside_the_loop(name):
     sample(unclipped, torch.zeros(b, dtype=torch.long), BatchNoise(b, (D,), torch.Generator().manual_seed(0)),
            SamplerConfig(steps=20, sampler=name, grid="linear", clip_x=False), DiffusionConfig(lam_min=-8, lam_max=8))
     assert unclipped.calls[-1][3].abs().min().item() > 2.0
+
+
+def test_dynamic_threshold_is_saharia_2022():
+    """s = max(1, the p-quantile of |x̂|) per sample, x̂ → clip(x̂, −s, s)/s; checked with numpy."""
+    import numpy as np
+
+    x = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x[1:] *= 3.0
+    got = dynamic_threshold(x, 0.9).numpy()
+    for i in range(4):
+        xi = x[i].numpy()
+        s = max(1.0, float(np.quantile(np.abs(xi), 0.9)))
+        assert np.allclose(got[i], np.clip(xi, -s, s) / s, atol=1e-14)
+    assert torch.equal(dynamic_threshold(x[:1] * 0.2, 0.995), x[:1] * 0.2)  # inside [−1, 1]: untouched
 
 
 def _eps_far(z, lam, labels):

@@ -5,8 +5,8 @@
 `eps(z, lam, labels)` is the guided ε̃ at the Python float λ (already float64), `lams` the λ grid
 λ_1 = λ_min < … < λ_T = λ_max (T,) float64 on the labels' device, `noise()` the next standard normal
 draw (B, ...) float64 (the first call gives z_{λ_min}). The state z is float64 throughout, and every
-sampler ends by returning x̂ at λ_T without noise. x̂ is clipped to [−1, 1] inside every step when
-cfg.clip_x is set, so the clipped value is what enters the update.
+sampler ends by returning x̂ at λ_T without noise. x̂ is clipped to [−1, 1] (cfg.clip_x) or dynamically
+thresholded (cfg.threshold) inside every step, so that value is what enters the update.
 
 Notation map (papers → code): λ (log-SNR, log α²/σ²) → lam; α_λ, σ_λ → alpha, sigma; ε_θ → eps_hat;
 x_θ → x_hat; DPM-Solver's λ = log α/σ → lam / 2; EDM's σ = σ_λ/α_λ → sigma_e, EDM's x = z/α → x_e.
@@ -34,10 +34,25 @@ def _alpha_sigma(lam: float) -> tuple[float, float]:
     return math.exp(0.5 * log_alpha2(t).item()), math.exp(0.5 * log_sigma2(t).item())
 
 
-def _x_hat(z: Tensor, eps_hat: Tensor, alpha: float, sigma: float, clip: bool) -> Tensor:
-    """x_θ = (z − σ ε̂)/α, clipped to [−1, 1] when `clip` (static thresholding)."""
-    x_hat = (z - sigma * eps_hat) / alpha
-    return x_hat.clamp(-1.0, 1.0) if clip else x_hat
+def dynamic_threshold(x_hat: Tensor, pct: float) -> Tensor:
+    """Dynamic thresholding (Saharia et al. 2022, Sec. 2.3; DPM-Solver++ Sec. 4): per sample,
+    s = max(1, the pct-quantile of |x̂|), then x̂ → clamp(x̂, −s, s)/s."""
+    s = torch.quantile(x_hat.abs().flatten(1), pct, dim=1).clamp(min=1.0)
+    s = s.view((-1,) + (1,) * (x_hat.dim() - 1))
+    return torch.maximum(torch.minimum(x_hat, s), -s) / s
+
+
+def threshold_x(x_hat: Tensor, cfg: SamplerConfig) -> Tensor:
+    """x̂ as it enters an update: dynamically thresholded (cfg.threshold), else clipped to [−1, 1]
+    (cfg.clip_x, static thresholding), else as is."""
+    if cfg.threshold:
+        return dynamic_threshold(x_hat, cfg.threshold)
+    return x_hat.clamp(-1.0, 1.0) if cfg.clip_x else x_hat
+
+
+def _x_hat(z: Tensor, eps_hat: Tensor, alpha: float, sigma: float, cfg: SamplerConfig) -> Tensor:
+    """x_θ = (z − σ ε̂)/α, thresholded by `threshold_x`."""
+    return threshold_x((z - sigma * eps_hat) / alpha, cfg)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,9 +113,7 @@ def ancestral(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: Sam
     steps = len(lam_list)
     for i in range(steps):
         eps_hat = eps(z, lam_list[i], labels)
-        x_hat = (z - k.sigma[i] * eps_hat) / k.alpha[i]
-        if cfg.clip_x:
-            x_hat = x_hat.clamp(-1.0, 1.0)
+        x_hat = threshold_x((z - k.sigma[i] * eps_hat) / k.alpha[i], cfg)
         if i == steps - 1:
             return x_hat  # the last step returns x̂ without noise
         z = k.c_z[i] * z + k.c_x[i] * x_hat + k.std[i] * noise()  # Eq. 4
@@ -128,10 +141,10 @@ def ddim(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerC
     for i, lam in enumerate(lam_list):
         alpha, sigma = _alpha_sigma(lam)
         eps_hat = eps(z, lam, labels)
-        x_hat = _x_hat(z, eps_hat, alpha, sigma, cfg.clip_x)
+        x_hat = _x_hat(z, eps_hat, alpha, sigma, cfg)
         if i == len(lam_list) - 1:
             return x_hat
-        if cfg.clip_x:
+        if cfg.clip_x or cfg.threshold:
             eps_hat = (z - alpha * x_hat) / sigma
         lam_next = lam_list[i + 1]
         alpha_next, sigma_next = _alpha_sigma(lam_next)
@@ -155,7 +168,7 @@ def dpmpp_2m(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: Samp
 
     The first step is first order (DDIM with η = 0). x̂ is the data prediction x_θ of the guided ε̃,
     clipped when cfg.clip_x before it enters D_i: the paper's thresholding of x_θ (Sec. 4),
-    static here (Saharia et al.'s dynamic thresholding with ratio 1 at percentile 100).
+    static (clip_x), or Saharia et al.'s dynamic thresholding at cfg.threshold (the paper's 0.995).
     """
     z = noise()
     lam_list = lams.tolist()
@@ -163,7 +176,7 @@ def dpmpp_2m(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: Samp
     h_prev = 0.0
     for i, lam in enumerate(lam_list):
         alpha, sigma = _alpha_sigma(lam)
-        x_hat = _x_hat(z, eps(z, lam, labels), alpha, sigma, cfg.clip_x)
+        x_hat = _x_hat(z, eps(z, lam, labels), alpha, sigma, cfg)
         if i == len(lam_list) - 1:
             return x_hat
         lam_next = lam_list[i + 1]
@@ -202,7 +215,7 @@ def heun(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerC
     def denoise(x_e: Tensor, lam: float) -> Tensor:
         alpha, sigma = _alpha_sigma(lam)
         z = alpha * x_e
-        return _x_hat(z, eps(z, lam, labels), alpha, sigma, cfg.clip_x)
+        return _x_hat(z, eps(z, lam, labels), alpha, sigma, cfg)
 
     alpha0, _ = _alpha_sigma(lam_list[0])
     x_e = noise() / alpha0
