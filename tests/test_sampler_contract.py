@@ -59,6 +59,9 @@ def test_unknown_grid_or_sampler_is_a_config_error():
         make_grid("cosine", 8, -1.0, 1.0)
     with pytest.raises(ConfigError, match="unknown sampler 'euler'; choose one of ancestral, ddim, dpmpp-2m, heun"):
         sampler_module.check_sampler_config(SamplerConfig(sampler="euler"))
+    with pytest.raises(ConfigError, match="unknown grid 'cosine'"):
+        sampler_module.check_sampler_config(SamplerConfig(sampler="heun", grid="cosine"))
+    sampler_module.check_sampler_config(SamplerConfig(sampler="heun", grid="edm", steps=2))
 
 
 # ---- exact NFE, counted on a wrapped predictor ---------------------------------------------------
@@ -169,7 +172,7 @@ def test_guide_mismatch_names_the_difference():
     assert "classes is 100" in guide_mismatch(main, NetworkSpec(100, 32, DiffusionConfig()))
     assert "resolution is 64" in guide_mismatch(main, NetworkSpec(10, 64, DiffusionConfig()))
     assert "lam_min is -15.0" in guide_mismatch(main, NetworkSpec(10, 32, DiffusionConfig(lam_min=-15.0)))
-    with pytest.raises(ConfigError, match="lam_max"):
+    with pytest.raises(ConfigError, match="^the guide network's lam_max is 15.0, the main network's is 20.0; "):
         check_guide(main, NetworkSpec(10, 32, DiffusionConfig(lam_max=15.0)))
 
 
