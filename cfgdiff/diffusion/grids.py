@@ -54,10 +54,15 @@ def edm_grid(steps: int, lam_min: float, lam_max: float, device: torch.device | 
 GRIDS: dict[str, GridFn] = {"paper": paper_grid, "linear": linear_grid, "edm": edm_grid}
 
 
-def make_grid(name: str, steps: int, lam_min: float, lam_max: float, device: torch.device | str = "cpu") -> Tensor:
-    """The grid `name` with T = `steps` points on [λ_min, λ_max]."""
+def check_grid(name: str) -> None:
+    """Raise ConfigError unless `name` is a known grid."""
     if name not in GRIDS:
         raise ConfigError(f"unknown grid {name!r}; choose one of {', '.join(GRIDS)}")
+
+
+def make_grid(name: str, steps: int, lam_min: float, lam_max: float, device: torch.device | str = "cpu") -> Tensor:
+    """The grid `name` with T = `steps` points on [λ_min, λ_max]."""
+    check_grid(name)
     if not isinstance(steps, int) or steps < 2:
         raise ConfigError(f"steps (T) must be an integer >= 2, got {steps!r}")
     return GRIDS[name](steps, lam_min, lam_max, device)

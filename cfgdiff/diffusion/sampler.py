@@ -27,7 +27,7 @@ from torch import Tensor
 
 from cfgdiff.config import DiffusionConfig, SamplerConfig
 from cfgdiff.diffusion import solvers
-from cfgdiff.diffusion.grids import make_grid
+from cfgdiff.diffusion.grids import check_grid, make_grid
 from cfgdiff.diffusion.guidance import EpsFn, Guidance
 from cfgdiff.errors import ConfigError
 
@@ -116,7 +116,7 @@ def get_sampler(name: str) -> Sampler:
 def check_sampler_config(cfg: SamplerConfig) -> None:
     """Raise ConfigError when cfg names an unknown sampler or grid (for parse-time checks)."""
     get_sampler(cfg.sampler)
-    make_grid(cfg.grid, cfg.steps, -1.0, 1.0)
+    check_grid(cfg.grid)
 
 
 def guidance_of(cfg: SamplerConfig, null_label: int | None, guide: EpsFn | None = None) -> Guidance:
