@@ -172,26 +172,57 @@ class DiffusionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-    """The ancestral sampler (Eq. 4) with guidance (Eq. 6).
+    """How samples are drawn: a sampler on a λ grid, with guidance (Eq. 6) and its variants.
 
-    steps: T, the number of λ values λ_min = λ_1 < … < λ_T = λ_max; each is one network
-        evaluation per sample without guidance (two with guidance, batched as one 2B forward).
-    v: the variance interpolation exponent of Eq. 4 (paper: 0.3).
+    steps: T, the number of λ values λ_min = λ_1 < … < λ_T = λ_max. Network evaluations per sample
+        follow from the sampler, w and the interval (`cfgdiff.diffusion.sampler.nfe_per_sample`):
+        T for ancestral/ddim/dpmpp-2m and 2T − 1 for heun, doubled where guidance applies.
+    v: the variance interpolation exponent of Eq. 4 (paper: 0.3); used by `ancestral` only.
     w: the guidance weight of Eq. 6; w = 0 is the plain conditional model. Other tools' "guidance
         scale" s is 1 + w.
-    clip_x: clip x̂ to [−1, 1] before it enters the posterior mean.
+    clip_x: clip x̂ to [−1, 1] inside every step (static thresholding), before it enters the update.
+    sampler: a name in the sampler registry (built in: ancestral, ddim, dpmpp-2m, heun; more from
+        the `cfgdiff.samplers` entry-point group).
+    grid: the λ grid: paper (uniform in u of p(λ)), linear (uniform in λ) or edm (Karras ρ = 7).
+    eta: DDIM's η (Song et al. 2021, Eq. 16); 0 is deterministic, 1 is ancestral with v = 0; `ddim` only.
+    guidance_interval: (LO, HI) in λ; w applies only where LO <= λ <= HI. None: everywhere.
+    rescale: CFG-rescale's φ in [0, 1] (Lin et al. 2024); 0 is off.
+    threshold: dynamic thresholding of x̂ at this percentile of |x̂| (Saharia et al. 2022; DPM-Solver++
+        uses 0.995), in (0, 1]; 0 is off, and then clip_x applies. Every sampler, inside each step.
     """
 
     steps: int = 256
     v: float = 0.3
     w: float = 0.0
     clip_x: bool = True
+    sampler: str = "ancestral"
+    grid: str = "paper"
+    eta: float = 0.0
+    guidance_interval: tuple[float, float] | None = None
+    rescale: float = 0.0
+    threshold: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 2:
             raise ConfigError(f"steps (T) must be an integer >= 2, got {self.steps!r}")
         check_range("v", self.v, 0.0, 1.0)
         check_w(self.w)
+        check_range("eta", self.eta, 0.0, 1.0)
+        check_range("rescale", self.rescale, 0.0, 1.0)
+        check_range("threshold", self.threshold, 0.0, 1.0)
+        for name in ("sampler", "grid"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
+        if self.guidance_interval is not None:
+            interval = self.guidance_interval
+            if not isinstance(interval, (tuple, list)) or len(interval) != 2:
+                raise ConfigError(f"guidance_interval must be (LO, HI) in λ, got {interval!r}")
+            lo, hi = interval
+            check_range("guidance_interval LO", lo)
+            check_range("guidance_interval HI", hi)
+            if not lo < hi:
+                raise ConfigError(f"guidance_interval LO ({lo}) must be below HI ({hi})")
+            object.__setattr__(self, "guidance_interval", (float(lo), float(hi)))  # JSON gives a list
 
 
 # ---------------------------------------------------------------------------------------------

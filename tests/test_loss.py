@@ -1,5 +1,7 @@
 """The training objective, Eq. 5, and label dropout (Sec. 3.2)."""
 
+import math
+
 import torch
 
 from cfgdiff.config import DiffusionConfig
@@ -41,3 +43,33 @@ def test_loss_is_reproducible_and_uses_the_null_label():
     b = diffusion_loss(eps, x, labels, 3, cfg, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
     assert 400 < seen[0].eq(3).sum().item() < 600
+
+
+def test_loss_replays_the_rng_stream():
+    """Replay the generator: u → λ by the paper's formula, ε ~ N(0, I), the dropout draw; then
+    z_λ = α_λ x + σ_λ ε (Eq. 1 in `math`) and the predictor must see exactly (z_λ, λ, c)."""
+    n, p_uncond, seed = 64, 0.3, 11
+    labels = torch.arange(n) % 3
+    x = MIX.sample(labels, generator=torch.Generator().manual_seed(2))
+    seen = []
+
+    def eps(z, lam, c):
+        seen.append((z.clone(), lam.clone(), c.clone()))
+        return torch.full_like(z, 0.25)
+
+    cfg = DiffusionConfig(lam_min=-9.0, lam_max=13.0, p_uncond=p_uncond)
+    loss = diffusion_loss(eps, x, labels, 3, cfg, generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    b = math.atan(math.exp(-cfg.lam_max / 2))
+    a = math.atan(math.exp(-cfg.lam_min / 2)) - b
+    lam = torch.tensor([-2 * math.log(math.tan(a * ui + b)) for ui in u.tolist()], dtype=torch.float64)
+    noise = torch.randn(x.shape, generator=g, dtype=x.dtype)
+    drop = torch.rand(n, generator=g) < p_uncond
+    alpha = torch.tensor([math.sqrt(1 / (1 + math.exp(-v))) for v in lam.tolist()], dtype=torch.float64)[:, None]
+    sigma = torch.tensor([math.sqrt(1 / (1 + math.exp(v))) for v in lam.tolist()], dtype=torch.float64)[:, None]
+    z, lam_seen, c = seen[0]
+    assert torch.allclose(lam_seen, lam, atol=1e-10)
+    assert torch.allclose(z, alpha * x + sigma * noise, atol=1e-12)
+    assert torch.equal(c, torch.where(drop, torch.full_like(labels, 3), labels))
+    assert torch.allclose(loss, (0.25 - noise).square().mean(1).float(), atol=1e-6)

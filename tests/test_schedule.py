@@ -73,3 +73,32 @@ def test_sampling_grid():
     assert bool((lam[1:] > lam[:-1]).all())
     u = u_of_lambda(lam)
     assert torch.allclose(u, torch.linspace(1, 0, 256, dtype=torch.float64), atol=1e-12)
+
+
+@pytest.mark.parametrize("lo,hi", [(-20.0, 20.0), (-5.0, 7.0)])
+def test_p_lambda_is_the_truncated_sech_by_quadrature(lo, hi):
+    """Oracle independent of the module: u ~ U[0, 1] through λ = −2 log tan(au + b) has density
+    ∝ sech(λ/2) on [λ_min, λ_max] (dλ/du ∝ 1/(sin·cos) = 2/sin(2·), and sin(2 arctan e^{−λ/2}) =
+    sech(λ/2)); its normaliser and CDF come from trapezoidal quadrature here, not from `_a_b`."""
+    grid = torch.linspace(lo, hi, 400_001, dtype=torch.float64)
+    sech = 1 / torch.cosh(grid / 2)
+    cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumulative_trapezoid(sech, grid)])
+    total = cdf[-1]
+    quad_cdf = lambda x: np.interp(x, grid.numpy(), (cdf / total).numpy())  # noqa: E731
+    pts = torch.linspace(lo, hi, 41, dtype=torch.float64)
+    assert torch.allclose(lambda_density(pts, lo, hi), 1 / torch.cosh(pts / 2) / total, rtol=1e-9)
+    assert np.allclose(lambda_cdf(pts, lo, hi).numpy(), quad_cdf(pts.numpy()), atol=1e-8)
+    # the draws against the quadrature CDF
+    lam = sample_lambda(50_000, lo, hi, generator=torch.Generator().manual_seed(1)).numpy()
+    assert stats.kstest(lam, quad_cdf).pvalue > 0.01
+
+
+def test_lambda_of_u_is_the_papers_formula():
+    """Sec. 2, written here with `math`: λ = −2 log tan(au + b), b = arctan e^{−λ_max/2},
+    a = arctan e^{−λ_min/2} − b."""
+    for lo, hi in [(-20.0, 20.0), (-6.0, 9.0)]:
+        b = math.atan(math.exp(-hi / 2))
+        a = math.atan(math.exp(-lo / 2)) - b
+        u = [0.0, 0.1, 0.37, 0.5, 0.9, 1.0]
+        want = torch.tensor([-2 * math.log(math.tan(a * x + b)) for x in u], dtype=torch.float64)
+        assert torch.allclose(lambda_of_u(torch.tensor(u, dtype=torch.float64), lo, hi), want, atol=1e-12)

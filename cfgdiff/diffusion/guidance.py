@@ -1,27 +1,39 @@
-"""Classifier-free guidance, Eq. 6, as a wrapper around any ε-predictor.
+"""Classifier-free guidance, Eq. 6, and its variants, as wrappers around any ε-predictor.
 
     ε̃_θ(z_λ, c) = (1 + w) ε_θ(z_λ, c) − w ε_θ(z_λ, ∅)                                  (Eq. 6)
 
 w = 0 is the plain conditional model. Other tools write the same rule with a "guidance scale"
 s = 1 + w: ε̃ = s·ε(z, c) + (1 − s)·ε(z, ∅). cfgdiff's options always take the paper's w.
+
+The variants are off by default, so w keeps the paper's meaning:
+- guidance interval (Kynkäänniemi et al. 2024, Sec. 3): w applies only where λ ∈ [LO, HI]; elsewhere
+  the step is a plain B-batch forward of the conditional model;
+- autoguidance (Karras et al. 2024, Eq. 1): the unconditional pass is replaced by a weaker guide
+  network on the same label, ε̃ = (1 + w) ε_main(z, c) − w ε_guide(z, c);
+- CFG-rescale φ (Lin et al. 2024, Sec. 3.4, Eq. 15–16): ε̃ is rescaled towards the per-sample
+  standard deviation of ε(z, c), then mixed back with weight φ.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from cfgdiff.config import DiffusionConfig
+from cfgdiff.errors import ConfigError
+
 EpsFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-def guided_eps(eps_fn: EpsFn, w: float, null_label: int) -> EpsFn:
+def guided_eps(eps_fn: EpsFn, w: float, null_label: int, rescale: float = 0.0) -> EpsFn:
     """Return ε̃ of Eq. 6 for `eps_fn(z, lam, labels)`.
 
     The conditional and unconditional predictions come from ONE call on a 2B batch (z and λ
     repeated, labels followed by ∅ = `null_label`). For w = 0 the predictor itself is returned: a B
-    batch and no unconditional pass. Every channel is guided.
+    batch and no unconditional pass. Every channel is guided. `rescale` is CFG-rescale's φ.
     """
     if w == 0:
         return eps_fn
@@ -30,6 +42,107 @@ def guided_eps(eps_fn: EpsFn, w: float, null_label: int) -> EpsFn:
         null = torch.full_like(labels, null_label)
         eps = eps_fn(torch.cat([z, z]), torch.cat([lam, lam]), torch.cat([labels, null]))  # (2B, ...)
         eps_c, eps_u = eps.chunk(2)
-        return (1 + w) * eps_c - w * eps_u  # Eq. 6
+        out = (1 + w) * eps_c - w * eps_u  # Eq. 6
+        return rescale_guided(out, eps_c, rescale) if rescale else out
 
     return eps_tilde
+
+
+def autoguided_eps(main: EpsFn, guide: EpsFn, w: float, rescale: float = 0.0) -> EpsFn:
+    """Autoguidance (Karras et al. 2024, Eq. 1 in ε): ε̃ = (1 + w) ε_main(z, c) − w ε_guide(z, c).
+
+    Both networks see the same label; there is no ∅ pass. w = 0 returns `main` itself.
+    """
+    if w == 0:
+        return main
+
+    def eps_tilde(z: Tensor, lam: Tensor, labels: Tensor) -> Tensor:
+        eps_m = main(z, lam, labels)
+        out = (1 + w) * eps_m - w * guide(z, lam, labels)
+        return rescale_guided(out, eps_m, rescale) if rescale else out
+
+    return eps_tilde
+
+
+def rescale_guided(eps_tilde: Tensor, eps_c: Tensor, phi: float) -> Tensor:
+    """CFG-rescale (Lin et al. 2024, Eq. 15–16), applied to the ε-prediction (the model's output).
+
+    ε_rescaled = ε̃ · std(ε_c)/std(ε̃) per sample over all its dimensions;
+    result = φ ε_rescaled + (1 − φ) ε̃.
+    """
+    dims = tuple(range(1, eps_tilde.dim()))
+    std_c = eps_c.std(dim=dims, keepdim=True)
+    std_g = eps_tilde.std(dim=dims, keepdim=True)
+    return phi * (eps_tilde * (std_c / std_g)) + (1 - phi) * eps_tilde
+
+
+def interval_weight(lam: float, w: float, interval: tuple[float, float] | None) -> float:
+    """The guidance weight at λ: w inside [LO, HI] (or everywhere without an interval), else 0."""
+    if interval is None:
+        return w
+    lo, hi = interval
+    return w if lo <= lam <= hi else 0.0
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Which ε̃ a sampler uses at each λ: Eq. 6, or one of its variants (all off by default).
+
+    w: the paper's guidance weight; null_label: ∅, needed for Eq. 6 with w > 0; interval: (LO, HI)
+    in λ; rescale: CFG-rescale's φ; guide: a guide ε-predictor, which turns Eq. 6 into autoguidance.
+    """
+
+    w: float = 0.0
+    null_label: int | None = None
+    interval: tuple[float, float] | None = None
+    rescale: float = 0.0
+    guide: EpsFn | None = None
+
+    def __post_init__(self) -> None:
+        if self.w != 0 and self.guide is None and self.null_label is None:
+            raise ValueError("guidance (w > 0) needs the null label ∅")
+
+    def weight(self, lam: float) -> float:
+        return interval_weight(lam, self.w, self.interval)
+
+    def evaluations(self, lam: float) -> int:
+        """Network evaluations per sample for one ε̃ at λ: 2 when guided there (a 2B batch, or
+        main + guide), 1 otherwise."""
+        return 2 if self.weight(lam) != 0 else 1
+
+    def predictor(self, eps_fn: EpsFn, lam: float) -> EpsFn:
+        """ε̃ to use at λ."""
+        w = self.weight(lam)
+        if self.guide is not None:
+            return autoguided_eps(eps_fn, self.guide, w, self.rescale)
+        return guided_eps(eps_fn, w, self.null_label if self.null_label is not None else -1, self.rescale)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What a guide network must share with the main one for autoguidance."""
+
+    num_classes: int
+    resolution: int
+    diffusion: DiffusionConfig
+
+
+def guide_mismatch(main: NetworkSpec, guide: NetworkSpec) -> str | None:
+    """One line naming the first difference that makes `guide` unusable for `main`, or None."""
+    checks = [
+        ("classes", main.num_classes, guide.num_classes),
+        ("resolution", main.resolution, guide.resolution),
+        ("lam_min", main.diffusion.lam_min, guide.diffusion.lam_min),
+        ("lam_max", main.diffusion.lam_max, guide.diffusion.lam_max),
+    ]
+    for name, a, b in checks:
+        if a != b:
+            return f"the guide network's {name} is {b}, the main network's is {a}; autoguidance needs them equal"
+    return None
+
+
+def check_guide(main: NetworkSpec, guide: NetworkSpec) -> None:
+    """Raise ConfigError with `guide_mismatch`'s line when the two networks differ."""
+    problem = guide_mismatch(main, guide)
+    if problem is not None:
+        raise ConfigError(problem)

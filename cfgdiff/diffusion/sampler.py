@@ -1,72 +1,137 @@
-"""The ancestral sampler of Sec. 2 (Eq. 3 and Eq. 4) over any ε-predictor.
+"""The sampler contract, the registry of samplers, and the one front door `sample`.
 
-Notation map (paper → code): λ → lam, λ' → lam_next, α_λ → alpha, σ_λ → sigma, ε_θ → eps_hat,
-x_θ → x_hat, z_λ → z, v → v, T → steps.
+Every sampler is a `Sampler`: a name, a function with ONE signature
 
-Starting from z ~ N(0, I) at λ_1 = λ_min, each step goes from λ to λ' > λ with
+    run(eps, lams, labels, noise, cfg) -> x                      (float64, the shape of noise())
 
-    x̂ = (z_λ − σ_λ ε̂) / α_λ                                                  (ε-parameterisation)
-    μ̃_{λ'|λ}(z_λ, x̂) = e^{λ−λ'} (α_{λ'}/α_λ) z_λ + (1 − e^{λ−λ'}) α_{λ'} x̂   (Eq. 3)
-    z_{λ'} ~ N(μ̃, (σ̃²_{λ'|λ})^{1−v} (σ²_{λ|λ'})^v)                                (Eq. 4)
-    σ̃²_{λ'|λ} = (1 − e^{λ−λ'}) σ²_{λ'},   σ²_{λ|λ'} = (1 − e^{λ−λ'}) σ²_λ
+over a guided ε̃ at a scalar λ, the λ grid, the labels and a noise source (see `solvers.py`), and
+the list of λs at which it evaluates ε̃ (for exact NFE counting). Built in: ancestral (the paper's,
+the default), ddim, dpmpp-2m, heun. Third-party samplers are `Sampler` objects named in the
+entry-point group `cfgdiff.samplers` (`name = "module:attribute"`), as commands are in
+`cfgdiff.commands`; a plugin that fails to load is reported in one line on stderr and the others
+keep working.
 
-and at λ_T = λ_max the sampler returns x̂ without noise. So T counts network evaluations per sample
-(without guidance; guidance makes each one a 2B batch): T − 1 stochastic transitions and one final
-denoising. The state z is kept in float64; the predictor may compute in any precision.
+`sample` builds the grid (grids.py) on the labels' device, the guidance (guidance.py) and the
+per-step ε̃, then runs the sampler named by cfg.sampler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 
 import torch
 from torch import Tensor
 
 from cfgdiff.config import DiffusionConfig, SamplerConfig
-from cfgdiff.diffusion.guidance import EpsFn, guided_eps
-from cfgdiff.diffusion.schedule import log_alpha2, log_sigma2, sampling_lambdas
+from cfgdiff.diffusion import solvers
+from cfgdiff.diffusion.grids import check_grid, make_grid
+from cfgdiff.diffusion.guidance import EpsFn, Guidance
+from cfgdiff.errors import ConfigError
+
+ENTRY_POINT_GROUP = "cfgdiff.samplers"
+
+SamplerFn = Callable[[solvers.StepEps, Tensor, Tensor, solvers.Noise, SamplerConfig], Tensor]
+
+
+def each_lambda_once(lams: Sequence[float]) -> list[float]:
+    """One ε̃ evaluation per grid point (ancestral, DDIM, DPM-Solver++(2M))."""
+    return list(lams)
+
+
+def heun_evaluations(lams: Sequence[float]) -> list[float]:
+    """EDM's Heun: λ_1 once, then every later λ twice (the corrector, then the next step)."""
+    return [lams[0]] + [lam for lam in lams[1:] for _ in range(2)]
 
 
 @dataclass(frozen=True)
-class StepCoefficients:
-    """Per-step scalars of the sampler, float64, each of shape (T,) (the last transition unused).
+class Sampler:
+    """A named sampler: `run` follows the contract above; `evaluations(lams)` lists the λ of every
+    ε̃ it computes on the grid `lams` (Python floats), in order."""
 
-    x̂_i = (z − sigma[i]·ε̂) / alpha[i];  z' = c_z[i]·z + c_x[i]·x̂ + std[i]·noise.
-    """
-
-    lam: Tensor
-    alpha: Tensor
-    sigma: Tensor
-    c_z: Tensor
-    c_x: Tensor
-    std: Tensor
+    name: str
+    run: SamplerFn
+    evaluations: Callable[[Sequence[float]], list[float]] = field(default=each_lambda_once)
+    summary: str = ""
 
 
-def step_coefficients(lam: Tensor, v: float) -> StepCoefficients:
-    """Precompute Eq. 3/Eq. 4 for the grid `lam` (T,), so a step is three fused multiply-adds."""
-    la2, ls2 = log_alpha2(lam), log_sigma2(lam)
-    alpha, sigma = torch.exp(0.5 * la2), torch.exp(0.5 * ls2)
-    lam_cur, lam_next = lam[:-1], lam[1:]
-    d = lam_cur - lam_next  # λ − λ' < 0
-    r = torch.exp(d)  # e^{λ−λ'}
-    one_minus_r = -torch.expm1(d)  # 1 − e^{λ−λ'}, exact for small steps
-    c_z = r * torch.exp(0.5 * (la2[1:] - la2[:-1]))  # e^{λ−λ'} α_{λ'}/α_λ        (Eq. 3)
-    c_x = one_minus_r * alpha[1:]  # (1 − e^{λ−λ'}) α_{λ'}                         (Eq. 3)
-    log_var = torch.log(one_minus_r) + (1 - v) * ls2[1:] + v * ls2[:-1]  # log of Eq. 4's variance
-    std = torch.exp(0.5 * log_var)
-    pad = torch.zeros(1, dtype=lam.dtype, device=lam.device)
-    return StepCoefficients(
-        lam=lam,
-        alpha=alpha,
-        sigma=sigma,
-        c_z=torch.cat([c_z, pad]),
-        c_x=torch.cat([c_x, pad]),
-        std=torch.cat([std, pad]),
+BUILTIN: dict[str, Sampler] = {
+    s.name: s
+    for s in (
+        Sampler("ancestral", solvers.ancestral, summary="Ho & Salimans 2022 Eq. 4 with v; the paper's sampler"),
+        Sampler("ddim", solvers.ddim, summary="Song et al. 2021 Eq. 12, η = cfg.eta (0: deterministic)"),
+        Sampler("dpmpp-2m", solvers.dpmpp_2m, summary="DPM-Solver++(2M), Lu et al. 2022 Alg. 2"),
+        Sampler("heun", solvers.heun, heun_evaluations, summary="EDM Heun, Karras et al. 2022 Alg. 1"),
     )
+}
 
 
-def ancestral_sample(
+@dataclass(frozen=True)
+class PluginFailure:
+    name: str
+    target: str
+    error: str
+
+
+def load_plugins() -> tuple[dict[str, Sampler], list[PluginFailure]]:
+    """The `cfgdiff.samplers` entry points that load to a `Sampler`, and one record per failure."""
+    found: dict[str, Sampler] = {}
+    failures: list[PluginFailure] = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            if ep.name in BUILTIN or ep.name in found:
+                raise ValueError(f"the name {ep.name!r} is taken")
+            obj = ep.load()
+            if not isinstance(obj, Sampler):
+                raise TypeError(f"{type(obj).__name__} is not a cfgdiff.diffusion.sampler.Sampler")
+            found[ep.name] = obj if obj.name == ep.name else Sampler(ep.name, obj.run, obj.evaluations, obj.summary)
+        except Exception as exc:  # a broken plugin must not break the other samplers
+            failures.append(PluginFailure(ep.name, ep.value, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+    return found, failures
+
+
+_registry: dict[str, Sampler] | None = None
+
+
+def samplers() -> dict[str, Sampler]:
+    """Every sampler by name: the built-ins, then the plugins (loaded once per process)."""
+    global _registry
+    if _registry is None:
+        plugins, failures = load_plugins()
+        for f in failures:
+            print(f"cfgdiff: sampler plugin '{f.name}' ({f.target}) failed to load: {f.error}", file=sys.stderr)
+        _registry = {**BUILTIN, **plugins}
+    return _registry
+
+
+def get_sampler(name: str) -> Sampler:
+    known = samplers()
+    if name not in known:
+        raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(known)}")
+    return known[name]
+
+
+def check_sampler_config(cfg: SamplerConfig) -> None:
+    """Raise ConfigError when cfg names an unknown sampler or grid (for parse-time checks)."""
+    get_sampler(cfg.sampler)
+    check_grid(cfg.grid)
+
+
+def guidance_of(cfg: SamplerConfig, null_label: int | None, guide: EpsFn | None = None) -> Guidance:
+    return Guidance(w=cfg.w, null_label=null_label, interval=cfg.guidance_interval, rescale=cfg.rescale, guide=guide)
+
+
+def nfe_per_sample(cfg: SamplerConfig, diffusion: DiffusionConfig = DiffusionConfig()) -> int:
+    """Exact network evaluations per sample: Σ over the sampler's ε̃ evaluations of 2 where guidance
+    applies at that λ (Eq. 6's 2B batch, or main + guide) and 1 elsewhere."""
+    lams = make_grid(cfg.grid, cfg.steps, diffusion.lam_min, diffusion.lam_max).tolist()
+    g = Guidance(w=cfg.w, null_label=0, interval=cfg.guidance_interval)
+    return sum(g.evaluations(lam) for lam in get_sampler(cfg.sampler).evaluations(lams))
+
+
+def sample(
     eps_fn: EpsFn,
     labels: Tensor,
     noise: Callable[[], Tensor],
@@ -74,28 +139,31 @@ def ancestral_sample(
     diffusion: DiffusionConfig = DiffusionConfig(),
     null_label: int | None = None,
     callback: Callable[[int, int], None] | None = None,
+    guide: EpsFn | None = None,
 ) -> Tensor:
-    """Draw samples x (float64) with T = cfg.steps ε-evaluations, guided by cfg.w (Eq. 6).
+    """Draw samples x (float64) with the sampler cfg.sampler on the grid cfg.grid, guided by cfg.w.
 
     `noise()` returns the next standard normal draw (B, ...) in float64: the first call gives
-    z_{λ_min}, each transition takes one more. `null_label` (∅) is needed when cfg.w > 0.
-    `callback(i, T)` is called after each network evaluation.
+    z_{λ_min}. `null_label` (∅) is needed when cfg.w > 0 without a `guide` (autoguidance).
+    `callback(i, n)` is called after each ε̃ evaluation, n = the evaluations per sample.
     """
-    if cfg.w != 0 and null_label is None:
-        raise ValueError("guidance (w > 0) needs the null label ∅")
-    eps = guided_eps(eps_fn, cfg.w, null_label if null_label is not None else -1)
-    z = noise()  # z_{λ_min} ~ N(0, I)
-    lam = sampling_lambdas(cfg.steps, diffusion.lam_min, diffusion.lam_max, device=z.device)
-    k = step_coefficients(lam, cfg.v)
-    b = z.shape[0]
-    for i in range(cfg.steps):
-        eps_hat = eps(z, k.lam[i].expand(b), labels).double()
-        x_hat = (z - k.sigma[i] * eps_hat) / k.alpha[i]
-        if cfg.clip_x:
-            x_hat = x_hat.clamp(-1.0, 1.0)
+    sampler = get_sampler(cfg.sampler)
+    guidance = guidance_of(cfg, null_label, guide)
+    lams = make_grid(cfg.grid, cfg.steps, diffusion.lam_min, diffusion.lam_max, device=labels.device)
+    total = len(sampler.evaluations(lams.tolist())) if callback is not None else 0
+    calls = 0
+
+    def eps(z: Tensor, lam: float, labels: Tensor) -> Tensor:
+        nonlocal calls
+        lam_b = torch.full((z.shape[0],), lam, dtype=torch.float64, device=z.device)
+        eps_hat = guidance.predictor(eps_fn, lam)(z, lam_b, labels).double()
+        calls += 1
         if callback is not None:
-            callback(i + 1, cfg.steps)
-        if i == cfg.steps - 1:
-            return x_hat  # the last step returns x̂ without noise
-        z = k.c_z[i] * z + k.c_x[i] * x_hat + k.std[i] * noise()  # Eq. 4
-    raise AssertionError("unreachable")
+            callback(calls, total)
+        return eps_hat
+
+    return sampler.run(eps, lams, labels, noise, cfg)
+
+
+# The name cfgdiff 0.1 exported (train/grid.py, bench/, examples/); cfg.sampler defaults to "ancestral".
+ancestral_sample = sample

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from cfgdiff import dist
-from cfgdiff.config import SamplerConfig
-from cfgdiff.diffusion import PerSampleNoise, ancestral_sample
+from cfgdiff.config import DiffusionConfig, SamplerConfig
+from cfgdiff.diffusion import PerSampleNoise, nfe_per_sample, sample
 from cfgdiff.diffusion.network import network_eps
 from cfgdiff.errors import NumericalError
 from cfgdiff.images import to_uint8
@@ -40,7 +40,7 @@ def sample_batch(
     r = model.resolution
     noise = PerSampleNoise(seeds, (3, r, r), device)
     lab = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=device)
-    x = ancestral_sample(eps, lab, noise, sampler, model.diffusion_cfg, null_label=model.num_classes, callback=callback)
+    x = sample(eps, lab, noise, sampler, model.diffusion_cfg, null_label=model.num_classes, callback=callback)
     bad = ~torch.isfinite(x.flatten(1)).all(1)
     if bad.any():  # never quantise NaN to pixels and score them
         first = [int(s) for s, b in zip(seeds, bad.tolist()) if b][:5]
@@ -48,9 +48,9 @@ def sample_batch(
     return to_uint8(x.float())
 
 
-def nfe(sampler: SamplerConfig, n: int) -> int:
-    """Network evaluations per image times images: (2 if w != 0 else 1) · T · N."""
-    return (2 if sampler.w != 0 else 1) * sampler.steps * n
+def nfe(sampler: SamplerConfig, n: int, diffusion: DiffusionConfig = DiffusionConfig()) -> int:
+    """Network evaluations per image times images (`nfe_per_sample`: exact for every sampler)."""
+    return nfe_per_sample(sampler, diffusion) * n
 
 
 @torch.inference_mode()

@@ -1,0 +1,228 @@
+"""The built-in samplers. Each one takes the sampler contract's arguments (see `sampler.py`):
+
+    run(eps, lams, labels, noise, cfg) -> x
+
+`eps(z, lam, labels)` is the guided ε̃ at the Python float λ (already float64), `lams` the λ grid
+λ_1 = λ_min < … < λ_T = λ_max (T,) float64 on the labels' device, `noise()` the next standard normal
+draw (B, ...) float64 (the first call gives z_{λ_min}). The state z is float64 throughout, and every
+sampler ends by returning x̂ at λ_T without noise. x̂ is clipped to [−1, 1] (cfg.clip_x) or dynamically
+thresholded (cfg.threshold) inside every step, so that value is what enters the update.
+
+Notation map (papers → code): λ (log-SNR, log α²/σ²) → lam; α_λ, σ_λ → alpha, sigma; ε_θ → eps_hat;
+x_θ → x_hat; DPM-Solver's λ = log α/σ → lam / 2; EDM's σ = σ_λ/α_λ → sigma_e, EDM's x = z/α → x_e.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from cfgdiff.config import SamplerConfig
+from cfgdiff.diffusion.schedule import log_alpha2, log_sigma2
+
+StepEps = Callable[[Tensor, float, Tensor], Tensor]
+Noise = Callable[[], Tensor]
+
+
+def _alpha_sigma(lam: float) -> tuple[float, float]:
+    """α_λ, σ_λ (Eq. 1) as float64 scalars, from log-sigmoids like `schedule.alpha`/`sigma`."""
+    t = torch.tensor(lam, dtype=torch.float64)
+    return math.exp(0.5 * log_alpha2(t).item()), math.exp(0.5 * log_sigma2(t).item())
+
+
+def dynamic_threshold(x_hat: Tensor, pct: float) -> Tensor:
+    """Dynamic thresholding (Saharia et al. 2022, Sec. 2.3; DPM-Solver++ Sec. 4): per sample,
+    s = max(1, the pct-quantile of |x̂|), then x̂ → clamp(x̂, −s, s)/s."""
+    s = torch.quantile(x_hat.abs().flatten(1), pct, dim=1).clamp(min=1.0)
+    s = s.view((-1,) + (1,) * (x_hat.dim() - 1))
+    return torch.maximum(torch.minimum(x_hat, s), -s) / s
+
+
+def threshold_x(x_hat: Tensor, cfg: SamplerConfig) -> Tensor:
+    """x̂ as it enters an update: dynamically thresholded (cfg.threshold), else clipped to [−1, 1]
+    (cfg.clip_x, static thresholding), else as is."""
+    if cfg.threshold:
+        return dynamic_threshold(x_hat, cfg.threshold)
+    return x_hat.clamp(-1.0, 1.0) if cfg.clip_x else x_hat
+
+
+def _x_hat(z: Tensor, eps_hat: Tensor, alpha: float, sigma: float, cfg: SamplerConfig) -> Tensor:
+    """x_θ = (z − σ ε̂)/α, thresholded by `threshold_x`."""
+    return threshold_x((z - sigma * eps_hat) / alpha, cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# ancestral: Ho & Salimans 2022, Eq. 3 and Eq. 4 (with v)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepCoefficients:
+    """Per-step scalars of the sampler, float64, each of shape (T,) (the last transition unused).
+
+    x̂_i = (z − sigma[i]·ε̂) / alpha[i];  z' = c_z[i]·z + c_x[i]·x̂ + std[i]·noise.
+    """
+
+    lam: Tensor
+    alpha: Tensor
+    sigma: Tensor
+    c_z: Tensor
+    c_x: Tensor
+    std: Tensor
+
+
+def step_coefficients(lam: Tensor, v: float) -> StepCoefficients:
+    """Precompute Eq. 3/Eq. 4 for the grid `lam` (T,), so a step is three fused multiply-adds."""
+    la2, ls2 = log_alpha2(lam), log_sigma2(lam)
+    alpha, sigma = torch.exp(0.5 * la2), torch.exp(0.5 * ls2)
+    lam_cur, lam_next = lam[:-1], lam[1:]
+    d = lam_cur - lam_next  # λ − λ' < 0
+    r = torch.exp(d)  # e^{λ−λ'}
+    one_minus_r = -torch.expm1(d)  # 1 − e^{λ−λ'}, exact for small steps
+    c_z = r * torch.exp(0.5 * (la2[1:] - la2[:-1]))  # e^{λ−λ'} α_{λ'}/α_λ        (Eq. 3)
+    c_x = one_minus_r * alpha[1:]  # (1 − e^{λ−λ'}) α_{λ'}                         (Eq. 3)
+    log_var = torch.log(one_minus_r) + (1 - v) * ls2[1:] + v * ls2[:-1]  # log of Eq. 4's variance
+    std = torch.exp(0.5 * log_var)
+    pad = torch.zeros(1, dtype=lam.dtype, device=lam.device)
+    return StepCoefficients(
+        lam=lam,
+        alpha=alpha,
+        sigma=sigma,
+        c_z=torch.cat([c_z, pad]),
+        c_x=torch.cat([c_x, pad]),
+        std=torch.cat([std, pad]),
+    )
+
+
+def ancestral(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerConfig) -> Tensor:
+    """Ho & Salimans 2022, Sec. 2: from λ to λ' > λ,
+
+        μ̃_{λ'|λ}(z_λ, x̂) = e^{λ−λ'} (α_{λ'}/α_λ) z_λ + (1 − e^{λ−λ'}) α_{λ'} x̂        (Eq. 3)
+        z_{λ'} ~ N(μ̃, (σ̃²_{λ'|λ})^{1−v} (σ²_{λ|λ'})^v)                                 (Eq. 4)
+        σ̃²_{λ'|λ} = (1 − e^{λ−λ'}) σ²_{λ'},   σ²_{λ|λ'} = (1 − e^{λ−λ'}) σ²_λ
+
+    T − 1 stochastic transitions, one noise draw each. Bit-identical to cfgdiff 0.1's sampler.
+    """
+    z = noise()  # z_{λ_min} ~ N(0, I)
+    k = step_coefficients(lams, cfg.v)
+    lam_list = lams.tolist()
+    steps = len(lam_list)
+    for i in range(steps):
+        eps_hat = eps(z, lam_list[i], labels)
+        x_hat = threshold_x((z - k.sigma[i] * eps_hat) / k.alpha[i], cfg)
+        if i == steps - 1:
+            return x_hat  # the last step returns x̂ without noise
+        z = k.c_z[i] * z + k.c_x[i] * x_hat + k.std[i] * noise()  # Eq. 4
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------
+# ddim: Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models", Eq. 12 and Eq. 16, in λ
+# ---------------------------------------------------------------------------------------------
+
+
+def ddim(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerConfig) -> Tensor:
+    """DDIM (Song et al. 2021, Eq. 12) with their σ_t(η) of Eq. 16, written in λ:
+
+        z_{λ'} = α_{λ'} x̂ + √(σ²_{λ'} − s²) ε̂ + s·noise,    s² = η² (1 − e^{λ−λ'}) σ²_{λ'}
+
+    (Eq. 16's (1−ᾱ_{t−1})/(1−ᾱ_t)·(1 − ᾱ_t/ᾱ_{t−1}) is (1 − e^{λ−λ'}) σ²_{λ'}: at η = 1 this is
+    the ancestral sampler with v = 0.) η = 0 is deterministic and draws no noise after z_{λ_min}.
+    With clipping, ε̂ is recomputed from the clipped x̂ (ε̂ = (z − α x̂)/σ), so the step stays
+    consistent with z.
+    """
+    z = noise()
+    lam_list = lams.tolist()
+    eta = cfg.eta
+    for i, lam in enumerate(lam_list):
+        alpha, sigma = _alpha_sigma(lam)
+        eps_hat = eps(z, lam, labels)
+        x_hat = _x_hat(z, eps_hat, alpha, sigma, cfg)
+        if i == len(lam_list) - 1:
+            return x_hat
+        if cfg.clip_x or cfg.threshold:
+            eps_hat = (z - alpha * x_hat) / sigma
+        lam_next = lam_list[i + 1]
+        alpha_next, sigma_next = _alpha_sigma(lam_next)
+        var = eta**2 * -math.expm1(lam - lam_next) * sigma_next**2  # s², Eq. 16 in λ
+        z = alpha_next * x_hat + math.sqrt(sigma_next**2 - var) * eps_hat  # Eq. 12
+        if eta > 0:
+            z = z + math.sqrt(var) * noise()
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------
+# dpmpp-2m: Lu et al. 2022, "DPM-Solver++", Algorithm 2 (multistep, data prediction)
+# ---------------------------------------------------------------------------------------------
+
+
+def dpmpp_2m(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerConfig) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2). In their half log-SNR λ̄ = λ/2, h_i = λ̄_{i+1} − λ̄_i:
+
+        z_{i+1} = (σ_{i+1}/σ_i) z_i − α_{i+1} (e^{−h_i} − 1) D_i
+        D_0 = x̂_0;  D_i = (1 + 1/(2r_i)) x̂_i − 1/(2r_i) x̂_{i−1},  r_i = h_{i−1}/h_i
+
+    The first step is first order (DDIM with η = 0). x̂ is the data prediction x_θ of the guided ε̃,
+    clipped when cfg.clip_x before it enters D_i: the paper's thresholding of x_θ (Sec. 4),
+    static (clip_x), or Saharia et al.'s dynamic thresholding at cfg.threshold (the paper's 0.995).
+    """
+    z = noise()
+    lam_list = lams.tolist()
+    x_prev: Tensor | None = None
+    h_prev = 0.0
+    for i, lam in enumerate(lam_list):
+        alpha, sigma = _alpha_sigma(lam)
+        x_hat = _x_hat(z, eps(z, lam, labels), alpha, sigma, cfg)
+        if i == len(lam_list) - 1:
+            return x_hat
+        lam_next = lam_list[i + 1]
+        alpha_next, sigma_next = _alpha_sigma(lam_next)
+        h = (lam_next - lam) / 2
+        if x_prev is None:
+            d = x_hat
+        else:
+            r = h_prev / h
+            d = (1 + 1 / (2 * r)) * x_hat - (1 / (2 * r)) * x_prev
+        z = (sigma_next / sigma) * z - alpha_next * math.expm1(-h) * d
+        x_prev, h_prev = x_hat, h
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------
+# heun: Karras et al. 2022, "Elucidating the Design Space...", Algorithm 1 (deterministic)
+# ---------------------------------------------------------------------------------------------
+
+
+def heun(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerConfig) -> Tensor:
+    """EDM's Heun sampler (Karras et al. 2022, Alg. 1), in their VP-as-VE variables
+    x_e = z/α_λ, σ_e = σ_λ/α_λ = e^{−λ/2}, with D(x_e; σ_e) = x̂ (Sec. 3, Eq. 4 with s = 1):
+
+        d_i  = (x_i − D(x_i; σ_i)) / σ_i
+        x̃    = x_i + (σ_{i+1} − σ_i) d_i                                  (Euler)
+        d'_i = (x̃ − D(x̃; σ_{i+1})) / σ_{i+1}
+        x_{i+1} = x_i + (σ_{i+1} − σ_i)(d_i + d'_i)/2                      (2nd-order correction)
+
+    over the T − 1 intervals of the grid, then x̂ = D(x_T; σ_T) (EDM's final Euler step to σ = 0).
+    So NFE = 2T − 1. Without clipping d = ε̂.
+    """
+    lam_list = lams.tolist()
+    sig_e = [math.exp(-lam / 2) for lam in lam_list]
+
+    def denoise(x_e: Tensor, lam: float) -> Tensor:
+        alpha, sigma = _alpha_sigma(lam)
+        z = alpha * x_e
+        return _x_hat(z, eps(z, lam, labels), alpha, sigma, cfg)
+
+    alpha0, _ = _alpha_sigma(lam_list[0])
+    x_e = noise() / alpha0
+    for i in range(len(lam_list) - 1):
+        d = (x_e - denoise(x_e, lam_list[i])) / sig_e[i]
+        dt = sig_e[i + 1] - sig_e[i]
+        x_euler = x_e + dt * d
+        d2 = (x_euler - denoise(x_euler, lam_list[i + 1])) / sig_e[i + 1]
+        x_e = x_e + dt * (0.5 * d + 0.5 * d2)
+    return denoise(x_e, lam_list[-1])
