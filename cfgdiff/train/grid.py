@@ -9,7 +9,6 @@ the same facts in full: `w` (the blocks' values, top to bottom, comma-separated)
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from cfgdiff.config import SamplerConfig, TrainConfig
 from cfgdiff.diffusion import PerSampleNoise, ancestral_sample
 from cfgdiff.diffusion.network import network_eps
+from cfgdiff.files import atomic_write
 from cfgdiff.images import tile, to_uint8
 
 CAPTION_HEIGHT = 12
@@ -65,7 +65,5 @@ def save_captioned(blocks: list[np.ndarray], captions: list[str], path: Path, te
     info = PngInfo()
     for key, value in text.items():
         info.add_text(key, value)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(np.concatenate(rows)).save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: Image.fromarray(np.concatenate(rows)).save(f, format="PNG", pnginfo=info))
     return path
