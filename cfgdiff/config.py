@@ -1,8 +1,8 @@
 """Every command's config: frozen dataclasses, presets, their JSON round trip, validation, overrides.
 
 One naming scheme, one class per command: PrepareConfig, TrainConfig (with ModelConfig and
-DiffusionConfig), SampleConfig, SweepConfig, DemoConfig; SamplerConfig is the sampler they share.
-(ScoreConfig stays in metrics/score.py for now, beside the metric table it validates against.)
+DiffusionConfig), SampleConfig, SweepConfig, ScoreConfig, DemoConfig; SamplerConfig is the sampler they
+share.
 Flags and `--set KEY=VALUE` both reach a config through `apply_overrides`; a field given both ways
 is refused (`merge_overrides`). Standard library only (plus errors and parse), so the CLI imports
 it for choices and checks without slowing `--help`.
@@ -550,6 +550,74 @@ class SweepConfig:
 
     def sampler(self, w: float = 0.0) -> SamplerConfig:
         return SamplerConfig(steps=self.steps, v=self.v, w=w, clip_x=self.clip)
+
+
+FID_METHODS = ("eigh", "sqrtm")  # the matrix square root of FID (cfgdiff.metrics.frechet)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+    """What `cfgdiff score` does.
+
+    metrics: None = every metric the inputs allow (unavailable ones are reported, not fatal); an
+        explicit tuple makes each requested metric mandatory.
+    ref: None = the training dataset the samples' metadata (`<samples>.json`, written by `sample`) records,
+        if it exists; else no reference.
+    results: the results JSON (default: `<samples>.score.json` beside the samples).
+    force: score fewer than 2 samples (every metric then says why it is n/a), or replace an existing
+        --results/--save-stats file that cfgdiff did not write (never an input).
+    cache_dir: cache root for weights lookups and reference statistics (default: XDG cache).
+    """
+
+    samples: str
+    ref: str | None = None
+    inception: str | None = None
+    batch: int = 64
+    save_stats: str | None = None
+    metrics: tuple[str, ...] | None = None
+    fid_method: str = "eigh"
+    results: str | None = None
+    cache_dir: str | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch, int) or self.batch < 1:
+            raise ConfigError(f"batch must be a positive integer, got {self.batch!r}")
+        if self.fid_method not in FID_METHODS:
+            raise ConfigError(f"fid_method must be one of {', '.join(FID_METHODS)}, got {self.fid_method!r}")
+        if self.metrics is not None:
+            from cfgdiff.metrics.registry import parse_metrics  # standard library only
+
+            object.__setattr__(self, "metrics", parse_metrics(self.metrics))
+
+    def resolved_ref(self) -> tuple[str | None, str | None]:
+        """(--ref, else the samples' recorded training dataset where it exists; a warning if it does not)."""
+        from cfgdiff.metrics.reference import default_reference
+        from cfgdiff.metrics.sources import recorded_dataset
+
+        recorded = recorded_dataset(self.samples) if self.ref is None else None
+        if recorded and not Path(recorded).exists():
+            return None, (f"the samples' training dataset {recorded} (recorded in {self.samples}.json) is not there; "
+                          "scoring without a reference (pass --ref)")
+        return default_reference(self.ref, recorded), None
+
+    def resolved_metrics(self, ref: str | None) -> tuple[str, ...]:
+        """The metrics to compute: those asked for (each needing its inputs), else every one `ref` allows."""
+        from cfgdiff.metrics import registry
+
+        if self.metrics is not None:
+            needs = registry.needs_ref(self.metrics)
+            if needs and ref is None:
+                raise ConfigError(f"{','.join(needs)} need a reference: pass --ref")
+            return self.metrics
+        return tuple(m for m in registry.names() if ref is not None or not registry.METRICS[m].needs_ref)
+
+    def results_path(self) -> Path:
+        """--results, else `<samples>.score.json` beside the samples."""
+        if self.results is not None:
+            return Path(self.results)
+        samples = Path(self.samples)
+        return samples.with_name((samples.stem if samples.is_file() else samples.name) + ".score.json")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from test_score import _images, isolated_caches  # noqa: F401  (isolated_caches:
 
 from cfgdiff.cli.app import main
 from cfgdiff.metrics import registry
-from cfgdiff.metrics.score import ScoreConfig
+from cfgdiff.config import ScoreConfig
 from cfgdiff.sampling.report import plot_axes, write_plot
 from cfgdiff.sampling.sweep import columns, write_rows
 

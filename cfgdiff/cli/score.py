@@ -51,7 +51,7 @@ def score(
     Below 10,000 samples FID and IS are biased: a warning says so, on stderr and in the results.
     """
     from cfgdiff import dist
-    from cfgdiff.metrics.score import ScoreConfig
+    from cfgdiff.config import ScoreConfig
     from cfgdiff.metrics.score import score as run_score
 
     cfg = ScoreConfig(

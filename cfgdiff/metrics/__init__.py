@@ -17,7 +17,7 @@ import importlib
 _HOMES = {
     "InceptionDetector": "detector", "load_detector": "detector", "compute_metrics": "evaluate",
     "frechet_distance": "frechet", "Features": "inception", "FIDInception": "inception", "Reference": "reference",
-    "load_reference": "reference", "save_statistics": "reference", "ScoreConfig": "score", "score": "score",
+    "load_reference": "reference", "save_statistics": "reference", "score": "score",
     "FeatureAccumulator": "stats", "Moments": "stats", "Statistics": "stats",
 }
 

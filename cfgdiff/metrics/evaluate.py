@@ -13,19 +13,10 @@ from collections.abc import Iterable
 
 from cfgdiff.errors import ConfigError, MetricsError
 from cfgdiff.metrics import registry
+from cfgdiff.metrics.registry import parse_metrics  # noqa: F401  (re-exported: evaluate.parse_metrics)
 from cfgdiff.metrics.reference import Reference
 from cfgdiff.metrics.stats import Statistics
 from cfgdiff.metrics.weights import HOW_TO_GET_HEAD
-
-
-def parse_metrics(text: str | Iterable[str]) -> tuple[str, ...]:
-    """'fid,is' -> ('fid', 'is'); ConfigError naming an unknown metric."""
-    names = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
-    unknown = [m for m in names if m not in registry.METRICS]
-    if unknown or not names:
-        raise ConfigError(f"unknown metric(s) {', '.join(unknown) or '(none)'}; choose from "
-                          f"{','.join(registry.names())}")
-    return tuple(dict.fromkeys(names))
 
 
 def compute_metrics(gen: Statistics, ref: Reference | None, metrics: Iterable[str] | None = None, *,

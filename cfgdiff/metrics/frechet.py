@@ -20,9 +20,10 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
 
+from cfgdiff.config import FID_METHODS
 from cfgdiff.errors import MetricsError
 
-METHODS = ("eigh", "sqrtm")
+METHODS = FID_METHODS  # defined with ScoreConfig
 PSD_TOL = 1e-6  # relative to the mean variance: what float64 round-off can explain, not a real negative
 
 

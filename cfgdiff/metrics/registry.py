@@ -19,6 +19,8 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from cfgdiff.errors import ConfigError
+
 if TYPE_CHECKING:
     from cfgdiff.metrics.reference import Reference
     from cfgdiff.metrics.stats import Statistics
@@ -155,3 +157,13 @@ def run(metric: str, gen: Statistics, ref: Reference | None, opts: Options) -> d
     row = METRICS[metric]
     values = row.compute(gen, ref, opts)
     return dict(zip(row.keys, (float(v) for v in values)))
+
+
+def parse_metrics(text: str | Iterable[str]) -> tuple[str, ...]:
+    """'fid,is' -> ('fid', 'is'); ConfigError naming an unknown metric."""
+    asked = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    unknown = [m for m in asked if m not in METRICS]
+    if unknown or not asked:
+        raise ConfigError(f"unknown metric(s) {', '.join(unknown) or '(none)'}; choose from "
+                          f"{','.join(names())}")
+    return tuple(dict.fromkeys(asked))

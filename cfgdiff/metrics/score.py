@@ -6,81 +6,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 from pathlib import Path
 
 from cfgdiff import __version__, dist
-from cfgdiff.config import to_dict
+from cfgdiff.config import ScoreConfig, to_dict
 from cfgdiff.errors import ConfigError, MetricsError, WeightsError
 from cfgdiff.files import check_outputs, write_json
 from cfgdiff.metrics import registry
 from cfgdiff.metrics.cache import cache_root, memo_content_sha256
 from cfgdiff.metrics.detector import load_detector
-from cfgdiff.metrics.evaluate import compute_metrics, parse_metrics
+from cfgdiff.metrics.evaluate import compute_metrics
 from cfgdiff.metrics.extract import statistics_from_arrays, statistics_of
-from cfgdiff.metrics.frechet import METHODS
-from cfgdiff.metrics.reference import default_reference, load_reference, save_statistics
-from cfgdiff.metrics.sources import open_input, recorded_dataset
+from cfgdiff.metrics.reference import load_reference, save_statistics
+from cfgdiff.metrics.sources import open_input
 from cfgdiff.metrics.weights import HOW_TO_GET_HEAD
 
 RELIABLE_COUNT = 10_000  # below this FID and IS are strongly biased (the papers use 50,000 samples)
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoreConfig:
-    """What `cfgdiff score` does.
-
-    metrics: None = every metric the inputs allow (unavailable ones are reported, not fatal); an
-        explicit tuple makes each requested metric mandatory.
-    ref: None = the training dataset the samples' metadata (`<samples>.json`, written by `sample`) records,
-        if it exists; else no reference.
-    results: the results JSON (default: `<samples>.score.json` beside the samples).
-    force: score fewer than 2 samples (every metric then says why it is n/a), or replace an existing
-        --results/--save-stats file that cfgdiff did not write (never an input).
-    cache_dir: cache root for weights lookups and reference statistics (default: XDG cache).
-    """
-
-    samples: str
-    ref: str | None = None
-    inception: str | None = None
-    batch: int = 64
-    save_stats: str | None = None
-    metrics: tuple[str, ...] | None = None
-    fid_method: str = "eigh"
-    results: str | None = None
-    cache_dir: str | None = None
-    force: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.batch, int) or self.batch < 1:
-            raise ConfigError(f"batch must be a positive integer, got {self.batch!r}")
-        if self.fid_method not in METHODS:
-            raise ConfigError(f"fid_method must be one of {', '.join(METHODS)}, got {self.fid_method!r}")
-        if self.metrics is not None:
-            object.__setattr__(self, "metrics", parse_metrics(self.metrics))
-
-    def resolved_ref(self) -> tuple[str | None, str | None]:
-        """(--ref, else the samples' recorded training dataset where it exists; a warning if it does not)."""
-        recorded = recorded_dataset(self.samples) if self.ref is None else None
-        if recorded and not Path(recorded).exists():
-            return None, (f"the samples' training dataset {recorded} (recorded in {self.samples}.json) is not there; "
-                          "scoring without a reference (pass --ref)")
-        return default_reference(self.ref, recorded), None
-
-    def resolved_metrics(self, ref: str | None) -> tuple[str, ...]:
-        if self.metrics is not None:
-            needs = registry.needs_ref(self.metrics)
-            if needs and ref is None:
-                raise ConfigError(f"{','.join(needs)} need a reference: pass --ref")
-            return self.metrics
-        return tuple(m for m in registry.names() if ref is not None or not registry.METRICS[m].needs_ref)
-
-    def results_path(self) -> Path:
-        if self.results is not None:
-            return Path(self.results)
-        samples = Path(self.samples)
-        return samples.with_name((samples.stem if samples.is_file() else samples.name) + ".score.json")
 
 
 def score(cfg: ScoreConfig) -> dict[str, object]:
