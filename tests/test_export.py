@@ -55,12 +55,12 @@ def test_export_holds_the_ema_weights_and_the_config_that_rebuilds_them(run, tmp
 def test_export_refuses_existing_outputs_and_the_source(run, tmp_path):
     out = tmp_path / "w.safetensors"
     out.write_text("mine")
-    with pytest.raises(CfgdiffError, match="exists; pass --force"):
+    with pytest.raises(CfgdiffError, match="pass --force to overwrite it"):
         export_safetensors(run, out)
     assert out.read_text() == "mine"
     export_safetensors(run, out, force=True)
     assert safetensors_torch.load_file(str(out)).keys()
-    with pytest.raises(CfgdiffError, match="is the checkpoint being exported"):
+    with pytest.raises(CfgdiffError, match="is an input of this command"):
         export_safetensors(run / "ema-00000002.pt", run / "ema-00000002.pt", force=True)
     assert read_checkpoint(run / "ema-00000002.pt")["step"] == 2
 
