@@ -47,8 +47,10 @@ def with_micro_batch(cfg: TrainConfig, run_dir: Path, device: torch.device, worl
     if cfg.batch_per_device:
         return cfg, "as set"
     recorded = _recorded_micro_batch(run_dir / "config.json") if any(run_dir.glob("checkpoint-*.pt")) else None
-    if recorded is not None:
+    if recorded is not None and (recorded == 0 or cfg.batch % (recorded * world) == 0):
         return override(cfg, batch_per_device=recorded), "as the run started"
+    # (a recorded micro-batch that cannot cut this batch: the rerun changed the run, which resuming
+    # reports in one line with the differences, rather than a divisibility error here)
     micro, why = resolve_micro_batch(cfg, device, world)
     if world > 1:  # every rank takes rank 0's choice, or the ranks would cut different chunks
         micro, why = dist.broadcast_object((micro, why))
