@@ -46,7 +46,7 @@ def with_micro_batch(cfg: TrainConfig, run_dir: Path, device: torch.device, worl
 
     if cfg.batch_per_device:
         return cfg, "as set"
-    recorded = _recorded_micro_batch(run_dir / "config.json") if any(run_dir.glob("checkpoint-*.pt")) else None
+    recorded = _recorded_micro_batch(run_dir) if any(run_dir.glob("checkpoint-*.pt")) else None
     if recorded is not None and (recorded == 0 or cfg.batch % (recorded * world) == 0):
         return override(cfg, batch_per_device=recorded), "as the run started"
     # (a recorded micro-batch that cannot cut this batch: the rerun changed the run, which resuming
@@ -57,13 +57,20 @@ def with_micro_batch(cfg: TrainConfig, run_dir: Path, device: torch.device, worl
     return override(cfg, batch_per_device=micro), why
 
 
-def _recorded_micro_batch(path: Path) -> int | None:
-    """The batch_per_device of an existing run's config.json (0 kept: batch / processes, as before
-    the micro-batch was resolved from the device); None without a readable one."""
+def _recorded_micro_batch(run_dir: Path) -> int | None:
+    """The batch_per_device an existing run trained with: its config.json's, else its newest training
+    checkpoint's (0 kept: batch / processes, as before the micro-batch was resolved from the device);
+    None if neither says (a damaged checkpoint is then reported by resuming, in one line)."""
     try:
-        value = json.loads(path.read_text()).get("batch_per_device")
+        value = json.loads((run_dir / "config.json").read_text()).get("batch_per_device")
     except (OSError, ValueError, AttributeError):
-        return None
+        from cfgdiff.errors import CfgdiffError
+        from cfgdiff.runs import checkpoint_files, read_checkpoint
+
+        try:
+            value = read_checkpoint(checkpoint_files(run_dir)[-1])["config"].get("batch_per_device")
+        except (CfgdiffError, IndexError, AttributeError):
+            return None
     return value if isinstance(value, int) and value >= 0 else None
 
 
