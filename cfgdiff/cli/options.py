@@ -52,7 +52,8 @@ Sets = Annotated[
 ]
 Checkpoint = Annotated[
     Optional[Path],
-    typer.Argument(help="Run directory or checkpoint file (default: the newest run under runs/).", show_default=False),
+    typer.Argument(help="Run directory, checkpoint file or exported .safetensors (default: the newest run "
+                        "under runs/).", show_default=False),
 ]
 Steps = Annotated[int, typer.Option("--steps", "-T", min=2,
                                     help="T: sampling steps (λ grid points). NFE per sample = T, 2T when guided "

@@ -15,15 +15,13 @@ def sample(
     checkpoint: o.Checkpoint = None,
     w: Annotated[float, typer.Option(
         "--w", callback=o.rule(o.check_w),
-        help="Guidance weight w of Eq. 6 (0 = the conditional model; other tools' scale s = 1 + w). "
-             "Default 0.3: mild guidance; in the paper's Fig. 1 (ImageNet 64², T = 256) w = 0.3 gives FID 3.03 / "
-             "IS 92.8, between the best FID (w = 0.1: 1.55) and the best IS (w >= 4).")] = 0.3,
+        help="Guidance weight w of Eq. 6; 0 = the conditional model; other tools' scale s = 1 + w. Default 0.3: "
+             "mild guidance (paper Fig. 1: FID 3.03, IS 92.8; best FID at w = 0.1, best IS at w ≥ 4).")] = 0.3,
     n: o.N = 50000,
     steps: Annotated[int, typer.Option(
         "--steps", "-T", min=2,
-        help="T: sampling steps, the points of the λ grid. Network evaluations (NFE) per sample: T unguided, "
-             "2T guided (Eq. 6's ∅ pass), fewer outside --guidance-interval, heun 2T−1 (doubled when guided); "
-             "--dry-run prints the exact NFE. Default 256: the paper's.")] = 256,
+        help="T: sampling steps (λ grid points). NFE per sample: T, 2T guided (heun 2T−1, doubled guided), "
+             "less with --guidance-interval; --dry-run prints it. Default 256: the paper's.")] = 256,
     v: Annotated[float, typer.Option("--v", min=0.0, max=1.0,
                                      help="Variance interpolation v of Eq. 4 (ancestral only). Default 0.3: "
                                           "the paper's.")] = 0.3,
@@ -55,9 +53,11 @@ def sample(
 ) -> None:
     """Draw N samples with guidance weight w; rerunning the same command resumes.
 
-    Example:  cfgdiff sample runs/imagenet64-adm64 --w 0.3 --n 50000 --balanced --out w0.3.npz
-    Fast:     cfgdiff sample RUN --sampler dpmpp-2m --steps 20 --out fast/   (NFE 40 per guided sample)
-    Under torchrun the processes split the seeds:  torchrun --nproc_per_node 8 -m cfgdiff sample ...
+    Example:  cfgdiff sample RUN --w 0.3 --n 50000 --balanced --out w0.3.npz
+
+    Fast:     cfgdiff sample RUN --sampler dpmpp-2m --steps 20 --out fast/  (NFE 40)
+
+    torchrun splits the seeds:  torchrun --nproc_per_node 8 -m cfgdiff sample ...
     """
     from cfgdiff.config import SampleConfig
 
