@@ -33,7 +33,7 @@ from cfgdiff.config import SamplerConfig, to_dict
 from cfgdiff.console import Progress
 from cfgdiff.errors import CfgdiffError, ConfigError, DataError
 from cfgdiff.files import (
-    PartStore, check_outputs, forget_output, is_ours, npz_rows, output_lock, write_json, write_npz,
+    PartStore, check_outputs, forget_output, is_ours, npz_rows, output_lock, publish, write_json, write_npz,
 )
 from cfgdiff.runs import SamplingModel
 from cfgdiff.sampling.generate import nfe, sample_batch
@@ -229,11 +229,12 @@ def write_png_folder(npz: Path, png_dir: Path, fresh: bool = False) -> Path:
             continue
         tmp = staging / f"{name}.tmp"
         Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp, format="PNG")
-        os.replace(tmp, staging / name)
+        publish(tmp, staging / name, sync=False)  # the folder's rename below is the commit point
     (staging / "plan.json").unlink()
     if png_dir.exists():
         shutil.rmtree(png_dir)
-    os.replace(staging, png_dir)
+    os.sync()  # every PNG on disk before the folder appears (one call, not an fsync per file)
+    publish(staging, png_dir)
     return png_dir
 
 
