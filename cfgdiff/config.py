@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cfgdiff.errors import ConfigError
-from cfgdiff.parse import check_w, label_mode, parse_grid, parse_sets, seeds_for
+from cfgdiff.parse import check_w, label_mode, parse_grid, parse_interval, parse_sets, seeds_for
 
 C = TypeVar("C")
 
@@ -168,6 +168,38 @@ class DiffusionConfig:
         if not self.lam_min < self.lam_max:
             raise ConfigError(f"lam_min ({self.lam_min}) must be below lam_max ({self.lam_max})")
         check_range("p_uncond", self.p_uncond, 0.0, 1.0)
+
+
+# The built-in sampler and λ-grid names, for parse-time checks and completions without importing torch
+# (the registries themselves are cfgdiff.diffusion.sampler.BUILTIN and cfgdiff.diffusion.grids.GRIDS;
+# tests/test_sample_cli.py checks that the lists agree).
+BUILTIN_SAMPLERS = ("ancestral", "ddim", "dpmpp-2m", "heun")
+GRID_NAMES = ("paper", "linear", "edm")
+
+
+def sampler_names() -> list[str]:
+    """The built-in samplers, then the names in the `cfgdiff.samplers` entry-point group (not loaded)."""
+    from importlib.metadata import entry_points
+
+    return [*BUILTIN_SAMPLERS, *sorted(ep.name for ep in entry_points(group="cfgdiff.samplers")
+                                       if ep.name not in BUILTIN_SAMPLERS)]
+
+
+def _known(kind: str, name: str, names: list[str] | tuple[str, ...]) -> str:
+    if name not in names:
+        raise ConfigError(f"unknown {kind} {name!r}; choose one of {', '.join(names)}")
+    return name
+
+
+def check_sampler_name(name: str) -> str:
+    """The rule for `--sampler`: a built-in or an installed plugin's name (the entry points are only
+    listed for a name that is not built in). Returns name."""
+    return name if name in BUILTIN_SAMPLERS else _known("sampler", name, sampler_names())
+
+
+def check_grid_name(name: str) -> str:
+    """The rule for `--grid` (the λ grid). Returns name."""
+    return _known("grid", name, GRID_NAMES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,6 +352,8 @@ class TrainConfig:
     grid_images: int = 16  # fixed seeds 0..n-1 with classes seed mod K, at w = 0 and w = grid_w
     grid_w: float = 3.0
     grid_steps: int = 32
+    grid_sampler: str = "ancestral"  # the training grids' sampler (a name in the sampler registry)
+    grid_schedule: str = "paper"  # the training grids' λ grid: paper, linear or edm
     keep: int = 3  # training checkpoints (and EMA files) kept
     workers: int = 4  # data-loading processes per rank
     amp: bool = True  # bf16 autocast where the device has native bf16 (CUDA, AVX512-BF16 CPUs)
@@ -349,6 +383,8 @@ class TrainConfig:
         check_range("grad_clip", self.grad_clip, 0.0)
         check_range("ema_decay", self.ema_decay, 0.0, 0.999999)
         check_range("grid_w", self.grid_w, 0.0)
+        check_sampler_name(self.grid_sampler)
+        check_grid_name(self.grid_schedule)
         if not isinstance(self.model, ModelConfig) or not isinstance(self.diffusion, DiffusionConfig):
             raise ConfigError("model and diffusion must be ModelConfig and DiffusionConfig")
 
@@ -356,7 +392,7 @@ class TrainConfig:
 # Fields a rerun may change without starting a new run: how long, how often, and how it is computed.
 RESUMABLE_CHANGES = frozenset(
     {"kimg", "tick_kimg", "snapshot_kimg", "grid_kimg", "grid_images", "grid_w", "grid_steps", "keep", "workers",
-     "compile"}
+     "compile", "grid_sampler", "grid_schedule"}
 )
 
 # Named presets. Each is a recipe: a network and the hyperparameters it is trained with.
@@ -487,6 +523,11 @@ class SampleConfig:
 
     seeds: ranges as `--seeds` takes them (default 0..n-1); the first n are used.
     classes: a comma list of class indices to cycle through (excludes `balanced`).
+    out: an .npz file, or a folder (an existing one, or a path ending in "/"): then
+        <out>/samples.npz and the PNG folder <out>/png/ (see `out_paths`).
+    sampler, grid, eta, guidance_interval ("LO:HI"), rescale, threshold: as in SamplerConfig.
+    guide: a run folder or checkpoint whose network replaces the ∅ pass (autoguidance).
+    preview: a PNG grid of the first 64 samples.
     """
 
     checkpoint: Path | None
@@ -500,19 +541,32 @@ class SampleConfig:
     classes: str | None = None
     batch: int = 64
     shard_size: int = 1000
-    grid: Path | None = None
+    preview: Path | None = None
     clip: bool = True
     force: bool = False
     dry_run: bool = False
+    sampler: str = "ancestral"
+    grid: str = "paper"
+    eta: float = 0.0
+    guidance_interval: str | None = None
+    guide: Path | None = None
+    rescale: float = 0.0
+    threshold: float = 0.0
+    out_is_folder: bool = False  # set from the command line's trailing "/" (a Path drops it)
 
     def __post_init__(self) -> None:
-        self.sampler()
+        check_sampler_name(self.sampler)
+        check_grid_name(self.grid)
+        self.sampler_config()
         _check_positive(self, "batch", "shard_size")
         seeds_for(self.seeds, self.n)
         label_mode(self.balanced, self.classes)
 
-    def sampler(self) -> SamplerConfig:
-        return SamplerConfig(steps=self.steps, v=self.v, w=self.w, clip_x=self.clip)
+    def sampler_config(self) -> SamplerConfig:
+        interval = parse_interval(self.guidance_interval, "--guidance-interval") if self.guidance_interval else None
+        return SamplerConfig(steps=self.steps, v=self.v, w=self.w, clip_x=self.clip, sampler=self.sampler,
+                             grid=self.grid, eta=self.eta, guidance_interval=interval, rescale=self.rescale,
+                             threshold=self.threshold)
 
 
 @dataclasses.dataclass(frozen=True)

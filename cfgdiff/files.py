@@ -155,6 +155,18 @@ def atomic_write(path: Path, write: Callable[[Any], None], *, record: bool = Fal
         f.flush()
 
 
+def publish(tmp: Path, path: Path, *, sync: bool = True) -> None:
+    """Rename a finished file or folder `tmp` onto `path` and (with `sync`) fsync the folder: for writers
+    that stage many files in a private folder (sample's PNG folder), where `atomic_path`'s scan of the
+    folder for stale temporaries on every write would cost O(N²)."""
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _cannot_write(path, e) from None
+    if sync:
+        _fsync_dir(Path(path).parent)
+
+
 def write_bytes(path: Path, data: bytes, *, record: bool = False) -> None:
     atomic_write(path, lambda f: f.write(data), record=record)
 
@@ -433,7 +445,8 @@ def npz_rows(path: Path, key: str = "arr_0") -> int | None:
 
 __all__ = [
     "LEDGER", "PartStore", "atomic_path", "atomic_write", "check_outputs", "forget_output", "is_ours", "lock_path",
-    "npz_rows", "output_lock", "record_output", "remove_stale_temps", "run_inputs", "same_file", "sha256_file",
+    "npz_rows", "output_lock", "publish", "record_output", "remove_stale_temps", "run_inputs", "same_file",
+    "sha256_file",
     "temp_path",
     "write_bytes", "write_json", "write_npz", "write_text",
 ]

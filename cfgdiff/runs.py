@@ -22,6 +22,7 @@ other images) is refused on resume instead of training on silently.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -285,12 +286,51 @@ def resolve_weights_file(path: str | Path) -> Path:
     return path
 
 
+SAFETENSORS_FORMAT = "cfgdiff-ema-safetensors"  # cfgdiff.train.export writes it (`cfgdiff export RUN`)
+
+
+def read_safetensors(path: Path) -> dict[str, Any]:
+    """An exported EMA file (`cfgdiff.train.export`) as the EMA_KEYS dict `read_checkpoint` gives, or
+    CheckpointError. safetensors holds tensors and string metadata only: nothing in it runs on load."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != SAFETENSORS_FORMAT:
+                raise CheckpointError(f"{path}: a safetensors file, but not one `cfgdiff export` wrote "
+                                      f"(metadata format {meta.get('format')!r}, expected {SAFETENSORS_FORMAT!r})")
+            if meta.get("version") != "1":
+                raise CheckpointError(f"{path}: export version {meta.get('version')!r} is not one this cfgdiff "
+                                      "reads (1)")
+            ema = {name: f.get_tensor(name) for name in f.keys()}
+    except SafetensorError as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: truncated or not a safetensors file ({reason})") from None
+    try:
+        state = {"format": EMA_FORMAT, "version": VERSION, "config": json.loads(meta["config"]),
+                 "dataset_info": json.loads(meta["dataset_info"]), "step": int(meta["step"]),
+                 "images_seen": int(meta["images_seen"]), "ema": ema}
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged export metadata ({type(exc).__name__}: {exc})") from None
+    _check_keys(state, EMA_KEYS, path, "")
+    _check_keys(state["dataset_info"], DATASET_KEYS, path, "dataset_info.", optional={"fingerprint": dict})
+    return state
+
+
+def is_safetensors(path: Path) -> bool:
+    return Path(path).suffix == ".safetensors"
+
+
 def load_for_sampling(path: str | Path, device: torch.device | str = "cpu") -> SamplingModel:
-    """The EMA network of a run directory (its newest EMA file) or of one checkpoint/EMA file."""
+    """The EMA network of a run directory (its newest EMA file), of one checkpoint/EMA file, or of a
+    `cfgdiff export` safetensors file (its SHA-256 is then the provenance)."""
     from cfgdiff.nn import build_unet
 
     file = resolve_weights_file(path)
-    state = read_checkpoint(file)
+    if is_safetensors(file) and not file.is_file():
+        raise CheckpointError(f"{file}: no such safetensors file")
+    state = read_safetensors(file) if is_safetensors(file) else read_checkpoint(file)
     cfg = checkpoint_config(state, file)
     net = build_unet(cfg.model)
     load_weights(net, state["ema"], file)

@@ -45,9 +45,9 @@ def test_pipeline_as_a_user_runs_it(workdir):
     assert summary["steps"] == 4 and (run / "config.json").exists()
 
     r = cfgdiff(["sample", "--w", "1", "--n", "20", "--steps", "4", "--balanced", "--out", "s.npz",
-                 "--grid", "s.png", "--json"], d, env)
+                 "--preview", "s.png", "--json"], d, env)
     prov = json.loads(r.stdout)
-    assert prov["nfe"] == 2 * 4 * 20 and prov["checkpoint_sha256"]
+    assert prov["results"]["nfe"] == 2 * 4 * 20 and prov["provenance"]["checkpoint_sha256"]
     with np.load(d / "s.npz") as f:
         assert f["arr_0"].shape == (20, 16, 16, 3) and f["arr_0"].dtype == np.uint8
         assert np.bincount(f["arr_1"]).tolist() == [2] * 10

@@ -81,11 +81,12 @@ CASES = [
          "not written by cfgdiff"),
     Case("--results in a missing folder", _inputs, ("score", "S.npz", "--results", "no/r.json"), "does not exist"),
     # sample
-    Case("--grid is --out", _inputs, (*SAMPLE, "--out", "g/x.npz", "--grid", "g/x.npz"), "is also --out"),
-    Case("--grid in a missing folder", _inputs, (*SAMPLE, "--out", "x.npz", "--grid", "no/g.png"), "does not exist"),
-    Case("--grid is a user's file", _inputs, (*SAMPLE, "--out", "x.npz", "--grid", "user.png"),
+    Case("--preview is --out", _inputs, (*SAMPLE, "--out", "g/x.npz", "--preview", "g/x.npz"), "is also --out"),
+    Case("--preview in a missing folder", _inputs, (*SAMPLE, "--out", "x.npz", "--preview", "no/g.png"),
+         "does not exist"),
+    Case("--preview is a user's file", _inputs, (*SAMPLE, "--out", "x.npz", "--preview", "user.png"),
          "not written by cfgdiff"),
-    Case("--grid is a hard link to the checkpoint", _inputs, (*SAMPLE, "--out", "x.npz", "--grid", "hard.png",
+    Case("--preview is a hard link to the checkpoint", _inputs, (*SAMPLE, "--out", "x.npz", "--preview", "hard.png",
                                                               "--force"), "is an input"),
     Case("--out's provenance is a user's file", _user_files("x.npz.json"), (*SAMPLE, "--out", "x.npz"),
          "not written by cfgdiff"),
@@ -128,10 +129,10 @@ def test_a_replaced_sample_file_is_not_complete_already(tmp_path, monkeypatch, c
     ws = workspace()
     monkeypatch.chdir(tmp_path)
     shutil.copytree(ws / "runs" / "tiny", tmp_path / "run")
-    assert main([*SAMPLE, "--out", "x.npz", "--grid", "x.png"]) == 0
-    assert main([*SAMPLE, "--out", "x.npz", "--grid", "x.png"]) == 0  # the same command: nothing to do
+    assert main([*SAMPLE, "--out", "x.npz", "--preview", "x.png"]) == 0
+    assert main([*SAMPLE, "--out", "x.npz", "--preview", "x.png"]) == 0  # the same command: nothing to do
     assert "complete already" in capsys.readouterr().err
-    shutil.copy(tmp_path / "x.png", tmp_path / "x.npz")  # e.g. what `--grid x.npz` once did
+    shutil.copy(tmp_path / "x.png", tmp_path / "x.npz")  # e.g. what `--preview x.npz` once did
     png = hashlib.sha256((tmp_path / "x.npz").read_bytes()).hexdigest()
     assert main([*SAMPLE, "--out", "x.npz"]) == 2
     err = capsys.readouterr().err

@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
 def test_two_processes_draw_the_same_samples_as_one(trained):
     d, env = trained
     # -n, not --n: torchrun's own parser takes --n for an abbreviation of --nnodes
-    args = ["sample", "--w", "1.5", "-n", "9", "--steps", "3", "--batch", "2", "--shard-size", "2"]
+    args = ["sample", "--w", "1.5", "-n", "9", "--steps", "3", "--batch-per-device", "2", "--shard-size", "2"]
     run([sys.executable, "-m", "cfgdiff", *args, "--out", "one.npz"], d, env)
     script = str(Path(sys.executable).parent / "cfgdiff")  # the console script, as users call it
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script]

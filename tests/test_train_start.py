@@ -202,7 +202,8 @@ def test_sample_grid_is_captioned_with_w_and_kimg(tmp_path):
 
     train(tiny_config(tmp_path, kimg=0.008, grid_kimg=0.008, grid_images=3, grid_steps=2, grid_w=2.5))
     im = Image.open(tmp_path / "run" / "grid-00000002.png")
-    assert im.text == {"w": "0,2.5", "kimg": "0.008", "steps": "2", "seeds": "0-2"}
+    assert im.text == {"w": "0,2.5", "kimg": "0.008", "steps": "2", "seeds": "0-2",
+                       "sampler": "ancestral", "grid": "paper"}
     px = np.asarray(im)
     assert px.shape == (2 * (CAPTION_HEIGHT + 16), 3 * 16, 3)
     for top in (0, CAPTION_HEIGHT + 16):  # each band: black with white text

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from cfgdiff.config import TrainConfig, check_sets
+from cfgdiff.config import TrainConfig, check_grid_name, check_sampler_name, check_sets
 from cfgdiff.errors import ConfigError
 from cfgdiff.parse import MAX_SEEDS, check_w, parse_classes, parse_grid, parse_interval, parse_seeds
 
@@ -33,7 +33,8 @@ def rule(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 W = Annotated[
-    float, typer.Option("--w", callback=rule(check_w), help="Guidance weight w of Eq. 6 (0 = conditional model).")
+    float, typer.Option("--w", callback=rule(check_w),
+                        help="Guidance weight w of Eq. 6 (0 = the conditional model); other tools' scale s = 1 + w.")
 ]
 Grid = Annotated[
     str, typer.Option("--w", metavar="GRID", callback=rule(parse_grid),
@@ -51,9 +52,12 @@ Sets = Annotated[
 ]
 Checkpoint = Annotated[
     Optional[Path],
-    typer.Argument(help="Run directory or checkpoint file (default: the newest run under runs/).", show_default=False),
+    typer.Argument(help="Run directory, checkpoint file or exported .safetensors (default: the newest run "
+                        "under runs/).", show_default=False),
 ]
-Steps = Annotated[int, typer.Option("--steps", "-T", min=2, help="T: network evaluations per sample (Sec. 2).")]
+Steps = Annotated[int, typer.Option("--steps", "-T", min=2,
+                                    help="T: sampling steps (λ grid points). NFE per sample = T, 2T when guided "
+                                         "(heun 2T−1, doubled); --dry-run prints the exact count.")]
 V = Annotated[float, typer.Option("--v", min=0.0, max=1.0, help="Variance interpolation v of Eq. 4.")]
 NoClip = Annotated[bool, typer.Option("--no-clip", help="Do not clip x̂ to [-1, 1].")]
 Batch = Annotated[int, typer.Option("--batch", min=1, metavar="IMAGES", help="Images per network batch (per process).")]
@@ -75,3 +79,28 @@ Classes = Annotated[
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan (NFE, time estimate) and exit.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+# ---- the sampler (sample, sweep, demo; train's grids use --sampler/--grid too) ----------------------------------
+SamplerName = Annotated[
+    str, typer.Option("--sampler", metavar="NAME", callback=rule(check_sampler_name),
+                      help="Sampler: ancestral (the paper's Eq. 4, default), ddim, dpmpp-2m, heun, or a plugin's.")
+]
+GridName = Annotated[
+    str, typer.Option("--grid", metavar="NAME", callback=rule(check_grid_name),
+                      help="λ grid: paper (uniform in u of p(λ), default), linear (uniform in λ), "
+                           "edm (Karras ρ=7).")
+]
+Eta = Annotated[float, typer.Option("--eta", min=0.0, max=1.0, help="DDIM's η (0: deterministic); ddim only.")]
+GuideWith = Annotated[
+    Optional[Path], typer.Option("--guide-with", metavar="RUN_OR_CKPT", show_default=False,
+                                 help="Autoguidance: guide with this weaker network instead of the ∅ pass; "
+                                      "its classes, resolution and λ range must match.")
+]
+Rescale = Annotated[float, typer.Option("--rescale", metavar="PHI", min=0.0, max=1.0,
+                                        help="CFG-rescale φ (Lin et al. 2024); 0 = off.")]
+Threshold = Annotated[float, typer.Option("--threshold", metavar="P", min=0.0, max=1.0,
+                                          help="Dynamic thresholding of x̂ at percentile P (e.g. 0.995); 0 = off.")]
+BatchPerDevice = Annotated[
+    int, typer.Option("--batch-per-device", min=1, metavar="IMAGES",
+                      help="Images per network batch per process (a guided batch is a 2·IMAGES forward).")
+]

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from cfgdiff import dist
-from cfgdiff.config import SampleConfig
+from cfgdiff.config import SampleConfig, to_dict
 from cfgdiff.files import run_inputs
 from cfgdiff.parse import first_seeds, label_mode, seeds_for
-from cfgdiff.sampling.generate import nfe, seconds_per_step
 from cfgdiff.sampling.labels import labels_for_seeds
+
+SAMPLES_NAME, PNG_FOLDER = "samples.npz", "png"
 
 
 def seeds_and_labels(
@@ -23,46 +24,83 @@ def seeds_and_labels(
     return seed_list, labels_for_seeds(seed_list, num_classes, mode, class_ids).tolist()
 
 
-def run_sample_command(req: SampleConfig) -> dict[str, Any]:
-    """Load the checkpoint, then either estimate (dry run) or draw the samples; returns a summary."""
-    from cfgdiff.sampling.model import load_model
-    from cfgdiff.sampling.shards import SampleJob, check_output, run_sample
+def out_paths(req: SampleConfig) -> tuple[Path, Path | None]:
+    """The npz and the PNG folder (None unless `--out` names a folder: DIR/samples.npz, DIR/png/)."""
+    if req.out_is_folder or req.out.is_dir():
+        return req.out / SAMPLES_NAME, req.out / PNG_FOLDER
+    return req.out, None
 
-    sampler = req.sampler()
+
+def run_sample_command(req: SampleConfig) -> dict[str, Any]:
+    """Load the checkpoint (and the autoguidance guide, checked against it before any sampling),
+    then either estimate (dry run) or draw the samples. Returns the `--json` envelope's parts."""
+    from cfgdiff.sampling.generate import check_guide_model, seconds_per_step
+    from cfgdiff.sampling.model import load_model
+    from cfgdiff.sampling.shards import SampleJob, check_output, guide_record, provenance, run_sample
+
+    sampler = req.sampler_config()
+    npz, png_dir = out_paths(req)
+    inputs = (*run_inputs(req.checkpoint), *run_inputs(req.guide))
     if not req.dry_run:  # every output rule before the model loads (see cfgdiff.files)
-        check_output(req.out, req.grid, tuple(run_inputs(req.checkpoint)), force=req.force)
+        check_output(npz, req.preview, tuple(inputs), force=req.force, png_dir=png_dir)
     dist.init()
     device = dist.device()
     model = load_model(req.checkpoint, device)
+    guide = None
+    if req.guide is not None:
+        guide = load_model(req.guide, device)
+        check_guide_model(model, guide)  # one line naming the mismatch, before any sampling
     seeds, labels = seeds_and_labels(req.n, req.seeds, model.num_classes, req.balanced, req.classes)
-    job = SampleJob(tuple(seeds), tuple(labels), sampler, batch=req.batch, shard_size=req.shard_size)
+    job = SampleJob(tuple(seeds), tuple(labels), sampler, batch=req.batch, shard_size=req.shard_size, guide=guide)
+    prov = provenance(model, job)
+    parts = {
+        "inputs": {"checkpoint": str(model.path), "guide": None if guide is None else str(guide.path)},
+        "outputs": {"samples": str(npz), "provenance": str(npz.with_name(npz.name + ".json")),
+                    "png": None if png_dir is None else str(png_dir), "preview": req.preview},
+        "settings": {"sampler": to_dict(sampler), "n": req.n, "seeds": prov["seeds"],
+                     "batch_per_device": req.batch, "shard_size": req.shard_size,
+                     "labels": "balanced" if req.balanced else ("classes" if req.classes else "uniform"),
+                     "classes": req.classes},
+        "provenance": {"checkpoint_sha256": model.sha256, "kimg": model.kimg, "guide": guide_record(guide),
+                       "dataset": model.dataset},
+    }
+    per_sample = prov["nfe_per_sample"]
     if req.dry_run:
         t = seconds_per_step(model, min(req.batch, req.n), sampler.w != 0, device)
         batches = math.ceil(req.n / (req.batch * dist.world_size()))
+        # t is one forward of the guided (2B) batch when w > 0: half of it per network evaluation
+        per_eval = t / 2 if sampler.w != 0 else t
         plan = {
             "n": req.n,
-            "nfe": nfe(sampler, req.n),
+            "nfe_per_sample": per_sample,
+            "nfe": per_sample * req.n,
+            "sampler": sampler.sampler,
+            "grid": sampler.grid,
             "steps": sampler.steps,
             "w": sampler.w,
             "processes": dist.world_size(),
             "device": str(device),
             "seconds_per_step": t,
-            "estimated_seconds": t * sampler.steps * batches,
+            "estimated_seconds": per_eval * per_sample * batches,
             "checkpoint_sha256": model.sha256,
         }
-        dist.print0(
-            f"plan: {req.n} samples, NFE = {plan['nfe']:,} ({'2' if sampler.w else '1'}·T·N), "
-            f"~{plan['estimated_seconds'] / 3600:.2f} h on {dist.world_size()}× {device}"
-        )
-        return plan
-    prov = run_sample(model, job, req.out, device, force=req.force)
-    if req.grid is not None and dist.is_main():
-        _write_grid(req.out, req.grid)
-    dist.print0(f"wrote {req.out} ({req.n} samples, w={sampler.w}, T={sampler.steps})")
-    return {"out": str(req.out), **prov}
+        return {**parts, "results": plan}
+    done = run_sample(model, job, npz, device, force=req.force, png_dir=png_dir)
+    if req.preview is not None and dist.is_main():
+        _write_preview(npz, req.preview)
+    dist.print0(f"wrote {npz} ({req.n} samples, {sampler.sampler}, w={sampler.w}, T={sampler.steps}, "
+                f"NFE {per_sample}/sample)" + (f" and {png_dir}/" if png_dir is not None else ""))
+    return {**parts, "results": {"out": str(npz), **done}}
 
 
-def _write_grid(npz: Path, png: Path, count: int = 64) -> None:
+def plan_line(plan: dict[str, Any]) -> str:
+    """The dry run's plan in one line (stdout)."""
+    return (f"plan: {plan['n']} samples with {plan['sampler']} on the {plan['grid']} grid, T = {plan['steps']}, "
+            f"w = {plan['w']:g}: NFE = {plan['nfe_per_sample']} per sample, {plan['nfe']:,} in all; "
+            f"~{plan['estimated_seconds'] / 3600:.2f} h on {plan['processes']}× {plan['device']}")
+
+
+def _write_preview(npz: Path, png: Path, count: int = 64) -> None:
     import numpy as np
 
     from cfgdiff.images import save_grid

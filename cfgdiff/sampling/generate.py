@@ -1,4 +1,9 @@
-"""Turning a trained network into images: one batch of seeds -> uint8 images (Eq. 4 with Eq. 6).
+"""Turning a trained network into images: seeds + labels -> uint8 images, for every sampler.
+
+`images_for_seeds` is the ONE place where seeds become images: `cfgdiff sample`, `sweep`, the Fig. 3
+grid and the training grids (train/grid.py) all call it, so a sampler, grid or guidance variant
+chosen anywhere reaches the pixels the same way. It dispatches through the sampler registry
+(`cfgdiff.diffusion.sample`: `SamplerConfig.sampler` on the λ grid `SamplerConfig.grid`).
 
 `model` is a `cfgdiff.runs.SamplingModel` (its `net`, `diffusion_cfg`, `num_classes`, `resolution`).
 """
@@ -12,8 +17,9 @@ import numpy as np
 import torch
 
 from cfgdiff import dist
-from cfgdiff.config import DiffusionConfig, SamplerConfig
+from cfgdiff.config import DiffusionConfig, SamplerConfig, TrainConfig
 from cfgdiff.diffusion import PerSampleNoise, nfe_per_sample, sample
+from cfgdiff.diffusion.guidance import EpsFn, NetworkSpec, check_guide
 from cfgdiff.diffusion.network import network_eps
 from cfgdiff.errors import NumericalError
 from cfgdiff.images import to_uint8
@@ -27,6 +33,38 @@ def default_autocast(device: torch.device) -> torch.dtype | None:
 
 
 @torch.inference_mode()
+def images_for_seeds(
+    net: torch.nn.Module,
+    run: TrainConfig,
+    seeds: Sequence[int],
+    labels: Sequence[int],
+    sampler: SamplerConfig,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    guide: EpsFn | None = None,
+    callback: Callable[[int, int], None] | None = None,
+    require_finite: bool = True,
+) -> np.ndarray:
+    """Images for `seeds` with class `labels`: uint8 (B, R, R, C), C = run.model.in_channels.
+
+    Each seed owns its noise stream (`PerSampleNoise`), so an image does not depend on the batch.
+    `guide`: the guide ε-predictor for autoguidance (then no ∅ pass). `require_finite`: a NaN/Inf
+    sample is a NumericalError naming the seeds (never quantised and scored); the training grid
+    passes False, as a picture of what the EMA does must not stop training.
+    """
+    m = run.model
+    eps = network_eps(net, run.diffusion, autocast=autocast)
+    noise = PerSampleNoise(seeds, (m.in_channels, m.resolution, m.resolution), device)
+    lab = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=device)
+    x = sample(eps, lab, noise, sampler, run.diffusion, null_label=m.num_classes, callback=callback, guide=guide)
+    if require_finite:
+        bad = ~torch.isfinite(x.flatten(1)).all(1)
+        if bad.any():  # never quantise NaN to pixels and score them
+            first = [int(s) for s, b in zip(seeds, bad.tolist()) if b][:5]
+            raise NumericalError(f"non-finite samples (NaN/Inf) at w={sampler.w} for seeds {first}; try a smaller w")
+    return to_uint8(x.float())
+
+
 def sample_batch(
     model: SamplingModel,
     seeds: Sequence[int],
@@ -34,22 +72,27 @@ def sample_batch(
     sampler: SamplerConfig,
     device: torch.device,
     callback: Callable[[int, int], None] | None = None,
+    guide: SamplingModel | None = None,
 ) -> np.ndarray:
-    """Samples for `seeds` with class `labels`: uint8 (B, R, R, 3). Each seed owns its noise stream."""
-    eps = network_eps(model.net, model.diffusion_cfg, autocast=default_autocast(device))
-    r = model.resolution
-    noise = PerSampleNoise(seeds, (3, r, r), device)
-    lab = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=device)
-    x = sample(eps, lab, noise, sampler, model.diffusion_cfg, null_label=model.num_classes, callback=callback)
-    bad = ~torch.isfinite(x.flatten(1)).all(1)
-    if bad.any():  # never quantise NaN to pixels and score them
-        first = [int(s) for s, b in zip(seeds, bad.tolist()) if b][:5]
-        raise NumericalError(f"non-finite samples (NaN/Inf) at w={sampler.w} for seeds {first}; try a smaller w")
-    return to_uint8(x.float())
+    """`images_for_seeds` for a loaded model (and an autoguidance `guide` model): uint8 (B, R, R, 3)."""
+    autocast = default_autocast(device)
+    guide_eps = None if guide is None else network_eps(guide.net, guide.diffusion_cfg, autocast=autocast)
+    return images_for_seeds(model.net, model.config, seeds, labels, sampler, device, autocast,
+                            guide=guide_eps, callback=callback)
+
+
+def network_spec(model: SamplingModel) -> NetworkSpec:
+    return NetworkSpec(model.num_classes, model.resolution, model.diffusion_cfg)
+
+
+def check_guide_model(main: SamplingModel, guide: SamplingModel) -> None:
+    """One ConfigError line when `guide` cannot guide `main` (classes, resolution or λ range differ)."""
+    check_guide(network_spec(main), network_spec(guide))
 
 
 def nfe(sampler: SamplerConfig, n: int, diffusion: DiffusionConfig = DiffusionConfig()) -> int:
-    """Network evaluations per image times images (`nfe_per_sample`: exact for every sampler)."""
+    """Network evaluations per image times images (`nfe_per_sample`: exact for every sampler; pass
+    the model's DiffusionConfig, whose λ range places the grid against a guidance interval)."""
     return nfe_per_sample(sampler, diffusion) * n
 
 

@@ -6,6 +6,11 @@ atomically, with `plan.json`). Rerunning the same command skips finished parts; 
 job discards them. When every part exists, rank 0 joins them into `<out>` (`arr_0` (N, H, W, 3) uint8,
 `arr_1` (N,) int64 labels) and writes the provenance beside it as `<out>.json`, both atomically and
 entered in the folder's ownership ledger, then removes the parts. Rank 0 holds `.<out>.lock` meanwhile.
+
+`sample --out DIR/` also writes the PNG folder DIR/png/ (`write_png_folder`): png/000000.png is
+arr_0[0], and so on (index-named: row i's seed is the i-th of the provenance's `seeds`), which EDM,
+torch-fidelity and clean-fid read. The PNGs go to `DIR/.png.partial/` first and the folder is renamed
+to png/ when complete; a rerun finishes a partial folder.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +33,7 @@ from cfgdiff.config import SamplerConfig, to_dict
 from cfgdiff.console import Progress
 from cfgdiff.errors import CfgdiffError, ConfigError, DataError
 from cfgdiff.files import (
-    PartStore, check_outputs, forget_output, is_ours, npz_rows, output_lock, write_json, write_npz,
+    PartStore, check_outputs, forget_output, is_ours, npz_rows, output_lock, publish, write_json, write_npz,
 )
 from cfgdiff.runs import SamplingModel
 from cfgdiff.sampling.generate import nfe, sample_batch
@@ -40,6 +48,7 @@ class SampleJob:
     sampler: SamplerConfig
     batch: int = 64
     shard_size: int = 1000
+    guide: SamplingModel | None = None  # autoguidance: the guide network (replaces the ∅ pass)
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -54,10 +63,18 @@ class SampleJob:
         return [(a, min(a + self.shard_size, n)) for a in range(0, n, self.shard_size)]
 
 
+def guide_record(guide: SamplingModel | None) -> dict[str, Any] | None:
+    """The autoguidance guide's identity (path, SHA-256, kimg), or None."""
+    if guide is None:
+        return None
+    return {"path": str(guide.path), "sha256": guide.sha256, "kimg": guide.kimg, "model": to_dict(guide.model_cfg)}
+
+
 def provenance(model: SamplingModel, job: SampleJob) -> dict[str, Any]:
     """Everything that determines the samples, plus where they came from."""
     seeds = np.asarray(job.seeds, np.int64)
     labels = np.asarray(job.labels, np.int64)
+    per_sample = nfe(job.sampler, 1, model.diffusion_cfg)
     return {
         "cfgdiff_version": __version__,
         "checkpoint_sha256": model.sha256,
@@ -72,7 +89,9 @@ def provenance(model: SamplingModel, job: SampleJob) -> dict[str, Any]:
         "seeds": _compact_seeds(job.seeds),
         "seeds_sha256": hashlib.sha256(seeds.tobytes()).hexdigest(),
         "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest(),
-        "nfe": nfe(job.sampler, len(job.seeds)),
+        "guide": guide_record(job.guide),
+        "nfe_per_sample": per_sample,
+        "nfe": per_sample * len(job.seeds),
     }
 
 
@@ -92,7 +111,10 @@ def _compact_seeds(seeds: tuple[int, ...]) -> str:
 def _identity(prov: dict[str, Any]) -> dict[str, Any]:
     """The part of the provenance that must match for parts to be reused (not the kimg label etc.)."""
     keys = ["checkpoint_sha256", "sampler", "diffusion", "n", "seeds_sha256", "labels_sha256", "resolution"]
-    return {k: prov[k] for k in keys}
+    ident = {k: prov[k] for k in keys}
+    if prov.get("guide") is not None:  # absent for unguided jobs, so their parts and files stay valid
+        ident["guide_sha256"] = prov["guide"]["sha256"]
+    return ident
 
 
 def _read_part(store: PartStore, start: int, stop: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -104,16 +126,34 @@ def _read_part(store: PartStore, start: int, stop: int) -> tuple[np.ndarray, np.
     return part["arr_0"], part["arr_1"]
 
 
-def check_output(out: Path, grid: Path | None = None, inputs: tuple[Path | None, ...] = (), force: bool = False) -> None:
-    """The output rules for `out` (and the `grid` PNG), before any work: see `cfgdiff.files`."""
+PNG_NAME = re.compile(r"^\d{6,}\.png$")
+
+
+def png_name(i: int) -> str:
+    return f"{i:06d}.png"
+
+
+def check_output(out: Path, preview: Path | None = None, inputs: tuple[Path | None, ...] = (), force: bool = False,
+                 png_dir: Path | None = None) -> None:
+    """The output rules for `out` (and the `preview` PNG and the `png_dir` folder), before any work:
+    see `cfgdiff.files`. With `png_dir`, out's folder may still have to be created."""
     if out.suffix != ".npz":
-        raise ConfigError(f"--out must end in .npz, got {out}")
-    if not out.parent.exists():
+        raise ConfigError(f"--out must end in .npz, got {out} (or name a folder: DIR/)")
+    if png_dir is None and not out.parent.exists():
         raise DataError(f"output folder {out.parent} does not exist")
     sidecar = out.with_name(out.name + ".json")
     # an existing --out (and its provenance) is judged by `finished_earlier`: same job, nothing to do
-    check_outputs({"--out": out, "--out's provenance": sidecar, "--grid": grid}, inputs, force=force,
-                  replaceable=[out, sidecar] if out.exists() else [])
+    check_outputs({"--out": out, "--out's provenance": sidecar, "--preview": preview}, inputs, force=force,
+                  replaceable=[out, sidecar] if out.exists() else [], make_folders=png_dir is not None)
+    if png_dir is not None and (png_dir.exists() or png_dir.is_symlink()):
+        if png_dir.is_symlink() or not png_dir.is_dir():
+            raise ConfigError(f"--out's PNG folder {png_dir} exists and is not a folder cfgdiff wrote")
+        foreign = [p.name for p in png_dir.iterdir() if not PNG_NAME.match(p.name)]
+        if foreign:
+            raise ConfigError(f"--out's PNG folder {png_dir} holds files cfgdiff did not write ({foreign[0]}); "
+                              "choose another --out")
+        if not force and not out.exists():  # without the npz it belongs to, it is not the result of this job
+            raise ConfigError(f"--out's PNG folder {png_dir} exists; pass --force to overwrite it")
 
 
 def finished_earlier(out: Path, prov: dict[str, Any]) -> dict[str, Any] | None:
@@ -135,20 +175,74 @@ def finished_earlier(out: Path, prov: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def run_sample(model: SamplingModel, job: SampleJob, out: Path, device: torch.device,
-               force: bool = False) -> dict[str, Any]:
-    """Draw every sample of `job` into `out`, resuming from finished parts; returns the provenance."""
+               force: bool = False, png_dir: Path | None = None) -> dict[str, Any]:
+    """Draw every sample of `job` into `out`, resuming from finished parts; returns the provenance.
+    `png_dir`: also write the samples as a PNG folder (`write_png_folder`)."""
     out = Path(out)
-    check_output(out, force=force)
+    check_output(out, force=force, png_dir=png_dir)
+    if png_dir is not None and dist.is_main():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
     prov = provenance(model, job)
     store = PartStore(out, _identity(prov), "sample")
     done = None if force else finished_earlier(out, prov)
     if done is not None:  # the same command ran to the end before (perhaps killed while cleaning up)
         if dist.is_main():
             store.remove()
+            if png_dir is not None:
+                write_png_folder(out, png_dir)
             dist.print0(f"{out} is complete already (same checkpoint, seeds, labels and sampler); nothing to do")
         return done
     with output_lock(out, "sample") if dist.is_main() else contextlib.nullcontext():
-        return _run(model, job, out, device, prov, store)
+        prov = _run(model, job, out, device, prov, store)
+        if png_dir is not None and dist.is_main():
+            write_png_folder(out, png_dir, fresh=True)
+        return prov
+
+
+def write_png_folder(npz: Path, png_dir: Path, fresh: bool = False) -> Path:
+    """arr_0 of `npz` as `png_dir`/000000.png, 000001.png, … (row i → i). Written into
+    `.<png_dir>.partial/` (each file under a temporary name, then renamed) and renamed to `png_dir`
+    when complete; a rerun keeps the finished files. `fresh`: the npz was just (re)written, so an
+    existing `png_dir` (checked by `check_output` to hold only such files) is stale: removed first."""
+    from PIL import Image
+
+    with np.load(npz) as f:
+        images = f["arr_0"]
+    if fresh and png_dir.exists():
+        shutil.rmtree(png_dir)  # the PNGs of the npz just replaced (`check_output` saw only our names)
+    if png_dir.is_dir() and len(list(png_dir.iterdir())) == len(images):
+        return png_dir  # finished earlier, from this same npz (png/ appears only when complete)
+    staging = png_dir.with_name(f".{png_dir.name}.partial")
+    plan = {"npz": npz.name, "rows": len(images), "npz_sha256": hashlib.sha256(images.tobytes()).hexdigest()}
+    if staging.exists() and _read_plan(staging) != plan:
+        shutil.rmtree(staging)  # from another npz
+    staging.mkdir(exist_ok=True)
+    write_json(staging / "plan.json", plan)
+    have = set(os.listdir(staging))
+    for name in have:
+        if ".tmp" in name:
+            (staging / name).unlink(missing_ok=True)  # a write cut short
+    for i, image in enumerate(images):
+        name = png_name(i)
+        if name in have:
+            continue
+        tmp = staging / f"{name}.tmp"
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp, format="PNG")
+        publish(tmp, staging / name, sync=False)  # the folder's rename below is the commit point
+    (staging / "plan.json").unlink()
+    if png_dir.exists():
+        shutil.rmtree(png_dir)
+    os.sync()  # every PNG on disk before the folder appears (one call, not an fsync per file)
+    publish(staging, png_dir)
+    return png_dir
+
+
+def _read_plan(folder: Path) -> Any:
+    try:
+        return json.loads((folder / "plan.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _run(model: Any, job: SampleJob, out: Path, device: torch.device, prov: dict[str, Any], store: PartStore) -> dict[str, Any]:
@@ -164,8 +258,9 @@ def _run(model: Any, job: SampleJob, out: Path, device: torch.device, prov: dict
             images = []
             for i in range(a, b, job.batch):
                 j = min(i + job.batch, b)
-                images.append(sample_batch(model, job.seeds[i:j], job.labels[i:j], job.sampler, device))
-                bar.advance(j - i, nfe=nfe(job.sampler, j - i))
+                images.append(sample_batch(model, job.seeds[i:j], job.labels[i:j], job.sampler, device,
+                                           guide=job.guide))
+                bar.advance(j - i, nfe=prov["nfe_per_sample"] * (j - i))
             arr = np.concatenate(images)
             store.write(a, {
                 "arr_0": arr,

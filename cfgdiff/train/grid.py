@@ -3,7 +3,10 @@
 Each block of rows (one w) sits under a caption band, `w=3  12.8 kimg` in white on black
 (CAPTION_HEIGHT pixels; clipped on a grid narrower than the text), and the PNG's text chunks hold
 the same facts in full: `w` (the blocks' values, top to bottom, comma-separated), `kimg`, `steps`,
-`seeds`.
+`seeds`, `sampler`, `grid`.
+
+The images come from `cfgdiff.sampling.generate.images_for_seeds`, the one seeds → images function
+`sample` uses too, with cfg.grid_sampler on the λ grid cfg.grid_schedule.
 """
 
 from __future__ import annotations
@@ -15,10 +18,9 @@ import numpy as np
 import torch
 
 from cfgdiff.config import SamplerConfig, TrainConfig
-from cfgdiff.diffusion import PerSampleNoise, ancestral_sample
-from cfgdiff.diffusion.network import network_eps
 from cfgdiff.files import atomic_write
-from cfgdiff.images import tile, to_uint8
+from cfgdiff.images import tile
+from cfgdiff.sampling.generate import images_for_seeds
 
 CAPTION_HEIGHT = 12
 
@@ -26,27 +28,26 @@ CAPTION_HEIGHT = 12
 @torch.no_grad()
 def write_sample_grid(net: torch.nn.Module, cfg: TrainConfig, path: Path, autocast: torch.dtype | None,
                       kimg: float) -> Path:
-    """Sample seeds 0 … n−1 (class = seed mod K) with cfg.grid_steps ancestral steps, once at w = 0
+    """Sample seeds 0 … n−1 (class = seed mod K) with cfg.grid_steps steps of cfg.grid_sampler on the
+    λ grid cfg.grid_schedule, once at w = 0
     and once at w = cfg.grid_w (skipped for an unconditional model), and tile them: one block of
     rows per w under its caption, the same seed in the same column."""
-    n, k, m = cfg.grid_images, cfg.model.num_classes, cfg.model
+    n, k = cfg.grid_images, cfg.model.num_classes
     device = next(net.parameters()).device
     seeds = list(range(n))
-    labels = torch.tensor([s % k if k else 0 for s in seeds], dtype=torch.long, device=device)
-    eps_fn = network_eps(net, cfg.diffusion, autocast=autocast)
+    labels = [s % k if k else 0 for s in seeds]
     ncols = min(n, 16)
     per_block = math.ceil(n / ncols) * ncols
     blocks, ws = [], (0.0, cfg.grid_w) if k and cfg.grid_w > 0 else (0.0,)
     for w in ws:
-        noise = PerSampleNoise(seeds, (m.in_channels, m.resolution, m.resolution), device)
-        x = ancestral_sample(eps_fn, labels, noise, SamplerConfig(steps=cfg.grid_steps, w=w), cfg.diffusion,
-                             null_label=k)
-        images = to_uint8(x[:, :3])
+        sampler = SamplerConfig(steps=cfg.grid_steps, w=w, sampler=cfg.grid_sampler, grid=cfg.grid_schedule)
+        images = images_for_seeds(net, cfg, seeds, labels, sampler, device, autocast, require_finite=False)
+        images = images[..., :3]
         pad = np.zeros((per_block - n, *images.shape[1:]), dtype=np.uint8)
         blocks.append(tile(np.concatenate([images, pad]), ncols))
     return save_captioned(blocks, [f"w={w:g}  {kimg:g} kimg" for w in ws], path,
                           {"w": ",".join(f"{w:g}" for w in ws), "kimg": f"{kimg:g}", "steps": str(cfg.grid_steps),
-                           "seeds": f"0-{n - 1}"})
+                           "seeds": f"0-{n - 1}", "sampler": cfg.grid_sampler, "grid": cfg.grid_schedule})
 
 
 def save_captioned(blocks: list[np.ndarray], captions: list[str], path: Path, text: dict[str, str]) -> Path:
