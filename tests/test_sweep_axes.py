@@ -136,3 +136,51 @@ def test_a_single_axis_sweep_folder_is_refused_in_one_line(run_and_ref, random_w
     assert main(_args(run_and_ref, random_weights, out, "--w", "0", "--steps", "2")) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "older cfgdiff" in err[0] and not (out / "sweep.jsonl").exists()
+
+
+# ---- table, plots and report from rows alone (no model) -----------------------------------------------------------
+def _synthetic_rows():
+    """Two samplers × two T over 51 w values; FID(w) = a + (w − b)², so each line's best w is b (the oracle)."""
+    rows, best = {}, {}
+    for sampler, steps, a, b, nfe in [("ancestral", 256, 5.0, 1.2, 256), ("ancestral", 16, 9.0, 2.0, 16),
+                                      ("dpmpp-2m", 16, 6.0, 1.6, 16), ("dpmpp-2m", 8, 8.0, 0.4, 8)]:
+        for w in np.round(np.linspace(0, 4, 51), 2):
+            row = {"sampler": sampler, "steps": steps, "grid": "paper", "guidance_interval": None, "w": float(w),
+                   "nfe": nfe * (2 if w > 0 else 1), "fid": a + (w - b) ** 2, "precision": 0.5, "n": 8}
+            rows[sweep_mod.row_key(row)] = row
+        best[(sampler, steps)] = (b, a)
+    return rows, best
+
+
+def test_table_is_grouped_by_sampler_and_steps_and_plots_mark_each_lines_best(tmp_path):
+    from PIL import Image
+
+    from cfgdiff.sampling.report import best_per_line, write_plots
+
+    rows, best = _synthetic_rows()
+    got = {(line[0], line[1]): (r["w"], r["fid"]) for line, r in best_per_line(rows).items()}
+    assert got.keys() == best.keys() and all(got[k] == pytest.approx(best[k]) for k in best)
+    table = sweep_mod.markdown_table(rows)
+    headings = [ln for ln in table.splitlines() if ln.startswith("### ")]
+    assert headings == ["### ancestral, T=16", "### ancestral, T=256", "### dpmpp-2m, T=8", "### dpmpp-2m, T=16"]
+    assert table.count("\n| 1.2 | 512 | 5.00 |") == 1  # ancestral T=256 at its best w: NFE 2T
+    for path in write_plots(rows, tmp_path, "n=8 per row"):
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.width > 600
+
+
+def test_demo_report_carries_the_sweep_metadata(tmp_path):
+    from cfgdiff.config import DemoConfig
+    from cfgdiff.demo import tradeoff_checks, write_report
+
+    rows = {w: {"w": w, "nfe": 32 if w == 0 else 64, "fid": 10 - w, "precision": 0.5 + w / 10, "recall": 0.5 - w / 10}
+            for w in (0.0, 1.0)}
+    meta = {"n": 200, "v": 0.3, "seeds": "0-199", "labels": "balanced",
+            "checkpoint": {"path": "demo/runs/shapes16-tiny/ema-00000938.pt", "step": 938, "kimg": 60.0, "sha256": "ab" * 32},
+            "reference": {"path": "demo/reference/shapes16.h5", "sha256": "cd" * 32},
+            "inception": {"path": "weights.pth", "sha256": "ef" * 32}}
+    checks = tradeoff_checks(rows)
+    text = write_report(tmp_path, DemoConfig(), {"kimg": 60.0, "loss": 0.1}, rows, checks, meta).read_text()
+    assert checks == {"precision_rises": True, "recall_falls": True}
+    for needle in ("ancestral, T = 32", "step 938", "`abababababababab…`", "shapes16.h5", "weights.pth", "| 1 | 64 |"):
+        assert needle in text, needle

@@ -162,7 +162,12 @@ def write_fid_vs_nfe(rows: dict[Any, dict[str, Any]], path: Path, subtitle: str 
         for nfe, fid, w, steps in points:
             ax.annotate(f"T={steps}, w={w:g}", (nfe, fid), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if by_sampler:
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
         ax.set_xscale("log")
+        ax.set_xticks(sorted({p[0] for points in by_sampler.values() for p in points}))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     return _finish(plt, fig, ax, path, bool(by_sampler), "network evaluations per sample (NFE)",
                    "FID at the line's best w", "FID against NFE, each (sampler, steps) at its best w", subtitle)
 

@@ -104,10 +104,10 @@ def write_rows(out_dir: Path, rows: dict[Any, dict[str, Any]]) -> None:
 
 # ---- what the outputs say about themselves ------------------------------------------------------------------------
 def describe(meta: dict[str, Any]) -> str:
-    """One line naming n, v, the checkpoint, the reference and the Inception weights (table.md, plot titles)."""
+    """Two lines naming n, v, the checkpoint, the reference and the Inception weights (table.md, plot titles)."""
     c, r, i = meta["checkpoint"], meta["reference"], meta["inception"]
     return (f"n={meta['n']} per row, v={meta['v']:g}; checkpoint {Path(c['path']).name} (step {c['step']}, "
-            f"sha {c['sha256'][:12]}); reference {Path(r['path']).name} (sha {r['sha256'][:12]}); "
+            f"sha {c['sha256'][:12]})\nreference {Path(r['path']).name} (sha {r['sha256'][:12]}); "
             f"Inception sha {i['sha256'][:12]}")
 
 
