@@ -41,6 +41,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from cfgdiff.train.loop import train
     from cfgdiff.train.setup import resolve_config
 
+    from cfgdiff.config import SamplerConfig
+    from cfgdiff.diffusion.sampler import check_sampler_config
+
+    check_sampler_config(SamplerConfig(steps=cfg.steps, sampler=cfg.sampler, grid=cfg.grid))  # before any work
     t0 = time.monotonic()
     out = Path(cfg.out_dir)
     data = out / "data" / f"shapes{cfg.size}.h5"

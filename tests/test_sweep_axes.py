@@ -10,6 +10,10 @@ weights (`test_inception.random_weights`): real sampling and real scoring, small
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +26,7 @@ from cfgdiff.cli.app import main
 from cfgdiff.sampling import sweep as sweep_mod
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +114,13 @@ def test_a_finished_sweep_reruns_without_loading_anything(run_and_ref, random_we
     assert [r["w"] for r in doc["results"]["rows"]] == [0.0, 1.0] and doc["results"]["computed"] == 0
     assert doc["provenance"]["checkpoint"]["step"] == 4 and doc["provenance"]["inception"]["sha256"]
     assert doc["outputs"]["fid_vs_nfe.png"].endswith("fid_vs_nfe.png")
+    # as a user reruns it: the finished sweep is found without importing torch (start-up is most of the 2 s)
+    code = ("import sys; from cfgdiff.cli.app import main; rc = main(sys.argv[1:]); "
+            "sys.exit(rc or ('torch' in sys.modules and 'torch imported'))")
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout == first and r.stderr.count("done earlier, skipped") == 2
     # one more w is work again: the model loads
     with pytest.raises(AssertionError, match="loaded a model"):
         main([*args[:-4], "--w", "0,1,2", *args[-2:]])

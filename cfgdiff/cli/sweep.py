@@ -83,11 +83,16 @@ def sweep(
     )
     import dataclasses
 
-    from cfgdiff import dist
-    from cfgdiff.sampling.sweep import format_plan, run_sweep
+    import os
 
-    result = run_sweep(req)
-    if not dist.is_main():  # under torchrun, rank 0 alone reports: one document
+    from cfgdiff.sampling.sweep_files import finished_sweep, format_plan
+
+    result = finished_sweep(req)  # a finished sweep: found without importing torch
+    if result is None:
+        from cfgdiff.sampling.sweep import run_sweep
+
+        result = run_sweep(req)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports: one document
         return
     settings = {**dataclasses.asdict(req), "out_dir": str(result.out_dir)}
     if as_json:
