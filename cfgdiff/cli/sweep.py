@@ -64,11 +64,12 @@ def sweep(
     = False,
     as_json: o.Json = False,
 ) -> None:
-    """Sample and score every combination of w, sampler, steps (and grid, interval) with the same seeds and
-    labels; rerunning resumes, and adding a value to any axis computes only the new rows.
+    """Sample and score every combination of w, sampler, steps (and grid, interval) with the same seeds and labels.
 
-    Writes sweep.jsonl, sweep.csv, table.md (Fig. 1, one table per sampler and steps), fid_vs_is.png (Fig. 2),
-    fid_vs_w.png, fid_vs_nfe.png, grid.png (Fig. 3) and sweep.json, then prints the table.
+    Rerunning resumes; adding a value to any axis computes only the new rows; a finished sweep reruns at once.
+
+    Writes table.md (Fig. 1), fid_vs_is.png (Fig. 2), fid_vs_w.png, fid_vs_nfe.png, grid.png (Fig. 3),
+    sweep.jsonl/csv and sweep.json, then prints the table and the paths.
 
     Example:  cfgdiff sweep runs/imagenet64-adm64 --w 0:4:0.5 --sampler ancestral,dpmpp-2m --steps 256,32,16
     """
@@ -79,7 +80,8 @@ def sweep(
         steps=tuple(parse_steps_axis(steps)), grids=tuple(parse_axis(grid, "grid")),
         intervals=tuple(parse_interval_axis(guidance_interval)) if guidance_interval else (None,), v=v, eta=eta,
         rescale=rescale, threshold=threshold, ref=ref, out_dir=out_dir, seeds=seeds, balanced=balanced,
-        batch=batch_per_device, inception=inception, metrics=_metrics(metrics), keep_samples=keep_samples, clip=not no_clip, dry_run=dry_run,
+        batch=batch_per_device, inception=inception, metrics=_metrics(metrics), keep_samples=keep_samples,
+        clip=not no_clip, dry_run=dry_run,
     )
     import dataclasses
 

@@ -206,7 +206,7 @@ def run_sweep(req: SweepConfig) -> SweepResult:
         _check_settings(out_dir, _shared_settings(model, base, reference.sha256, detector.sha256, req.metrics))
     meta = _meta(model, req, seeds, reference, detector)
     dist.barrier()
-    computed = 0
+    computed: list[Key] = []
     with output_lock(out_dir / "sweep.jsonl", "sweep") if dist.is_main() else contextlib.nullcontext():
         rows = read_rows(out_dir / "sweep.jsonl")
         for cfg in combos:
@@ -219,7 +219,8 @@ def run_sweep(req: SweepConfig) -> SweepResult:
             job = dataclasses.replace(base, sampler=cfg)
             keep = out_dir / _keep_name(key) if req.keep_samples else None
             stats = score_row(model, job, detector, device, keep)
-            metrics = compute_metrics(stats, reference, req.metrics, device=str(device))  # precision/recall on the GPU, as `score`
+            # precision/recall on the GPU, as `score`
+            metrics = compute_metrics(stats, reference, req.metrics, device=str(device))
             row = {"sampler": cfg.sampler, "steps": cfg.steps, "grid": cfg.grid,
                    "guidance_interval": list(cfg.guidance_interval) if cfg.guidance_interval else None, "w": cfg.w,
                    "nfe": nfe(cfg, 1, model.diffusion_cfg),
@@ -227,7 +228,7 @@ def run_sweep(req: SweepConfig) -> SweepResult:
                    "seconds": round(time.perf_counter() - t0, 2), "cfgdiff_version": __version__,
                    "unavailable": metrics["unavailable"]}
             rows[key] = row
-            computed += 1
+            computed.append(key)
             if dist.is_main():
                 write_rows(out_dir, rows)
                 shown = ("fid", "is_mean", "precision", "recall")
@@ -237,11 +238,12 @@ def run_sweep(req: SweepConfig) -> SweepResult:
             write_text(out_dir / "table.md", f"# cfgdiff sweep\n\n{markdown_table(rows, meta)}", record=True)
             write_plots(rows, out_dir, describe(meta))
             grid = out_dir / "grid.png"
-            if computed or not is_ours(grid):  # Fig. 3 for the first line's settings
-                first = [r for r in _ordered(rows) if line_of(row_key(r)) == line_of(key_of(combos[0]))]
+            line = line_of(key_of(combos[0]))  # Fig. 3 for the first line's settings, redrawn when it changed
+            if not is_ours(grid) or any(line_of(k) == line for k in computed):
+                first = [r for r in _ordered(rows) if line_of(row_key(r)) == line]
                 write_figure_grid(model, base, [r["w"] for r in first], grid, device, req.figure_ws)
             summary = {"meta": meta, "request": fingerprint(req, file, ref), "rows": _ordered(rows)}
             write_json(out_dir / "sweep.json", summary, indent=1, record=True)
     dist.barrier()
-    return SweepResult(out_dir, _ordered(rows), meta, computed)
+    return SweepResult(out_dir, _ordered(rows), meta, len(computed))
 
