@@ -99,9 +99,9 @@ step "4b. train" 60 bash -o pipefail -c "$C train --preset tiny --kimg 2 --batch
 step "4c. sample" 45 bash -o pipefail -c "$C sample --w 1 --n 500 --steps 32 --balanced --out s.npz --grid s.png --json | tail -c 300"
 $P -c "import h5py, numpy as np; f = h5py.File('data/shapes32.h5', 'r'); np.savez('ref.npz', arr_0=f['images'][:1000])"
 step "4d. score" 45 bash -o pipefail -c "$C score s.npz --ref ref.npz --json | tail -c 600"
-step "4e. sweep" 60 bash -o pipefail -c "$C sweep --w 0,2 -n 200 --steps 16 --ref ref.npz --out sw --json | tail -c 600"
+step "4e. sweep" 60 bash -o pipefail -c "$C sweep --w 0,2 -n 200 --steps 16 --ref ref.npz --out-dir sw --json | tail -c 600"
 step "4f. demo (train and score in one process)" 90 \
-    bash -o pipefail -c "$C demo --out demo --kimg 1 --n 20 --steps 4 --w 0,1 --json | tail -c 600"
+    bash -o pipefail -c "$C demo --out-dir demo --kimg 1 --n 20 --steps 4 --w 0,1 --json | tail -c 600"
 cd - >/dev/null
 step "5. adm64 bf16 training MFU, torch.compile" 180 $P bench/train.py --mfu --preset adm64 --batch 128 --steps 20 --compile
 echo "gpu.sh: ${SECONDS}s; failed: ${FAILED[*]:-none}"

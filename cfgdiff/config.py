@@ -569,20 +569,58 @@ class SampleConfig:
                              threshold=self.threshold)
 
 
+def parse_axis(text: str, what: str) -> list[str]:
+    """A sweep axis as `--sampler`, `--grid` take it: one value or a comma list, kept in the order given."""
+    items = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not items:
+        raise ConfigError(f"{what} {text!r}: no values")
+    if len(items) != len(set(items)):
+        raise ConfigError(f"{what} {text!r}: a value appears twice")
+    return items
+
+
+def parse_steps_axis(text: str) -> list[int]:
+    """`--steps` of sweep: T or a comma list of T values, each an integer >= 2."""
+    values = []
+    for item in parse_axis(text, "steps"):
+        if not item.isdigit() or int(item) < 2:
+            raise ConfigError(f"steps {text!r}: {item!r} is not an integer >= 2")
+        values.append(int(item))
+    return values
+
+
+def parse_interval_axis(text: str) -> list[tuple[float, float] | None]:
+    """`--guidance-interval` of sweep: LO:HI or a comma list of them; `all` is guidance everywhere."""
+    from cfgdiff.parse import parse_interval
+
+    return [None if item == "all" else parse_interval(item, "guidance interval")
+            for item in parse_axis(text, "guidance interval")]
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
-    """`cfgdiff sweep`: one SampleConfig-like job per w of `grid`, scored against `ref`.
+    """`cfgdiff sweep`: every combination of the axes (sampler, steps, grid, guidance interval, w), each
+    sampled with the same seeds and labels and scored against `ref`.
 
-    grid: the w values as `--w` takes them (start:stop:step or a comma list).
-    out_dir: the sweep folder (default: sweeps/<dataset>-T<T>-n<n>).
+    w: the guidance weights as `--w` takes them (start:stop:step or a comma list).
+    samplers, steps, grids, intervals: the other axes, one value or several each.
+    v, eta, rescale, threshold, clip: sampler settings shared by every row.
+    out_dir: the sweep folder (default: sweeps/<run>-step<step>).
+    metrics: the metrics of every row (default: all that the inputs allow; the rest are n/a with the reason).
     figure_ws: how many w values the Fig. 3 grid shows.
     """
 
     checkpoint: Path | None
-    grid: str
+    w: str
     n: int
-    steps: int = 256
+    samplers: tuple[str, ...] = ("ancestral",)
+    steps: tuple[int, ...] = (256,)
+    grids: tuple[str, ...] = ("paper",)
+    intervals: tuple[tuple[float, float] | None, ...] = (None,)
     v: float = 0.3
+    eta: float = 0.0
+    rescale: float = 0.0
+    threshold: float = 0.0
     ref: str | None = None
     out_dir: Path | None = None
     seeds: str | None = None
@@ -592,18 +630,30 @@ class SweepConfig:
     keep_samples: bool = False
     clip: bool = True
     figure_ws: int = 5
+    metrics: tuple[str, ...] | None = None  # names in cfgdiff.metrics.registry; None: every one the inputs allow
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
-        parse_grid(self.grid)
-        self.sampler()
+        parse_grid(self.w)
+        for name in ("samplers", "steps", "grids", "intervals"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name}: give at least one value")
+        self.combinations()
         _check_positive(self, "batch", "figure_ws")
         seeds_for(self.seeds, self.n)
 
     def ws(self) -> list[float]:
-        return parse_grid(self.grid)
+        return parse_grid(self.w)
 
-    def sampler(self, w: float = 0.0) -> SamplerConfig:
-        return SamplerConfig(steps=self.steps, v=self.v, w=w, clip_x=self.clip)
+    def sampler(self, w: float = 0.0, sampler: str = "ancestral", steps: int = 256, grid: str = "paper",
+                interval: tuple[float, float] | None = None) -> SamplerConfig:
+        return SamplerConfig(steps=steps, v=self.v, w=w, clip_x=self.clip, sampler=sampler, grid=grid, eta=self.eta,
+                             guidance_interval=interval, rescale=self.rescale, threshold=self.threshold)
+
+    def combinations(self) -> list[SamplerConfig]:
+        """One SamplerConfig per row of the sweep, in table order (sampler, steps, grid, interval, w)."""
+        return [self.sampler(w, s, t, g, i) for s in self.samplers for t in self.steps for g in self.grids
+                for i in self.intervals for w in self.ws()]
 
 
 FID_METHODS = ("eigh", "sqrtm")  # the matrix square root of FID (cfgdiff.metrics.frechet)
@@ -678,14 +728,16 @@ class ScoreConfig:
 class DemoConfig:
     """Sizes of the demo; the defaults fit in about 10 minutes on 2 CPU cores."""
 
-    out: str = "demo"
+    out_dir: str = "demo"
     size: int = 16  # pixels; the shapes stay recognisable at 16×16 and the tiny U-Net is 4× cheaper than at 32
     train_images: int = 20_000
     reference_images: int = 500
     kimg: float = 60.0  # training budget, thousands of images (~5 min at ~200 img/s on 2 cores)
-    grid: str = "0,1,2,4"
+    w: str = "0,1,2,4"
     n: int = 200  # samples per w (20 per class); Inception on 2 CPU cores scores ~8 img/s
     steps: int = 32  # T
+    sampler: str = "ancestral"  # the documented results (docs, README) were measured with these three
+    grid: str = "paper"
     batch: int = 200
 
     def __post_init__(self) -> None:
@@ -693,4 +745,5 @@ class DemoConfig:
             check_range(name, getattr(self, name), 1)
         check_size(self.size)
         check_range("kimg", self.kimg, 0.001)
-        parse_grid(self.grid)
+        parse_grid(self.w)
+        SamplerConfig(steps=self.steps, sampler=self.sampler, grid=self.grid)

@@ -3,16 +3,15 @@
 Every step is the library function behind the matching command, and each resumes, so rerunning
 `cfgdiff demo` after an interruption continues where it stopped. Everything goes under one folder:
 
-    <out>/data/shapes16.h5          the training set (`cfgdiff prepare builtin:shapes --size 16`)
-    <out>/reference/shapes16.h5     held-out reference images (another seed)
-    <out>/runs/shapes16-tiny/       the training run (`cfgdiff train --preset tiny`)
-    <out>/sweep/                    sweep.jsonl/csv, table.md, fid_vs_is.png, grid.png (`cfgdiff sweep`)
-    <out>/report.md                 the table, the plots, and whether the paper's trade-off shows
+    <out-dir>/data/shapes16.h5          the training set (`cfgdiff prepare builtin:shapes --size 16`)
+    <out-dir>/reference/shapes16.h5     held-out reference images (another seed)
+    <out-dir>/runs/shapes16-tiny/       the training run (`cfgdiff train --preset tiny`)
+    <out-dir>/sweep/                    sweep.jsonl/csv, table.md, the plots, grid.png (`cfgdiff sweep`)
+    <out-dir>/report.md                 the table, the plots, and whether the paper's trade-off shows
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from cfgdiff.train.loop import train
     from cfgdiff.train.setup import resolve_config
 
+    from cfgdiff.config import SamplerConfig
+    from cfgdiff.diffusion.sampler import check_sampler_config
+
+    check_sampler_config(SamplerConfig(steps=cfg.steps, sampler=cfg.sampler, grid=cfg.grid))  # before any work
     t0 = time.monotonic()
-    out = Path(cfg.out)
+    out = Path(cfg.out_dir)
     data = out / "data" / f"shapes{cfg.size}.h5"
     ref = out / "reference" / f"shapes{cfg.size}.h5"
     run_dir = out / "runs" / f"shapes{cfg.size}-tiny"
@@ -61,15 +64,19 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                                                                   "grid_kimg": cfg.kimg, "tick_kimg": 5.0})
     summary = train(train_cfg)
 
-    stage(f"3/4 sweep w over {cfg.grid} with {cfg.n} samples each, T = {cfg.steps}, scored with Inception")
-    rows = run_sweep(SweepConfig(checkpoint=run_dir, grid=cfg.grid, n=cfg.n, steps=cfg.steps, ref=str(ref),
-                                 out_dir=out / "sweep", balanced=True, batch=cfg.batch))
+    stage(f"3/4 sweep w over {cfg.w} with {cfg.n} samples each, {cfg.sampler}, T = {cfg.steps}, "
+          "scored with Inception")
+    result = run_sweep(SweepConfig(checkpoint=run_dir, w=cfg.w, n=cfg.n, samplers=(cfg.sampler,),
+                                   steps=(cfg.steps,), grids=(cfg.grid,), ref=str(ref), out_dir=out / "sweep",
+                                   balanced=True, batch=cfg.batch))
+    rows = {float(r["w"]): r for r in result.rows}  # one sampler, one T: a row per w
 
     stage("4/4 write the report")
     checks = tradeoff_checks(rows)
-    report = write_report(out, cfg, summary, rows, checks) if dist.is_main() else out / "report.md"
+    report = write_report(out, cfg, summary, rows, checks, result.meta) if dist.is_main() else out / "report.md"
     stage(f"done: {report}")
-    return {"report": str(report), "rows": [rows[w] for w in sorted(rows)], "checks": checks}
+    return {"report": str(report), "rows": [rows[w] for w in sorted(rows)], "checks": checks, "meta": result.meta,
+            "sweep": {k: str(v) for k, v in result.outputs().items()}}
 
 
 def tradeoff_checks(rows: dict[float, dict[str, Any]]) -> dict[str, bool]:
@@ -87,19 +94,18 @@ def _f4(x: float | None) -> str:
 
 
 def write_report(out: Path, cfg: DemoConfig, summary: dict[str, Any], rows: dict[float, dict[str, Any]],
-                 checks: dict[str, bool]) -> Path:
+                 checks: dict[str, bool], meta: dict[str, Any]) -> Path:
     from cfgdiff.sampling.sweep import markdown_table
 
-    settings = json.loads((out / "sweep" / "settings.json").read_text())
     yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
     text = f"""# cfgdiff demo report
 
 Built-in `shapes` data set ({cfg.train_images} images, 10 classes, {cfg.size}×{cfg.size}); the `tiny` U-Net
 trained for {summary['kimg']:g} kimg (final loss {_f4(summary['loss'])}); for each w, {cfg.n} class-balanced
-samples with the same seeds (T = {cfg.steps}, v = 0.3), scored against {cfg.reference_images} held-out images
-with the Inception network (weights sha256 `{settings['inception_sha256'][:16]}…`).
+samples with the same seeds (sampler {cfg.sampler}, T = {cfg.steps}, {cfg.grid} λ grid, v = {meta['v']:g}, NFE per
+sample in the table), scored against {cfg.reference_images} held-out images with the Inception network.
 
-{markdown_table(rows)}
+{markdown_table(rows, meta)}
 IS is "n/a" when only features-only Inception weights were found (see `docs/score.md`).
 
 The paper's trade-off, measured here (w = {min(rows):g} → w = {max(rows):g}):
@@ -108,6 +114,8 @@ The paper's trade-off, measured here (w = {min(rows):g} → w = {max(rows):g}):
 - recall falls: {yes(checks['recall_falls'])}
 
 ![FID against IS or precision](sweep/fid_vs_is.png)
+
+![FID against w](sweep/fid_vs_w.png)
 
 Samples with the same seeds and classes across w (rows), as the paper's Fig. 3:
 

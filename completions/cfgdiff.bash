@@ -6,13 +6,13 @@ _cfgdiff() {
         return
     fi
     case "${COMP_WORDS[1]}" in
-        demo) opts="--out -o --kimg --n --steps -T --w --json --help" ;;
+        demo) opts="--out-dir -o --kimg --n --sampler --steps -T --grid --w --json --help" ;;
         export) opts="--out -o --force --json --help" ;;
         plugins) opts="--json --help" ;;
         prepare) opts="--out -o --size --resize --split --limit --classes --draft --no-draft --class-map --seed --preset --workers --force --dry-run --json --help" ;;
         sample) opts="--w --n -n --num-samples --steps -T --v --out -o --seeds --balanced --classes --batch --shard-size --grid --no-clip --force --dry-run --json --help" ;;
         score) opts="--ref --inception --batch --save-stats --metrics --results --fid-method --json --force --help" ;;
-        sweep) opts="--w --n -n --num-samples --steps -T --v --ref --out -o --seeds --balanced --batch --inception --keep-samples --no-clip --json --help" ;;
+        sweep) opts="--w --n -n --num-samples --sampler --steps -T --grid --guidance-interval --v --eta --rescale --threshold --ref --out-dir -o --seeds --balanced --batch-per-device --inception --metrics --keep-samples --no-clip --dry-run --json --help" ;;
         train) opts="--data --preset --run-dir --kimg --batch --batch-per-device --lr --lr-warmup --ema --ema-warmup --no-ema-warmup --dropout --grad-clip --seed --tick --snapshot --grid --keep --workers --compile --no-compile --amp --no-amp --set --log --hours --dry-run --json --help" ;;
     esac
     if [[ "$cur" == -* ]]; then

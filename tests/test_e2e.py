@@ -64,15 +64,17 @@ def test_pipeline_as_a_user_runs_it(workdir):
     assert m["fid"] > 0 and 0 <= m["precision"] <= 1 and m["is_mean"] is None  # features-only weights: no IS
     assert scores["weights"]["sha256"] == scores["reference"]["weights_sha256"]
 
-    r = cfgdiff(["sweep", "--w", "0,2", "--n", "10", "--steps", "3", "--ref", "ref.npz", "--out", "sw", "--json"],
+    r = cfgdiff(["sweep", "--w", "0,2", "--n", "10", "--steps", "3", "--ref", "ref.npz", "--out-dir", "sw", "--json"],
                 d, env)
-    rows = json.loads(r.stdout)
-    assert [row["w"] for row in rows] == [0.0, 2.0]
-    for name in ["sweep.jsonl", "sweep.csv", "table.md", "fid_vs_is.png", "grid.png"]:
+    doc = json.loads(r.stdout)  # the --json envelope (cfgdiff/cli/envelope.py)
+    assert [row["w"] for row in doc["results"]["rows"]] == [0.0, 2.0]
+    assert [row["nfe"] for row in doc["results"]["rows"]] == [3, 6] and doc["provenance"]["checkpoint"]["step"] == 4
+    for name in ["sweep.jsonl", "sweep.csv", "table.md", "fid_vs_is.png", "fid_vs_w.png", "fid_vs_nfe.png", "grid.png"]:
         assert (d / "sw" / name).exists(), name
     # rerunning the same sweep computes nothing new and exits 0
-    r = cfgdiff(["sweep", "--w", "0,2", "--n", "10", "--steps", "3", "--ref", "ref.npz", "--out", "sw"], d, env)
+    r = cfgdiff(["sweep", "--w", "0,2", "--n", "10", "--steps", "3", "--ref", "ref.npz", "--out-dir", "sw"], d, env)
     assert r.stderr.count("done earlier, skipped") == 2
+    assert r.stdout.startswith("# cfgdiff sweep") and "### ancestral, T=3" in r.stdout and "table.md: sw/table.md" in r.stdout
 
 
 def test_bad_input_is_one_line_and_exit_code(workdir):

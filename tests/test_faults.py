@@ -214,9 +214,9 @@ def _rows(path: Path) -> list[dict]:
 
 def test_sweep_killed_anywhere_resumes_to_the_same_table(tmp_path):
     base = workspace()
-    args = ["sweep", str(base / "runs" / "tiny"), "--w", "0,1,3", "--n", "8", "--steps", "2", "--batch", "8",
+    args = ["sweep", str(base / "runs" / "tiny"), "--w", "0,1,3", "--n", "8", "--steps", "2", "--batch-per-device", "8",
             "--ref", str(base / "ref.npz")]
-    r = cfgdiff([*args, "--out", "ref"], tmp_path, env_for(base))
+    r = cfgdiff([*args, "--out-dir", "ref"], tmp_path, env_for(base))
     assert r.returncode == 0, r.stderr
     table = tmp_path / "sw" / "sweep.jsonl"
 
@@ -226,7 +226,7 @@ def test_sweep_killed_anywhere_resumes_to_the_same_table(tmp_path):
     rng = np.random.default_rng(3)
     saved, done = 0, False
     for k, sig, delay in [(1, signal.SIGKILL, rng.uniform(0, 0.5))]:
-        code, err = run_until([*args, "--out", "sw"], tmp_path, env_for(base), lambda: rows() >= k, delay, sig)
+        code, err = run_until([*args, "--out-dir", "sw"], tmp_path, env_for(base), lambda: rows() >= k, delay, sig)
         assert err.count("done earlier, skipped") == saved  # every saved row reused
         if code == 0:
             done = True
@@ -237,7 +237,7 @@ def test_sweep_killed_anywhere_resumes_to_the_same_table(tmp_path):
         assert [r["w"] for r in _rows(table)] == [0.0, 1.0, 3.0][: rows()]  # whole rows, in grid order
         saved = rows()
     if not done:
-        r = cfgdiff([*args, "--out", "sw"], tmp_path, env_for(base))
+        r = cfgdiff([*args, "--out-dir", "sw"], tmp_path, env_for(base))
         assert r.returncode == 0, r.stderr
         assert r.stderr.count("done earlier, skipped") == saved
     assert _rows(table) == _rows(tmp_path / "ref" / "sweep.jsonl")

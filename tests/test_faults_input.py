@@ -208,7 +208,7 @@ CASES = [
                         ("abc", "'abc' is not a number"), ("0,1e400", "'1e400' is not finite"),
                         ("0:1000000:0.000001", "1,000,000,000,001 values, more than 10,000")]],
     Case("Inception weights with the wrong hash (sweep)", _bad_inception,
-         ("sweep", RUN, "--w", "0", "--n", "2", "--ref", REF, "--out", "sw",
+         ("sweep", RUN, "--w", "0", "--n", "2", "--ref", REF, "--out-dir", "sw",
           "--inception", "pt_inception-2015-12-05-6726825d.pth"), 1, "does not match the 6726825d in its name",
          ("sw",)),
     # score

@@ -65,7 +65,7 @@ class Case:
 
 
 SAMPLE = ("sample", "run", "--n", "2", "--steps", "2")
-SWEEP = ("sweep", "run", "--w", "0,1", "--n", "2", "--steps", "2", "--ref", "REF.npz", "--out", "sw")
+SWEEP = ("sweep", "run", "--w", "0,1", "--n", "2", "--steps", "2", "--ref", "REF.npz", "--out-dir", "sw")
 CASES = [
     # score
     Case("--results is the samples", _inputs, ("score", "S.npz", "--results", "S.npz"), "is an input"),
@@ -98,7 +98,7 @@ CASES = [
     Case("--out's skipped list is a user's file", _user_files("results.skipped.tsv"),
          ("prepare", "builtin:shapes", "--size", "8", "--limit", "20", "--out", "results.h5"), "not written by cfgdiff"),
     # sweep
-    *[Case(f"--out holds a user's {name}", _user_files(f"sw/{name}"), SWEEP, "not written by cfgdiff")
+    *[Case(f"--out-dir holds a user's {name}", _user_files(f"sw/{name}"), SWEEP, "not written by cfgdiff")
       for name in ("table.md", "grid.png", "sweep.csv")],
 ]
 

@@ -29,11 +29,11 @@ def test_two_processes_give_the_same_sweep_rows_as_one(tmp_path):
 
     with h5py.File(tmp_path / "data" / "shapes16.h5") as f:
         np.savez(tmp_path / "ref.npz", arr_0=f["images"][:12])
-    args = ["sweep", "--w", "0,1", "-n", "7", "--steps", "2", "--batch", "2", "--ref", "ref.npz"]
-    run(cfg + [*args, "--out", "one"], tmp_path, env)
+    args = ["sweep", "--w", "0,1", "-n", "7", "--steps", "2", "--batch-per-device", "2", "--ref", "ref.npz"]
+    run(cfg + [*args, "--out-dir", "one"], tmp_path, env)
     script = str(Path(sys.executable).parent / "cfgdiff")
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script, *args,
-         "--out", "two"], tmp_path, env)
+         "--out-dir", "two"], tmp_path, env)
     rows = [[json.loads(line) for line in (tmp_path / d / "sweep.jsonl").read_text().splitlines()]
             for d in ("one", "two")]
     assert [r["w"] for r in rows[0]] == [r["w"] for r in rows[1]] == [0.0, 1.0]

@@ -1,18 +1,18 @@
-"""`cfgdiff sweep`: the paper's FID/IS trade-off over guidance weights (Fig. 1, Fig. 2, Fig. 3).
+"""`cfgdiff sweep`: the paper's FID/IS trade-off over guidance weights (Fig. 1, Fig. 2, Fig. 3), across samplers.
 
-For each w the same seeds and labels are sampled (common random numbers, as the paper's Fig. 3),
-each batch goes straight into the Inception statistics (no 50k images per w on disk unless
-`keep_samples`), and one row per w is appended to `sweep.jsonl` and `sweep.csv` atomically.
-Rerunning skips the w values already in `sweep.jsonl`; the settings that determine the rows are kept
-in `settings.json` and must match.
+Every combination of the axes (sampler, steps T, λ grid, guidance interval, w) is one row, sampled with
+the same seeds and labels (common random numbers, as the paper's Fig. 3). Each batch goes straight into
+the Inception statistics (no 50k images per row on disk unless `keep_samples`), and each row is written
+to `sweep.jsonl` and `sweep.csv` atomically. A row's key holds every axis, so a rerun with one more value
+on any axis computes only the new rows. `settings.json` keeps the settings shared by every row
+(checkpoint, n, seeds, labels, v, reference, Inception weights) and must match on a rerun; `sweep.json`
+records the finished sweep, so that rerunning a finished sweep loads neither the model nor Inception.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import json
 import time
 from pathlib import Path
@@ -24,82 +24,68 @@ from cfgdiff import __version__, dist
 from cfgdiff.config import SweepConfig
 from cfgdiff.console import Progress
 from cfgdiff.errors import ConfigError, DataError
-from cfgdiff.runs import SamplingModel
+from cfgdiff.files import check_outputs, is_ours, output_lock, run_inputs, write_json, write_text
+from cfgdiff.runs import SamplingModel, newest_run, resolve_weights_file
 from cfgdiff.sampling.command import seeds_and_labels
 from cfgdiff.sampling.generate import nfe, sample_batch
-from cfgdiff.files import check_outputs, output_lock, run_inputs, write_json, write_text
-from cfgdiff.sampling.shards import SampleJob, provenance, run_sample
+from cfgdiff.sampling.shards import SampleJob, _compact_seeds, provenance, run_sample
+from cfgdiff.sampling.sweep_files import (  # noqa: F401  (columns, write_rows, markdown_table: the public names)
+    FORMAT,
+    OUTPUTS,
+    SHARED,
+    Key,
+    SweepResult,
+    _f,
+    _ordered,
+    _recorded_settings,
+    columns,
+    default_out_dir,
+    describe,
+    fingerprint,
+    finished_sweep,
+    format_plan,
+    key_of,
+    line_label,
+    line_of,
+    markdown_table,
+    read_rows,
+    row_key,
+    write_rows,
+)
 
-OUTPUTS = ("settings.json", "sweep.jsonl", "sweep.csv", "table.md", "fid_vs_is.png", "grid.png")  # in --out
-
-
-def columns() -> list[str]:
-    """sweep.csv's columns: w, every metric's result keys (`cfgdiff.metrics.registry`), the run's settings."""
-    from cfgdiff.metrics import registry
-
-    return ["w", *registry.result_keys(), "n", "steps", "v", "seconds"]
-
-
-def read_rows(path: Path) -> dict[float, dict[str, Any]]:
-    """Rows of sweep.jsonl by w; a torn last line (killed mid-write cannot happen, but be safe) is ignored."""
-    rows: dict[float, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            rows[float(row["w"])] = row
-    return rows
-
-
-def write_rows(out_dir: Path, rows: dict[float, dict[str, Any]]) -> None:
-    """sweep.jsonl and sweep.csv, sorted by w, each written to a temporary name then renamed."""
-    ordered = [rows[w] for w in sorted(rows)]
-    write_text(out_dir / "sweep.jsonl", "".join(json.dumps(r) + "\n" for r in ordered), record=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns(), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(ordered)
-    write_text(out_dir / "sweep.csv", buf.getvalue(), record=True)
-
-
-def markdown_table(rows: dict[float, dict[str, Any]]) -> str:
-    """The paper's Fig. 1 layout: one line per w with FID and IS (plus precision and recall)."""
-    head = "| w | FID | IS | precision | recall |\n| ---: | ---: | ---: | ---: | ---: |\n"
-    lines = []
-    for w in sorted(rows):
-        r = rows[w]
-        is_ = f"{r['is_mean']:.2f} ± {r['is_std']:.2f}" if r.get("is_mean") is not None else "n/a"
-        lines.append(f"| {w:g} | {_f(r.get('fid'))} | {is_} | {_f(r.get('precision'), 3)} | {_f(r.get('recall'), 3)} |")
-    return head + "\n".join(lines) + "\n"
-
-
-def _f(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def _settings(model: SamplingModel, job: SampleJob, ref_hash: str, weights: str) -> dict[str, Any]:
+def _shared_settings(model: SamplingModel, job: SampleJob, ref_hash: str | None, weights: str | None,
+                     metrics: tuple[str, ...] | None) -> dict[str, Any]:
     prov = provenance(model, job)
     keys = ["checkpoint_sha256", "n", "seeds_sha256", "labels_sha256", "diffusion", "resolution"]
-    sampler = {k: v for k, v in prov["sampler"].items() if k != "w"}
-    return {**{k: prov[k] for k in keys}, "sampler": sampler, "reference_sha256": ref_hash, "inception_sha256": weights}
+    sampler = {k: v for k, v in prov["sampler"].items() if k in SHARED}
+    return {"format": FORMAT, **{k: prov[k] for k in keys}, "sampler": sampler, "reference_sha256": ref_hash,
+            "inception_sha256": weights, "metrics": list(metrics) if metrics else None}
 
 
-def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
+def _check_settings(out_dir: Path, settings: dict[str, Any], write: bool = True) -> None:
+    """Refuse a folder whose settings.json differs from `settings`; keys whose value is None in
+    `settings` are not compared (an early check, before the reference and Inception load).
+    `write`: record `settings` when the folder has none yet."""
     path = out_dir / "settings.json"
     if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = None
-        if old != settings:
-            raise ConfigError(f"{out_dir} holds a sweep with other settings (checkpoint, n, seeds, T, v or reference); "
-                              "choose another --out")
-    else:
+        old = _recorded_settings(out_dir)
+        unknown = [k for k in ("reference_sha256", "inception_sha256") if settings.get(k) is None]
+        if isinstance(old, dict):
+            old = {k: v for k, v in old.items() if k not in unknown}
+        if old != {k: v for k, v in settings.items() if k not in unknown}:
+            raise ConfigError(f"{out_dir} holds a sweep with other settings (checkpoint, n, seeds, v, eta, rescale, "
+                              "threshold, metrics or reference); choose another --out-dir")
+    elif write:
         write_json(path, settings, indent=1, record=True)
 
 
+# ---- where the sweep goes, before anything loads ------------------------------------------------------------------
+def checkpoint_file(checkpoint: Path | str | None) -> Path:
+    """The weights file a sweep reads: a file as given, a run's newest EMA file, or the newest run's."""
+    return resolve_weights_file(Path(checkpoint) if checkpoint is not None else newest_run())
+
+
+# ---- sampling and scoring -----------------------------------------------------------------------------------------
 def my_batches(n: int, batch: int) -> list[int]:
     """This rank's batch starts: a contiguous block, so that gathering the ranks' features in rank
     order gives the single-process order (IS splits the features in order)."""
@@ -108,7 +94,7 @@ def my_batches(n: int, batch: int) -> list[int]:
     return starts[dist.rank() * per : (dist.rank() + 1) * per]
 
 
-def score_w(model: SamplingModel, job: SampleJob, detector: Any, device: Any, keep: Path | None) -> Any:
+def score_row(model: SamplingModel, job: SampleJob, detector: Any, device: Any, keep: Path | None) -> Any:
     """Sample `job` and stream every batch into the Inception statistics; returns Statistics."""
     from cfgdiff.metrics.stats import FeatureAccumulator
 
@@ -123,67 +109,141 @@ def score_w(model: SamplingModel, job: SampleJob, detector: Any, device: Any, ke
         return acc.finalize(detector.sha256)
     n = len(job.seeds)
     starts = my_batches(n, job.batch)
-    with Progress(f"w={job.sampler.w:g}", total=n, unit="img") as bar:
+    with Progress(f"{line_label(line_of(key_of(job.sampler)))}, w={job.sampler.w:g}", total=n, unit="img") as bar:
         for a in starts:
             b = min(a + job.batch, n)
             images = sample_batch(model, job.seeds[a:b], job.labels[a:b], job.sampler, device)
             acc.add_images(detector, images)
-            bar.advance((b - a) * dist.world_size(), nfe=nfe(job.sampler, b - a))
+            bar.advance((b - a) * dist.world_size(), nfe=nfe(job.sampler, b - a, model.diffusion_cfg))
     return acc.finalize(detector.sha256)
 
 
-def run_sweep(req: SweepConfig) -> dict[float, dict[str, Any]]:
-    """Fill `sweep.jsonl` for every w of the grid that is missing, then write table, plot and grid."""
+def _keep_name(key: Key) -> str:
+    sampler, steps, grid, interval, w = key
+    tail = f"_{grid}" if grid != "paper" else ""
+    tail += f"_gi{interval[0]:g}:{interval[1]:g}" if interval else ""
+    return f"samples_{sampler}_T{steps}{tail}_w{w:g}.npz"
+
+
+def _meta(model: SamplingModel, req: SweepConfig, seeds: list[int], reference: Any, detector: Any) -> dict[str, Any]:
+    return {
+        "n": req.n, "v": req.v, "seeds": _compact_seeds(tuple(seeds)), "labels": "balanced" if req.balanced else
+        "uniform", "eta": req.eta, "rescale": req.rescale, "threshold": req.threshold, "clip_x": req.clip,
+        "checkpoint": {"path": str(model.path), "step": model.step, "kimg": model.kimg, "sha256": model.sha256},
+        "reference": {"path": str(reference.path), "sha256": reference.sha256},
+        "inception": {"path": str(detector.path), "sha256": detector.sha256},
+    }
+
+
+def plan_rows(req: SweepConfig, model: SamplingModel, rows: dict[Key, dict[str, Any]], device: Any,
+              ref: str) -> dict[str, Any]:
+    """--dry-run: the rows still to compute, their NFE, the time from one measured forward, the disk."""
+    from cfgdiff.sampling.generate import seconds_per_step
+
+    todo = [c for c in req.combinations() if key_of(c) not in rows]
+    per_sample = {key_of(c): nfe(c, 1, model.diffusion_cfg) for c in todo}
+    total = sum(per_sample.values()) * req.n
+    b = min(req.batch, req.n)
+    t = seconds_per_step(model, b, False, device) if todo else 0.0  # one forward of b images
+    seconds = total * t / b / dist.world_size()
+    image_bytes = req.n * model.resolution**2 * 3
+    disk = (len(todo) * image_bytes if req.keep_samples else 0) + 2_000_000  # npz per row; table, csv and plots
+    return {
+        "rows_total": len(req.combinations()), "rows_done": len(req.combinations()) - len(todo),
+        "rows_to_compute": [{"sampler": k[0], "steps": k[1], "grid": k[2], "guidance_interval": list(k[3]) or None,
+                             "w": k[4], "nfe_per_sample": v} for k, v in per_sample.items()],
+        "nfe": total, "seconds_per_forward": t, "forward_batch": b, "estimated_seconds": seconds,
+        "processes": dist.world_size(), "device": str(device), "disk_bytes": disk, "reference": ref,
+        "checkpoint": {"path": str(model.path), "step": model.step, "sha256": model.sha256},
+    }
+
+
+def run_sweep(req: SweepConfig) -> SweepResult:
+    """Fill `sweep.jsonl` for every combination that is missing, then write table, plots and grid
+    (or, with `req.dry_run`, only plan it)."""
+    done = finished_sweep(req)
+    if done is not None:  # nothing to do: no model, no Inception, no grid
+        return done
+    file = checkpoint_file(req.checkpoint)
+    out_dir = Path(req.out_dir) if req.out_dir else default_out_dir(file)
+    if out_dir is not None:
+        _recorded_settings(out_dir)
+
+    from cfgdiff.diffusion.sampler import check_sampler_config
     from cfgdiff.metrics import compute_metrics, load_detector, load_reference
     from cfgdiff.metrics.reference import default_reference
     from cfgdiff.sampling.model import load_model
-    from cfgdiff.sampling.report import write_figure_grid, write_plot
+    from cfgdiff.sampling.report import write_figure_grid, write_plots
 
-    ws = req.ws()
+    combos = req.combinations()
+    for c in {(c.sampler, c.grid): c for c in combos}.values():
+        check_sampler_config(c)
     dist.init()
     device = dist.device()
-    model = load_model(req.checkpoint, device)
+    model = load_model(file, device)
+    if out_dir is None:
+        out_dir = default_out_dir(file, model.step)
+        _recorded_settings(out_dir)
     seeds, labels = seeds_and_labels(req.n, req.seeds, model.num_classes, req.balanced, None)
     ref = default_reference(req.ref, model.dataset)
     if not ref:
         raise ConfigError("no --ref given and the checkpoint records no training dataset")
-    default_dir = Path("sweeps") / f"{Path(str(model.dataset)).stem}-T{req.steps}-n{req.n}"
-    out_dir = Path(req.out_dir) if req.out_dir else default_dir
+    if req.dry_run:
+        plan = plan_rows(req, model, read_rows(out_dir / "sweep.jsonl"), device, ref)
+        meta = {"checkpoint": plan["checkpoint"], "reference": {"path": ref, "sha256": None}, "inception": None}
+        return SweepResult(out_dir, [], meta, plan=plan)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create {out_dir}: {e.strerror}") from None
-    check_outputs({f"--out {out_dir}: {name}": out_dir / name for name in OUTPUTS},
-                  [*run_inputs(req.checkpoint), ref, req.inception], hint="choose another --out")
+    check_outputs({f"--out-dir {out_dir}: {name}": out_dir / name for name in OUTPUTS},
+                  [*run_inputs(req.checkpoint), file, ref, req.inception], hint="choose another --out-dir")
+    base = SampleJob(tuple(seeds), tuple(labels), combos[0], req.batch)
+    _check_settings(out_dir, _shared_settings(model, base, None, None, req.metrics), write=False)  # before Inception
     detector = load_detector(req.inception, device)
     reference = load_reference(ref, detector)
-    base = SampleJob(tuple(seeds), tuple(labels), req.sampler(), req.batch)
     if dist.is_main():
-        _check_settings(out_dir, _settings(model, base, reference.sha256, detector.sha256))
+        _check_settings(out_dir, _shared_settings(model, base, reference.sha256, detector.sha256, req.metrics))
+    meta = _meta(model, req, seeds, reference, detector)
     dist.barrier()
+    computed: list[Key] = []
     with output_lock(out_dir / "sweep.jsonl", "sweep") if dist.is_main() else contextlib.nullcontext():
         rows = read_rows(out_dir / "sweep.jsonl")
-        for w in ws:
-            if w in rows:
-                dist.print0(f"w={w:g}: done earlier, skipped")
+        for cfg in combos:
+            key = key_of(cfg)
+            label = f"{line_label(line_of(key))}, w={cfg.w:g}"
+            if key in rows:
+                dist.print0(f"{label}: done earlier, skipped")
                 continue
             t0 = time.perf_counter()
-            job = dataclasses.replace(base, sampler=dataclasses.replace(base.sampler, w=w))
-            keep = out_dir / f"samples_w{w:g}.npz" if req.keep_samples else None
-            stats = score_w(model, job, detector, device, keep)
-            metrics = compute_metrics(stats, reference, device=str(device))  # precision/recall on the GPU, as `score`
-            row = {"w": w, **{k: metrics.get(k) for k in columns() if k in metrics}, "n": req.n, "steps": req.steps,
-                   "v": req.v, "seconds": round(time.perf_counter() - t0, 2), "cfgdiff_version": __version__,
+            job = dataclasses.replace(base, sampler=cfg)
+            keep = out_dir / _keep_name(key) if req.keep_samples else None
+            stats = score_row(model, job, detector, device, keep)
+            # precision/recall on the GPU, as `score`
+            metrics = compute_metrics(stats, reference, req.metrics, device=str(device))
+            row = {"sampler": cfg.sampler, "steps": cfg.steps, "grid": cfg.grid,
+                   "guidance_interval": list(cfg.guidance_interval) if cfg.guidance_interval else None, "w": cfg.w,
+                   "nfe": nfe(cfg, 1, model.diffusion_cfg),
+                   **{k: metrics.get(k) for k in columns() if k in metrics}, "n": req.n, "v": req.v,
+                   "seconds": round(time.perf_counter() - t0, 2), "cfgdiff_version": __version__,
                    "unavailable": metrics["unavailable"]}
-            rows[w] = row
+            rows[key] = row
+            computed.append(key)
             if dist.is_main():
                 write_rows(out_dir, rows)
                 shown = ("fid", "is_mean", "precision", "recall")
-                dist.print0(f"w={w:g}: " + " ".join(f"{k}={_f(row.get(k), 4)}" for k in shown))
+                dist.print0(f"{label}: " + " ".join(f"{k}={_f(row.get(k), 4)}" for k in shown))
             dist.barrier()
         if dist.is_main():
-            write_text(out_dir / "table.md", markdown_table(rows), record=True)
-            write_plot(rows, out_dir / "fid_vs_is.png")
-            write_figure_grid(model, base, sorted(rows), out_dir / "grid.png", device, req.figure_ws)
+            write_text(out_dir / "table.md", f"# cfgdiff sweep\n\n{markdown_table(rows, meta)}", record=True)
+            write_plots(rows, out_dir, describe(meta))
+            grid = out_dir / "grid.png"
+            line = line_of(key_of(combos[0]))  # Fig. 3 for the first line's settings, redrawn when it changed
+            if not is_ours(grid) or any(line_of(k) == line for k in computed):
+                first = [r for r in _ordered(rows) if line_of(row_key(r)) == line]
+                write_figure_grid(model, base, [r["w"] for r in first], grid, device, req.figure_ws)
+            summary = {"meta": meta, "request": fingerprint(req, file, ref), "rows": _ordered(rows)}
+            write_json(out_dir / "sweep.json", summary, indent=1, record=True)
     dist.barrier()
-    return rows
+    return SweepResult(out_dir, _ordered(rows), meta, len(computed))
+

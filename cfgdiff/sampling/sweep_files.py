@@ -1,0 +1,256 @@
+"""The sweep's files, read and written without torch: rows and their keys, `sweep.jsonl`/`sweep.csv`,
+`table.md`, `settings.json`'s format, and the record (`sweep.json`) that lets a finished sweep rerun
+without loading the model or Inception (`finished_sweep`). `cfgdiff.sampling.sweep` computes the rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from cfgdiff.config import SamplerConfig, SweepConfig
+from cfgdiff.errors import ConfigError
+from cfgdiff.files import is_ours, write_text
+
+FORMAT = 2  # settings.json: 2 = axes in every row's key (1, unmarked: one sampler and T per folder)
+AXES = ("sampler", "steps", "grid", "guidance_interval", "w")  # a row's key, in table order
+PLOTS = ("fid_vs_is.png", "fid_vs_w.png", "fid_vs_nfe.png")
+OUTPUTS = ("settings.json", "sweep.jsonl", "sweep.csv", "table.md", *PLOTS, "grid.png", "sweep.json")  # in --out-dir
+SHARED = ("v", "clip_x", "eta", "rescale", "threshold")  # sampler settings that are the same in every row
+
+Key = tuple[str, int, str, tuple[float, ...], float]
+_STEP_FILE = re.compile(r"^(ema|checkpoint)-(\d+)\.pt$")  # as cfgdiff.runs names them
+
+
+def columns() -> list[str]:
+    """sweep.csv's columns: the axes, NFE per sample, every metric's result keys
+    (`cfgdiff.metrics.registry`), the shared settings."""
+    from cfgdiff.metrics import registry
+
+    return [*AXES, "nfe", *registry.result_keys(), "n", "v", "seconds"]
+
+
+# ---- rows and their keys ------------------------------------------------------------------------------------------
+def key_of(cfg: SamplerConfig) -> Key:
+    return (cfg.sampler, cfg.steps, cfg.grid, tuple(cfg.guidance_interval or ()), float(cfg.w))
+
+
+def row_key(row: dict[str, Any]) -> Key:
+    """A row's key; rows written without an axis (a dummy row in a test) get that axis's default."""
+    d = SamplerConfig()
+    return (row.get("sampler", d.sampler), int(row.get("steps", d.steps)), row.get("grid", d.grid),
+            tuple(row.get("guidance_interval") or ()), float(row["w"]))
+
+
+def line_of(key: Key) -> tuple[str, int, str, tuple[float, ...]]:
+    """The plot line (and table group) a row belongs to: every axis but w."""
+    return key[:4]
+
+
+def line_label(line: tuple[str, int, str, tuple[float, ...]]) -> str:
+    sampler, steps, grid, interval = line
+    extra = ([] if grid == "paper" else [f"{grid} grid"]) + ([f"λ∈[{interval[0]:g}, {interval[1]:g}]"] if interval else [])
+    return ", ".join([f"{sampler}, T={steps}", *extra])
+
+
+def read_rows(path: Path) -> dict[Key, dict[str, Any]]:
+    """Rows of sweep.jsonl by key; a torn last line (killed mid-write cannot happen, but be safe) is ignored."""
+    rows: dict[Key, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            rows[row_key(row)] = row
+    return rows
+
+
+def _ordered(rows: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows.values(), key=row_key)
+
+
+def write_rows(out_dir: Path, rows: dict[Any, dict[str, Any]]) -> None:
+    """sweep.jsonl and sweep.csv in key order, each written to a temporary name then renamed."""
+    ordered = _ordered(rows)
+    write_text(out_dir / "sweep.jsonl", "".join(json.dumps(r) + "\n" for r in ordered), record=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns(), extrasaction="ignore")
+    writer.writeheader()
+    for r in ordered:
+        interval = r.get("guidance_interval")
+        writer.writerow({**r, "guidance_interval": f"{interval[0]!r}:{interval[1]!r}" if interval else ""})
+    write_text(out_dir / "sweep.csv", buf.getvalue(), record=True)
+
+
+# ---- what the outputs say about themselves ------------------------------------------------------------------------
+def describe(meta: dict[str, Any]) -> str:
+    """Two lines naming n, v, the checkpoint, the reference and the Inception weights (table.md, plot titles)."""
+    c, r, i = meta["checkpoint"], meta["reference"], meta["inception"]
+    return (f"n={meta['n']} per row, v={meta['v']:g}; checkpoint {Path(c['path']).name} (step {c['step']}, "
+            f"sha {c['sha256'][:12]})\nreference {Path(r['path']).name} (sha {r['sha256'][:12]}); "
+            f"Inception sha {i['sha256'][:12]}")
+
+
+def markdown_table(rows: dict[Any, dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
+    """The paper's Fig. 1 layout, one table per (sampler, steps) (and λ grid, interval where those vary):
+    one line per w with NFE, FID and IS (plus precision and recall)."""
+    out = []
+    if meta is not None:
+        c = meta["checkpoint"]
+        out.append(f"- samples per row: n = {meta['n']} (seeds {meta['seeds']}, labels {meta['labels']}), "
+                   f"v = {meta['v']:g}\n- checkpoint: `{c['path']}` (step {c['step']}, {c['kimg']:g} kimg, "
+                   f"sha256 `{c['sha256'][:16]}…`)\n- reference: `{meta['reference']['path']}` "
+                   f"(sha256 `{meta['reference']['sha256'][:16]}…`)\n- Inception weights: "
+                   f"`{meta['inception']['path']}` (sha256 `{meta['inception']['sha256'][:16]}…`)\n")
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in _ordered(rows):
+        groups.setdefault(line_of(row_key(r)), []).append(r)
+    for line, members in groups.items():
+        lines = [f"### {line_label(line)}\n", "| w | NFE | FID | IS | precision | recall |",
+                 "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in members:
+            is_ = f"{r['is_mean']:.2f} ± {r['is_std']:.2f}" if r.get("is_mean") is not None else "n/a"
+            lines.append(f"| {r['w']:g} | {r.get('nfe', 'n/a')} | {_f(r.get('fid'))} | {is_} | "
+                         f"{_f(r.get('precision'), 3)} | {_f(r.get('recall'), 3)} |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
+def _f(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _recorded_settings(out_dir: Path) -> Any:
+    """settings.json of `out_dir` (None if absent or unreadable); a folder of the single-axis format
+    (cfgdiff before the sampler axes) is refused here, before anything loads."""
+    path = out_dir / "settings.json"
+    try:
+        old = json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+    if isinstance(old, dict) and old.get("format") is None:
+        raise ConfigError(f"{out_dir} holds a sweep from an older cfgdiff (one sampler and T per folder), "
+                          "which this version does not extend; choose another --out-dir")
+    return old
+
+
+def default_out_dir(file: Path, step: int | None = None) -> Path | None:
+    """sweeps/<run>-step<step>: a sweep per checkpoint. The step comes from the file name (ema-<step>.pt)
+    or, for another name, from the loaded checkpoint (None until then)."""
+    m = _STEP_FILE.match(file.name)
+    if m:
+        return Path("sweeps") / f"{file.parent.name}-step{int(m.group(2))}"
+    return None if step is None else Path("sweeps") / f"{file.stem}-step{step}"
+
+
+def _stat(path: str | Path | None) -> list[Any] | None:
+    try:
+        st = Path(path).stat() if path else None
+    except OSError:
+        return None
+    return None if st is None else [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+
+
+def fingerprint(req: SweepConfig, file: Path, ref: str | None) -> dict[str, Any]:
+    """What a finished sweep must match to be reused without loading anything: the request's shared
+    settings and the identity (path, size, mtime) of the checkpoint file and the reference."""
+    shared = {k: getattr(req, k) for k in ("n", "seeds", "balanced", "v", "eta", "rescale", "threshold", "clip",
+                                            "inception", "keep_samples", "figure_ws", "metrics")}
+    return {**shared, "checkpoint": _stat(file), "ref": req.ref, "reference": _stat(ref)}
+
+
+def finished(out_dir: Path, req: SweepConfig, file: Path) -> dict[str, Any] | None:
+    """The recorded summary (sweep.json) when every row of `req` exists and every output is the one this
+    sweep wrote for these rows; None when anything is to do."""
+    summary_file = out_dir / "sweep.json"
+    if not (summary_file.is_file() and all(is_ours(out_dir / name) for name in OUTPUTS)):
+        return None
+    try:
+        summary = json.loads(summary_file.read_text())
+        rows = read_rows(out_dir / "sweep.jsonl")
+        ref = req.ref or summary["meta"]["reference"]["path"]
+        recorded = sorted(tuple(row_key(r)) for r in summary["rows"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if summary.get("request") != json.loads(json.dumps(fingerprint(req, file, ref))):
+        return None
+    if recorded != sorted(rows) or not {key_of(c) for c in req.combinations()} <= set(rows):
+        return None
+    return summary
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """What a sweep did: its folder, every row (key order), the metadata, and the rows it computed now."""
+
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    meta: dict[str, Any]
+    computed: int = 0
+    plan: dict[str, Any] | None = None  # --dry-run
+
+    def outputs(self) -> dict[str, str]:
+        return {name: str(self.out_dir / name) for name in OUTPUTS}
+
+
+def format_plan(plan: dict[str, Any], out_dir: Path) -> str:
+    lines = [f"plan: {len(plan['rows_to_compute'])} of {plan['rows_total']} rows to compute in {out_dir} "
+             f"({plan['rows_done']} done earlier)"]
+    for r in plan["rows_to_compute"]:
+        gi = f", λ∈{r['guidance_interval']}" if r["guidance_interval"] else ""
+        lines.append(f"  {r['sampler']}, T={r['steps']}, {r['grid']} grid{gi}, w={r['w']:g}: "
+                     f"NFE {r['nfe_per_sample']} per sample")
+    lines.append(f"NFE = {plan['nfe']:,} in all; ~{plan['estimated_seconds'] / 3600:.2f} h of sampling on "
+                 f"{plan['processes']}× {plan['device']} ({plan['seconds_per_forward'] * 1000:.1f} ms per forward of "
+                 f"{plan['forward_batch']} images; Inception scoring not included); disk ~{plan['disk_bytes'] / 1e6:.0f} MB")
+    return "\n".join(lines)
+
+
+# ---- the fast path: a finished sweep, found without torch ---------------------------------------------------------
+
+
+def _newest(folder: Path) -> Path | None:
+    """A run folder's newest EMA file, else its newest training checkpoint (cfgdiff.runs.sampling_files)."""
+    for kind in ("ema", "checkpoint"):
+        steps = [(int(m.group(2)), p) for p in folder.glob(f"{kind}-*.pt") if (m := _STEP_FILE.match(p.name))]
+        if steps:
+            return max(steps)[1]
+    return None
+
+
+def weights_file_guess(checkpoint: Path | str | None) -> Path | None:
+    """The weights file `cfgdiff.runs` would resolve, found without importing torch: a file as given, a run
+    folder's newest file, or the newest run's under runs/. Only a guess: a finished sweep is reused only
+    when the file recorded by the real resolution has this same path, size and mtime."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        return _newest(path) if path.is_dir() else path
+    runs = [f for d in Path("runs").glob("*/") if (f := _newest(d)) is not None] if Path("runs").is_dir() else []
+    return max(runs, key=lambda f: f.stat().st_mtime) if runs else None
+
+
+def finished_sweep(req: SweepConfig) -> SweepResult | None:
+    """The finished sweep `req` asks for, or None when there is work to do (or it cannot tell without torch).
+    Prints the "done earlier" lines (rank 0 under torchrun)."""
+    if req.dry_run:
+        return None
+    file = weights_file_guess(req.checkpoint)
+    out_dir = Path(req.out_dir) if req.out_dir else (default_out_dir(file) if file is not None else None)
+    if file is None or out_dir is None:
+        return None
+    _recorded_settings(out_dir)
+    summary = finished(out_dir, req, file)
+    if summary is None:
+        return None
+    if os.environ.get("RANK", "0") == "0":
+        for r in summary["rows"]:
+            print(f"{line_label(line_of(row_key(r)))}, w={r['w']:g}: done earlier, skipped", file=sys.stderr)
+    return SweepResult(out_dir, summary["rows"], summary["meta"])
