@@ -320,6 +320,8 @@ class TrainConfig:
     grid_images: int = 16  # fixed seeds 0..n-1 with classes seed mod K, at w = 0 and w = grid_w
     grid_w: float = 3.0
     grid_steps: int = 32
+    grid_sampler: str = "ancestral"  # the grids' sampler and λ grid (registry names, checked where torch is loaded)
+    grid_schedule: str = "paper"
     keep: int = 3  # training checkpoints (and EMA files) kept
     workers: int = 4  # data-loading processes per rank
     amp: bool = True  # bf16 autocast where the device has native bf16 (CUDA, AVX512-BF16 CPUs)
@@ -349,14 +351,17 @@ class TrainConfig:
         check_range("grad_clip", self.grad_clip, 0.0)
         check_range("ema_decay", self.ema_decay, 0.0, 0.999999)
         check_range("grid_w", self.grid_w, 0.0)
+        for name in ("grid_sampler", "grid_schedule"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
         if not isinstance(self.model, ModelConfig) or not isinstance(self.diffusion, DiffusionConfig):
             raise ConfigError("model and diffusion must be ModelConfig and DiffusionConfig")
 
 
 # Fields a rerun may change without starting a new run: how long, how often, and how it is computed.
 RESUMABLE_CHANGES = frozenset(
-    {"kimg", "tick_kimg", "snapshot_kimg", "grid_kimg", "grid_images", "grid_w", "grid_steps", "keep", "workers",
-     "compile"}
+    {"kimg", "tick_kimg", "snapshot_kimg", "grid_kimg", "grid_images", "grid_w", "grid_steps", "grid_sampler",
+     "grid_schedule", "keep", "workers", "compile"}
 )
 
 # Named presets. Each is a recipe: a network and the hyperparameters it is trained with.

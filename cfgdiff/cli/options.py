@@ -33,7 +33,9 @@ def rule(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 W = Annotated[
-    float, typer.Option("--w", callback=rule(check_w), help="Guidance weight w of Eq. 6 (0 = conditional model).")
+    float, typer.Option("--w", metavar="W", callback=rule(check_w),
+                        help="Guidance weight w of Eq. 6: eps = (1+w) eps(z,c) - w eps(z); 0 is the conditional "
+                        "model; other tools' guidance scale s = 1 + w.")
 ]
 Grid = Annotated[
     str, typer.Option("--w", metavar="GRID", callback=rule(parse_grid),
@@ -51,12 +53,30 @@ Sets = Annotated[
 ]
 Checkpoint = Annotated[
     Optional[Path],
-    typer.Argument(help="Run directory or checkpoint file (default: the newest run under runs/).", show_default=False),
+    typer.Argument(metavar="[RUN]", help="Run directory or checkpoint file (default: the newest run under runs/).",
+                   show_default=False),
 ]
-Steps = Annotated[int, typer.Option("--steps", "-T", min=2, help="T: network evaluations per sample (Sec. 2).")]
-V = Annotated[float, typer.Option("--v", min=0.0, max=1.0, help="Variance interpolation v of Eq. 4.")]
+Steps = Annotated[int, typer.Option("--steps", "-T", min=2, metavar="T",
+                                    help="T: sampling steps (log-SNR values, Sec. 2); a guided step evaluates the "
+                                    "network twice, so NFE = 2T with guidance (w > 0), T without (heun: 2T-1, doubled by guidance).")]
+V = Annotated[float, typer.Option("--v", min=0.0, max=1.0, metavar="V", help="Variance interpolation v of Eq. 4.")]
 NoClip = Annotated[bool, typer.Option("--no-clip", help="Do not clip x̂ to [-1, 1].")]
 Batch = Annotated[int, typer.Option("--batch", min=1, metavar="IMAGES", help="Images per network batch (per process).")]
+# Per-process batches are `--batch-per-device` everywhere (`--batch` is only train's global batch).
+BatchPerDevice = Annotated[
+    int, typer.Option("--batch-per-device", min=1, metavar="IMAGES", help="Images per network batch, per process.")
+]
+# The sampler and λ grid names live in registries that import torch, so they are checked when the command runs.
+Sampler = Annotated[
+    Optional[str], typer.Option("--sampler", metavar="NAME",
+                                help="Sampler: ancestral, ddim, dpmpp-2m, heun or a plugin's (default: ancestral, "
+                                "the paper's Eq. 4).")
+]
+LambdaGrid = Annotated[
+    Optional[str], typer.Option("--grid", metavar="NAME",
+                                help="λ grid: paper, linear (uniform in λ) or edm (Karras) (default: paper, uniform "
+                                "in u as the paper).")
+]
 # `--n` as the paper's tools spell it; `-n` / `--num-samples` also work after `torchrun ... cfgdiff`,
 # whose argument parser rejects `--n` as an ambiguous abbreviation of its own --nnodes/--nproc-per-node.
 N = Annotated[
