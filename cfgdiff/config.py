@@ -170,6 +170,38 @@ class DiffusionConfig:
         check_range("p_uncond", self.p_uncond, 0.0, 1.0)
 
 
+# The built-in sampler and λ-grid names, for parse-time checks and completions without importing torch
+# (the registries themselves are cfgdiff.diffusion.sampler.BUILTIN and cfgdiff.diffusion.grids.GRIDS;
+# tests/test_sample_cli.py checks that the lists agree).
+BUILTIN_SAMPLERS = ("ancestral", "ddim", "dpmpp-2m", "heun")
+GRID_NAMES = ("paper", "linear", "edm")
+
+
+def sampler_names() -> list[str]:
+    """The built-in samplers, then the names in the `cfgdiff.samplers` entry-point group (not loaded)."""
+    from importlib.metadata import entry_points
+
+    return [*BUILTIN_SAMPLERS, *sorted(ep.name for ep in entry_points(group="cfgdiff.samplers")
+                                       if ep.name not in BUILTIN_SAMPLERS)]
+
+
+def _known(kind: str, name: str, names: list[str] | tuple[str, ...]) -> str:
+    if name not in names:
+        raise ConfigError(f"unknown {kind} {name!r}; choose one of {', '.join(names)}")
+    return name
+
+
+def check_sampler_name(name: str) -> str:
+    """The rule for `--sampler`: a built-in or an installed plugin's name (the entry points are only
+    listed for a name that is not built in). Returns name."""
+    return name if name in BUILTIN_SAMPLERS else _known("sampler", name, sampler_names())
+
+
+def check_grid_name(name: str) -> str:
+    """The rule for `--grid` (the λ grid). Returns name."""
+    return _known("grid", name, GRID_NAMES)
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
     """How samples are drawn: a sampler on a λ grid, with guidance (Eq. 6) and its variants.
@@ -320,8 +352,8 @@ class TrainConfig:
     grid_images: int = 16  # fixed seeds 0..n-1 with classes seed mod K, at w = 0 and w = grid_w
     grid_w: float = 3.0
     grid_steps: int = 32
-    grid_sampler: str = "ancestral"  # the grids' sampler and λ grid (registry names, checked where torch is loaded)
-    grid_schedule: str = "paper"
+    grid_sampler: str = "ancestral"  # the training grids' sampler (a name in the sampler registry)
+    grid_schedule: str = "paper"  # the training grids' λ grid: paper, linear or edm
     keep: int = 3  # training checkpoints (and EMA files) kept
     workers: int = 4  # data-loading processes per rank
     amp: bool = True  # bf16 autocast where the device has native bf16 (CUDA, AVX512-BF16 CPUs)
@@ -351,17 +383,16 @@ class TrainConfig:
         check_range("grad_clip", self.grad_clip, 0.0)
         check_range("ema_decay", self.ema_decay, 0.0, 0.999999)
         check_range("grid_w", self.grid_w, 0.0)
-        for name in ("grid_sampler", "grid_schedule"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ConfigError(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
+        check_sampler_name(self.grid_sampler)
+        check_grid_name(self.grid_schedule)
         if not isinstance(self.model, ModelConfig) or not isinstance(self.diffusion, DiffusionConfig):
             raise ConfigError("model and diffusion must be ModelConfig and DiffusionConfig")
 
 
 # Fields a rerun may change without starting a new run: how long, how often, and how it is computed.
 RESUMABLE_CHANGES = frozenset(
-    {"kimg", "tick_kimg", "snapshot_kimg", "grid_kimg", "grid_images", "grid_w", "grid_steps", "grid_sampler",
-     "grid_schedule", "keep", "workers", "compile"}
+    {"kimg", "tick_kimg", "snapshot_kimg", "grid_kimg", "grid_images", "grid_w", "grid_steps", "keep", "workers",
+     "compile", "grid_sampler", "grid_schedule"}
 )
 
 # Named presets. Each is a recipe: a network and the hyperparameters it is trained with.

@@ -72,7 +72,7 @@ def test_train_json_envelope_and_its_sampler_flags(tmp_path, monkeypatch, capsys
     assert doc["outputs"] == {"run_dir": "runs/d-tiny", "checkpoint": None}
     s = doc["settings"]
     assert (s["grid_sampler"], s["grid_schedule"], s["grid_kimg"], s["preset"]) == ("heun", "edm", 7.0, "tiny")
-    assert main([*args, "--sampler", "euler"]) == 2  # checked against the registry, before any work
+    assert main([*args, "--sampler", "euler"]) == 2  # checked against the registry's names, before any work
     assert "unknown sampler 'euler'" in capsys.readouterr().err
     assert main([*args, "--grid", "cosine"]) == 2
     assert "unknown grid 'cosine'" in capsys.readouterr().err
@@ -172,7 +172,7 @@ def test_help_explains_the_conventions_and_the_defaults():
     assert train.count("(default: the preset's") >= 8 and "--preview-every KIMG" in train
     assert "--sampler NAME" in train and "--grid NAME" in train and "--batch-per-device IMAGES" in train
     sample = " ".join(_help(app, "sample").split())
-    assert "NFE = 2T with guidance" in sample and "s = 1 + w" in sample
+    assert "2T when guided" in sample and "s = 1 + w" in sample
     assert "--first-classes K" in _help(app, "prepare")
     assert "--batch-per-device IMAGES" in _help(app, "score")
     for name in OWN:  # uniform metavars: upper-case units and kinds

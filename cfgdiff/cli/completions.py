@@ -40,15 +40,15 @@ def _prepare_presets() -> list[str]:
 
 
 def _samplers() -> list[str]:
-    from cfgdiff.diffusion.sampler import samplers
+    from cfgdiff.config import sampler_names
 
-    return list(samplers())
+    return sampler_names()
 
 
 def _grids() -> list[str]:
-    from cfgdiff.diffusion.grids import GRIDS
+    from cfgdiff.config import GRID_NAMES
 
-    return list(GRIDS)
+    return list(GRID_NAMES)
 
 
 def _metrics() -> list[str]:

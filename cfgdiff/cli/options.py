@@ -12,7 +12,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from cfgdiff.config import TrainConfig, check_sets
+from cfgdiff.config import TrainConfig, check_grid_name, check_sampler_name, check_sets
 from cfgdiff.errors import ConfigError
 from cfgdiff.parse import MAX_SEEDS, check_w, parse_classes, parse_grid, parse_interval, parse_seeds
 
@@ -33,9 +33,8 @@ def rule(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 W = Annotated[
-    float, typer.Option("--w", metavar="W", callback=rule(check_w),
-                        help="Guidance weight w of Eq. 6: eps = (1+w) eps(z,c) - w eps(z); 0 is the conditional "
-                        "model; other tools' guidance scale s = 1 + w.")
+    float, typer.Option("--w", callback=rule(check_w),
+                        help="Guidance weight w of Eq. 6 (0 = the conditional model); other tools' scale s = 1 + w.")
 ]
 Grid = Annotated[
     str, typer.Option("--w", metavar="GRID", callback=rule(parse_grid),
@@ -53,30 +52,14 @@ Sets = Annotated[
 ]
 Checkpoint = Annotated[
     Optional[Path],
-    typer.Argument(metavar="[RUN]", help="Run directory or checkpoint file (default: the newest run under runs/).",
-                   show_default=False),
+    typer.Argument(help="Run directory or checkpoint file (default: the newest run under runs/).", show_default=False),
 ]
-Steps = Annotated[int, typer.Option("--steps", "-T", min=2, metavar="T",
-                                    help="T: sampling steps (log-SNR values, Sec. 2); a guided step evaluates the "
-                                    "network twice, so NFE = 2T with guidance (w > 0), T without (heun: 2T-1, doubled by guidance).")]
-V = Annotated[float, typer.Option("--v", min=0.0, max=1.0, metavar="V", help="Variance interpolation v of Eq. 4.")]
+Steps = Annotated[int, typer.Option("--steps", "-T", min=2,
+                                    help="T: sampling steps (λ grid points). NFE per sample = T, 2T when guided "
+                                         "(heun 2T−1, doubled); --dry-run prints the exact count.")]
+V = Annotated[float, typer.Option("--v", min=0.0, max=1.0, help="Variance interpolation v of Eq. 4.")]
 NoClip = Annotated[bool, typer.Option("--no-clip", help="Do not clip x̂ to [-1, 1].")]
 Batch = Annotated[int, typer.Option("--batch", min=1, metavar="IMAGES", help="Images per network batch (per process).")]
-# Per-process batches are `--batch-per-device` everywhere (`--batch` is only train's global batch).
-BatchPerDevice = Annotated[
-    int, typer.Option("--batch-per-device", min=1, metavar="IMAGES", help="Images per network batch, per process.")
-]
-# The sampler and λ grid names live in registries that import torch, so they are checked when the command runs.
-Sampler = Annotated[
-    Optional[str], typer.Option("--sampler", metavar="NAME",
-                                help="Sampler: ancestral, ddim, dpmpp-2m, heun or a plugin's (default: ancestral, "
-                                "the paper's Eq. 4).")
-]
-LambdaGrid = Annotated[
-    Optional[str], typer.Option("--grid", metavar="NAME",
-                                help="λ grid: paper, linear (uniform in λ) or edm (Karras) (default: paper, uniform "
-                                "in u as the paper).")
-]
 # `--n` as the paper's tools spell it; `-n` / `--num-samples` also work after `torchrun ... cfgdiff`,
 # whose argument parser rejects `--n` as an ambiguous abbreviation of its own --nnodes/--nproc-per-node.
 N = Annotated[
@@ -95,3 +78,28 @@ Classes = Annotated[
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan (NFE, time estimate) and exit.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+# ---- the sampler (sample, sweep, demo; train's grids use --sampler/--grid too) ----------------------------------
+SamplerName = Annotated[
+    str, typer.Option("--sampler", metavar="NAME", callback=rule(check_sampler_name),
+                      help="Sampler: ancestral (the paper's Eq. 4, default), ddim, dpmpp-2m, heun, or a plugin's.")
+]
+GridName = Annotated[
+    str, typer.Option("--grid", metavar="NAME", callback=rule(check_grid_name),
+                      help="λ grid: paper (uniform in u of p(λ), default), linear (uniform in λ), "
+                           "edm (Karras ρ=7).")
+]
+Eta = Annotated[float, typer.Option("--eta", min=0.0, max=1.0, help="DDIM's η (0: deterministic); ddim only.")]
+GuideWith = Annotated[
+    Optional[Path], typer.Option("--guide-with", metavar="RUN_OR_CKPT", show_default=False,
+                                 help="Autoguidance: guide with this weaker network instead of the ∅ pass; "
+                                      "its classes, resolution and λ range must match.")
+]
+Rescale = Annotated[float, typer.Option("--rescale", metavar="PHI", min=0.0, max=1.0,
+                                        help="CFG-rescale φ (Lin et al. 2024); 0 = off.")]
+Threshold = Annotated[float, typer.Option("--threshold", metavar="P", min=0.0, max=1.0,
+                                          help="Dynamic thresholding of x̂ at percentile P (e.g. 0.995); 0 = off.")]
+BatchPerDevice = Annotated[
+    int, typer.Option("--batch-per-device", min=1, metavar="IMAGES",
+                      help="Images per network batch per process (a guided batch is a 2·IMAGES forward).")
+]

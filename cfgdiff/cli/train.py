@@ -79,8 +79,8 @@ def train(
                      help="Interval of the preview PNGs (fixed seeds at w = 0 and w = grid_w) "
                      "(default: the preset's)."),
     ] = None,
-    grid_sampler: o.Sampler = None,
-    grid_schedule: o.LambdaGrid = None,
+    grid_sampler: o.SamplerName = None,  # None: the preset's (the config checks names from the flags and --set)
+    grid_schedule: o.GridName = None,
     keep: Annotated[
         Optional[int],
         typer.Option("--keep", min=1, metavar="COUNT", help="Checkpoints kept, the oldest removed first (default: 3)."),
@@ -135,14 +135,10 @@ def train(
     }
     overrides = merge_overrides(check_sets(sets or [], TrainConfig), flags)  # before torch and the data
     from cfgdiff import dist
-    from cfgdiff.diffusion.grids import check_grid
-    from cfgdiff.diffusion.sampler import get_sampler
     from cfgdiff.train.loop import train as run_training
     from cfgdiff.train.setup import plan, resolve_config
 
     cfg = resolve_config(data, preset, run_dir, overrides)
-    get_sampler(cfg.grid_sampler)  # the registries (plugins included) need torch: checked here, not at parse time
-    check_grid(cfg.grid_schedule)
     result = plan(cfg, hours) if dry_run else run_training(cfg, log or [])
     if not dist.is_main():  # under torchrun, rank 0 alone reports
         return
