@@ -147,7 +147,8 @@ def prepare(
             inputs={"source": source, "class_map": cfg.class_map},
             outputs={"dataset": result.output, "skipped_list": result.report},
             settings=result.config,
-            results={k: v for k, v in summary.items() if k not in ("output", "report", "config")},
+            results={k: (v if v != "" else None) for k, v in summary.items()  # no split: null, not ""
+                     if k not in ("output", "report", "config")},
             provenance={"source_kind": result.kind},
         )
     elif dry_run:  # the plan is the command's output: stdout, as every --dry-run
