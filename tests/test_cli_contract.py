@@ -168,6 +168,7 @@ def test_help_reads_at_80_columns():
 
 def test_help_explains_the_conventions_and_the_defaults():
     app, commands = _commands()
+    assert "\n  Example:  cfgdiff train --dry-run\n" in _help(app, "train")  # examples keep their lines
     train = " ".join(_help(app, "train").split())
     assert train.count("(default: the preset's") >= 8 and "--preview-every KIMG" in train
     assert "--sampler NAME" in train and "--grid NAME" in train and "--batch-per-device IMAGES" in train

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import inspect
 import os
+import re
 import signal
 import sys
 import threading
@@ -90,19 +91,24 @@ def build_app() -> tuple[typer.Typer, list[PluginRecord]]:
 _RECORDS: list[PluginRecord] = []
 
 
+_EXAMPLE = re.compile(r"^[A-Z][\w ]*:\s{2,}\S")  # "Example:  cfgdiff ...", "Fast:     cfgdiff ..."
+
+
 def help_text(doc: str | None) -> str | None:
     """A command's docstring as Click help: prose is rewrapped to the terminal, but each run of
-    `Example:` lines is kept line by line (Click's `\\b` marker), so no two examples run together."""
+    example lines (`Label:  command`, two spaces or more after the colon) is kept line by line
+    (Click's `\\b` marker), so no two examples run together."""
     if doc is None:
         return None
     out: list[str] = []
     for line in inspect.cleandoc(doc).splitlines():
-        example = line.startswith("Example:")
-        if example and not (out and out[-1].startswith("Example:")):
+        example = bool(_EXAMPLE.match(line))
+        previous = bool(out) and bool(_EXAMPLE.match(out[-1]))
+        if example and not previous:
             if out and out[-1] != "":
                 out.append("")
             out.append("\b")
-        elif not example and line != "" and out and out[-1].startswith("Example:"):
+        elif not example and line != "" and previous:
             out.append("")
         out.append(line)
     return "\n".join(out)
