@@ -153,5 +153,6 @@ def prepare(
         )
     elif dry_run:  # the plan is the command's output: stdout, as every --dry-run
         typer.echo(json.dumps(result.config, indent=2))
+        split = f", split {result.split}" if result.split else ""
         typer.echo(f"would write {result.output}: {result.count} images of {result.size}x{result.size} px, "
-                   f"{result.num_classes} classes ({result.kind}, split {result.split})")
+                   f"{result.num_classes} classes ({result.kind}{split})")
