@@ -13,6 +13,15 @@ class ConfigError(CfgdiffError):
     exit_code = 2
 
 
+class OutputError(ConfigError):
+    """An output the command refuses to write: it exists and is not ours (or not this job's), it is an
+    input or another output of the command, or it is a folder. A runtime refusal, so exit 1 in every
+    command, unlike the other ConfigErrors (a bad value: exit 2). Raised by `cfgdiff.files.check_outputs`
+    and the commands' own "finished earlier?" checks; the one place the "output exists" rule lives."""
+
+    exit_code = 1
+
+
 class DataError(CfgdiffError):
     """A data source or dataset file that cannot be used."""
 

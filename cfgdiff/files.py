@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from cfgdiff.errors import ConfigError, DataError
+from cfgdiff.errors import DataError, OutputError
 
 CHUNK = 1 << 22  # 4 MiB reads keep hashing at disk speed without holding the file in memory
 LEDGER = ".cfgdiff-outputs.json"
@@ -276,7 +276,7 @@ def check_outputs(
     make_folders: bool = False,
     hint: str = "pass --force to overwrite it",
 ) -> None:
-    """The output rules, checked before any work: one line on the first broken rule (ConfigError, or
+    """The output rules, checked before any work: one line on the first broken rule (OutputError, exit 1; or
     DataError for a missing or unwritable folder, as before).
 
     `outputs`: option name (for the message) -> path (None: not asked for). `inputs`: files and
@@ -289,10 +289,10 @@ def check_outputs(
     for i, (flag, out) in enumerate(named):
         for src in ins:
             if same_file(out, src):
-                raise ConfigError(f"{flag} {out} is an input of this command ({src}); choose another path")
+                raise OutputError(f"{flag} {out} is an input of this command ({src}); choose another path")
         for flag2, out2 in named[:i]:
             if same_file(out, out2):
-                raise ConfigError(f"{flag} {out} is also {flag2}; give each output its own path")
+                raise OutputError(f"{flag} {out} is also {flag2}; give each output its own path")
     for flag, out in named:
         folder = out.parent if out.parent != Path("") else Path(".")
         if not folder.is_dir() and make_folders:
@@ -304,10 +304,10 @@ def check_outputs(
         if not os.access(folder, os.W_OK | os.X_OK):
             raise DataError(f"{flag} {out}: folder {folder} is not writable")
         if out.is_dir():
-            raise ConfigError(f"{flag} {out} is a folder")
+            raise OutputError(f"{flag} {out} is a folder")
         if (out.exists() or out.is_symlink()) and not force and not is_ours(out):
             if not any(same_file(out, r) for r in replaceable if Path(r).exists()):
-                raise ConfigError(f"{flag} {out} exists and was not written by cfgdiff (or changed since); {hint}")
+                raise OutputError(f"{flag} {out} exists and was not written by cfgdiff (or changed since); {hint}")
 
 
 # ---- locks ------------------------------------------------------------------------------------------------------

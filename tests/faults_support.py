@@ -41,7 +41,7 @@ def workspace() -> Path:
     atexit.register(shutil.rmtree, base, True)
     prepare(PrepareConfig(source="builtin:shapes", size=16, limit=200), base / "data" / "shapes16.h5", workers=1)
     run = cfgdiff(["train", "--data", "data/shapes16.h5", "--preset", "tiny", "--run-dir", "runs/tiny",
-                   "--kimg", "0.128", "--batch", "32", "--workers", "0", "--grid", "100"], base, env_for(base))
+                   "--kimg", "0.128", "--batch", "32", "--workers", "0", "--preview-every", "100"], base, env_for(base))
     assert run.returncode == 0, run.stderr
     with h5py.File(base / "data" / "shapes16.h5") as f:
         np.savez(base / "ref.npz", arr_0=f["images"][:20])

@@ -83,7 +83,7 @@ def test_set_reaches_the_config_for_fields_that_also_have_flags(tmp_path, monkey
 
     def resolved(*args: str) -> list:
         assert main(["train", "--preset", "tiny", "--dry-run", "--json", *args]) == 0
-        cfg = json.loads(capsys.readouterr().out)["config"]
+        cfg = json.loads(capsys.readouterr().out)["settings"]
         return [cfg[k.partition(".")[0]][k.partition(".")[2]] if "." in k else cfg[k] for k, _, _ in SET_AND_FLAG]
 
     wanted = [v for _, v, _ in SET_AND_FLAG]

@@ -71,7 +71,7 @@ def test_third_party_plugin_is_registered_and_runs(plugin_path):
 def test_plugins_command_lists_packages(plugin_path):
     r = run(["plugins", "--json"], plugin_path)
     assert r.returncode == 0
-    records = {rec["name"]: rec for rec in json.loads(r.stdout)}
+    records = {rec["name"]: rec for rec in json.loads(r.stdout)["results"]}
     assert records["hello"]["package"] == "myplug 0.3" and records["hello"]["error"] is None
     assert records["broken"]["error"].startswith("ModuleNotFoundError")
     assert records["plugins"]["package"].startswith("cfgdiff ")

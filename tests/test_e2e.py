@@ -36,11 +36,11 @@ def workdir(tmp_path_factory):
 def test_pipeline_as_a_user_runs_it(workdir):
     d, env = workdir
     r = cfgdiff(["prepare", "builtin:shapes", "--size", "16", "--limit", "200", "--json"], d, env)
-    prep = json.loads(r.stdout)
+    prep = json.loads(r.stdout)["results"]
     assert prep["count"] == 200 and (d / "data" / "shapes16.h5").exists()
 
     r = cfgdiff(["train", "--preset", "tiny", "--kimg", "0.128", "--batch", "32", "--json"], d, env)
-    summary = json.loads(r.stdout)
+    summary = json.loads(r.stdout)["results"]
     run = d / "runs" / "shapes16-tiny"
     assert summary["steps"] == 4 and (run / "config.json").exists()
 
@@ -60,9 +60,9 @@ def test_pipeline_as_a_user_runs_it(workdir):
         np.savez(d / "ref.npz", arr_0=f["images"][:24])
     r = cfgdiff(["score", "s.npz", "--ref", "ref.npz", "--json"], d, env)
     scores = json.loads(r.stdout)
-    m = scores["metrics"]
+    m = scores["results"]["metrics"]
     assert m["fid"] > 0 and 0 <= m["precision"] <= 1 and m["is_mean"] is None  # features-only weights: no IS
-    assert scores["weights"]["sha256"] == scores["reference"]["weights_sha256"]
+    assert scores["provenance"]["weights"]["sha256"] == scores["provenance"]["reference"]["weights_sha256"]
 
     r = cfgdiff(["sweep", "--w", "0,2", "--n", "10", "--steps", "3", "--ref", "ref.npz", "--out-dir", "sw", "--json"],
                 d, env)

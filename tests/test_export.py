@@ -72,4 +72,4 @@ def test_cli_default_output_is_beside_the_ema_file(run):
     r = CliRunner().invoke(app, ["export", str(run), "--json"])
     assert r.exit_code == 0, r.output
     out = run / "ema-00000002.safetensors"
-    assert json.loads(r.stdout)["out"] == str(out) and out.is_file()
+    assert json.loads(r.stdout)["outputs"]["safetensors"] == str(out) and out.is_file()

@@ -82,7 +82,7 @@ def test_prepare_killed_anywhere_resumes_to_the_same_dataset(tmp_path):
 
 # ---- train ------------------------------------------------------------------------------------------------------
 TRAIN = ["--preset", "tiny", "--run-dir", "run", "--kimg", "0.192", "--batch", "16", "--snapshot", "0.032",
-         "--tick", "0.016", "--grid", "100", "--workers", "0", "--keep", "100", "--json"]  # 12 steps, checkpoint every 2
+         "--tick", "0.016", "--preview-every", "100", "--workers", "0", "--keep", "100", "--json"]  # 12 steps, checkpoint every 2
 
 
 def _stats(run: Path) -> list[dict]:
@@ -124,7 +124,7 @@ def test_train_killed_anywhere_resumes_to_bit_identical_weights(tmp_path):
         saved = newest
     r = cfgdiff(args, tmp_path, env_for(base))
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["resumed_from_step"] == saved  # the newest checkpoint was used
+    assert json.loads(r.stdout)["results"]["resumed_from_step"] == saved  # the newest checkpoint was used
     # the same 12 rows (no step lost or counted twice, same losses) and bit-identical final state
     assert _stats(run) == _stats(tmp_path / "ref" / "run")
     got, want = read_checkpoint(run / "checkpoint-00000012.pt"), read_checkpoint(tmp_path / "ref" / "run" / "checkpoint-00000012.pt")
@@ -246,7 +246,7 @@ def test_sweep_killed_anywhere_resumes_to_the_same_table(tmp_path):
 
 def test_score_save_stats_killed_anywhere_then_rerun_writes_the_same_statistics(tmp_path):
     base = workspace()
-    args = ["score", str(base / "ref.npz"), "--ref", str(base / "ref.npz"), "--metrics", "fid", "--batch", "10"]
+    args = ["score", str(base / "ref.npz"), "--ref", str(base / "ref.npz"), "--metrics", "fid", "--batch-per-device", "10"]
     r = cfgdiff([*args, "--save-stats", "ref.npz", "--results", "ref.json"], tmp_path, env_for(base))
     assert r.returncode == 0, r.stderr
     stats, results = tmp_path / "st.npz", tmp_path / "st.json"

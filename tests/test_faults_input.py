@@ -130,7 +130,7 @@ class Case:
 
 WS = "{ws}"
 RUN, DATA, REF = f"{WS}/runs/tiny", f"{WS}/data/shapes16.h5", f"{WS}/ref.npz"
-TRAIN = ("--preset", "tiny", "--kimg", "0.064", "--batch", "16", "--workers", "0", "--grid", "100")
+TRAIN = ("--preset", "tiny", "--kimg", "0.064", "--batch", "16", "--workers", "0", "--preview-every", "100")
 CASES = [
     # prepare
     Case("corrupt and truncated JPEGs are skipped and listed", _photos,
@@ -155,11 +155,11 @@ CASES = [
          ("train", "--data", DATA, "--run-dir", "run", *TRAIN), 1, "truncated or not a cfgdiff checkpoint"),
     Case("resuming a run with another architecture", _run_copy,
          ("train", "--data", "data/shapes16.h5", "--preset", "tiny", "--run-dir", "runs/tiny", "--kimg", "0.128",
-          "--batch", "32", "--workers", "0", "--grid", "100", "--set", "model.model_channels=64"), 1,
+          "--batch", "32", "--workers", "0", "--preview-every", "100", "--set", "model.model_channels=64"), 1,
          "is from a different run (model.model_channels: 32 -> 64)"),
     Case("resuming on a dataset swapped under the run", _swapped,
          ("train", "--data", "data/shapes16.h5", "--preset", "tiny", "--run-dir", "runs/tiny", "--kimg", "0.128",
-          "--batch", "32", "--workers", "0", "--grid", "100"), 1,
+          "--batch", "32", "--workers", "0", "--preview-every", "100"), 1,
          "data/shapes16.h5 is not the dataset this run was trained on (other images; recorded in "
          "runs/tiny/checkpoint-00000004.pt); to train on it, start a new run with another --run-dir"),
     Case("a non-finite loss (--lr 1e30)", None,

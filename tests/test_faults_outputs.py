@@ -118,8 +118,7 @@ def test_an_output_on_an_input_another_output_or_a_users_file_is_refused(case, t
     code = main(list(case.args))
     err = capsys.readouterr().err
     lines = error_lines(err)
-    want = 1 if "does not exist" in case.expect else 2  # a missing folder is a runtime error, as before
-    assert code == want and len(lines) == 1 and case.expect in lines[0] and "Traceback" not in err, err
+    assert code == 1 and len(lines) == 1 and case.expect in lines[0] and "Traceback" not in err, err
     assert _state(tmp_path) == before  # no input, no user file touched; nothing new written
 
 
@@ -134,7 +133,7 @@ def test_a_replaced_sample_file_is_not_complete_already(tmp_path, monkeypatch, c
     assert "complete already" in capsys.readouterr().err
     shutil.copy(tmp_path / "x.png", tmp_path / "x.npz")  # e.g. what `--preview x.npz` once did
     png = hashlib.sha256((tmp_path / "x.npz").read_bytes()).hexdigest()
-    assert main([*SAMPLE, "--out", "x.npz"]) == 2
+    assert main([*SAMPLE, "--out", "x.npz"]) == 1  # an existing output that is not this job's: exit 1
     err = capsys.readouterr().err
     assert "complete already" not in err and "x.npz exists; pass --force" in error_lines(err)[0]
     assert hashlib.sha256((tmp_path / "x.npz").read_bytes()).hexdigest() == png

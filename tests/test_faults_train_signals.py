@@ -22,7 +22,7 @@ from cfgdiff.runs import read_checkpoint
 pytestmark = pytest.mark.faults
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CFGDIFF_DEBUG": ""}
 ARGS = ["--data", "d.h5", "--preset", "tiny", "--batch", "16", "--kimg", "0.096", "--tick", "0.016",
-        "--snapshot", "100", "--grid", "100", "--keep", "100", "--json"]  # 6 steps, a stats row each
+        "--snapshot", "100", "--preview-every", "100", "--keep", "100", "--json"]  # 6 steps, a stats row each
 
 
 def _cfgdiff(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
@@ -87,7 +87,7 @@ def test_group_signal_with_workers_checkpoints_and_the_rerun_matches_an_uninterr
     assert _group(proc.pid) == []  # the workers ended with the trainer
     r = _cfgdiff(["train", *ARGS, "--run-dir", run, "--workers", "2"], reference)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["resumed_from_step"] == step and step < 6
+    assert json.loads(r.stdout)["results"]["resumed_from_step"] == step and step < 6
     got = read_checkpoint(reference / run / "checkpoint-00000006.pt")
     want = read_checkpoint(reference / "ref" / "checkpoint-00000006.pt")
     for key in ("model", "ema"):

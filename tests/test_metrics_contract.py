@@ -47,7 +47,7 @@ def test_registered_row_reaches_the_results_json_and_the_plain_output(tmp_path, 
     args = ["score", str(tmp_path / "gen.npz"), "--ref", str(tmp_path / "ref.npz"), "--inception",
             str(random_weights[0])]
     assert main([*args, "--metrics", "trace,fid", "--json"]) == 0
-    record = json.loads(capsys.readouterr().out)
+    record = json.loads(capsys.readouterr().out)["results"]
     assert record["metrics"]["trace"] == pytest.approx(16 * 17 / 2)  # Σ 1..16, the closed form
     assert record["metrics"]["fid"] == pytest.approx(16.0)  # ‖1 − 0‖² with equal covariances
     assert main([*args, "--metrics", "trace", "--results", str(tmp_path / "r.json")]) == 0
@@ -74,7 +74,8 @@ def test_too_few_for_precision_keeps_fid_and_defaults_ref_to_the_training_set(tm
     (tmp_path / "s.npz.json").write_text(json.dumps({"dataset": str(ref), "n": 3}))  # as `sample` records it
     assert main(["score", str(tmp_path / "s.npz"), "--inception", weights, "--json"]) == 0
     captured = capsys.readouterr()
-    record = json.loads(captured.out)
+    doc = json.loads(captured.out)
+    record = {**doc["results"], **doc["provenance"]}
     m = record["metrics"]
     assert record["reference"]["path"] == str(ref) and "recorded in" in record["reference"]["default"]
     assert m["fid"] > 0 and m["precision"] is None and "more than 3 features" in m["unavailable"]["pr"]
@@ -104,7 +105,7 @@ def test_fewer_than_two_samples_only_with_force(tmp_path, capsys, random_weights
     assert not (tmp_path / "one.score.json").exists()
     capsys.readouterr()
     assert main([*args, "--force", "--json"]) == 0
-    m = json.loads(capsys.readouterr().out)["metrics"]
+    m = json.loads(capsys.readouterr().out)["results"]["metrics"]
     assert m["is_mean"] is None and "at least one image per split" in m["unavailable"]["is"]
 
 

@@ -18,7 +18,7 @@ from cfgdiff.data.prepare import _plan_id, open_source, prepare
 from cfgdiff.files import LEDGER
 from cfgdiff.data.resize import adm_center_crop
 from cfgdiff.data.sources import select
-from cfgdiff.errors import DataError
+from cfgdiff.errors import OutputError
 
 FILES = {k: v for k, v in class_folder_files(per_class=3).items() if k.startswith("train/")}
 
@@ -126,7 +126,7 @@ def test_existing_output_needs_force_unless_it_is_this_finished_job(tmp_path):
     before = out.read_bytes()
     again = prepare(cfg, out, workers=1)  # the same command again: nothing to do
     assert (again.count, again.resumed, again.size, again.num_classes) == (20, 20, SIZE, 10)
-    with pytest.raises(DataError, match="exists; pass --force"):
+    with pytest.raises(OutputError, match="exists; pass --force"):
         prepare(dataclasses.replace(cfg, limit=21), out, workers=1)
     assert out.read_bytes() == before
     assert prepare(dataclasses.replace(cfg, limit=21), out, workers=1, force=True).count == 21
@@ -184,11 +184,12 @@ def test_cli_json_and_default_output_path(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = _cli(capsys, "builtin:shapes", "--limit", 40, "--size", 16, "--workers", 1, "--json")
     assert code == 0 and "prepare: wrote data/shapes16.h5" in err
-    doc = json.loads(out)  # stdout holds exactly one JSON document
-    assert doc["output"] == "data/shapes16.h5" and doc["count"] == 40 and doc["config"]["size"] == 16
+    doc = json.loads(out)  # stdout holds exactly one JSON document: the envelope of docs/json.md
+    assert doc["outputs"]["dataset"] == "data/shapes16.h5" and doc["results"]["count"] == 40
+    assert doc["settings"]["size"] == 16
     assert (tmp_path / "data" / "shapes16.h5").is_file()
     code, out, _ = _cli(capsys, "builtin:shapes", "--dry-run", "--json")
-    assert code == 0 and json.loads(out)["dry_run"] is True and json.loads(out)["count"] == 20_000
+    assert code == 0 and json.loads(out)["results"]["dry_run"] is True and json.loads(out)["results"]["count"] == 20_000
 
 
 def test_cli_under_torchrun_only_rank_0_prepares(tmp_path, capsys, monkeypatch):

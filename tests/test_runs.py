@@ -100,7 +100,7 @@ def test_resume_from_a_checkpoint_missing_a_key_is_one_line(tmp_path, capsys, ke
 def _train_args(tmp_path: Path) -> list[str]:
     """The command line of `tiny_config(tmp_path)`, less --kimg."""
     return ["train", "--data", str(tmp_path / "toy.h5"), "--preset", "tiny", "--run-dir", str(tmp_path / "run"),
-            "--batch", "4", "--tick", "0.004", "--snapshot", "0.008", "--grid", "1", "--set", "grid_images=2",
+            "--batch", "4", "--tick", "0.004", "--snapshot", "0.008", "--preview-every", "1", "--set", "grid_images=2",
             "--set", "grid_steps=2"]
 
 
@@ -142,14 +142,15 @@ def test_the_same_dataset_resumes_and_a_finished_run_reports_strict_json(tmp_pat
     args = [*_train_args(tmp_path), "--json"]
     assert main([*args, "--kimg", "0.016"]) == 0
     out = capsys.readouterr().out
-    summary = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    doc = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    summary = {**doc["results"], **doc["outputs"]}
     assert summary["resumed_from_step"] == summary["steps"] == 4 and summary["img_per_s"] is None
     assert summary["loss"] is None and summary["checkpoint"] == str(tmp_path / "run" / "checkpoint-00000004.pt")
     assert (tmp_path / "run" / "grid-00000004.png").exists()  # the final grid a kill could have cost
     # a shorter duration trains nothing and reports what the run holds, never a negative rate
     (tmp_path / "run" / "stats.jsonl").write_text(json.dumps({"step": 4, "loss": 0.25}) + "\n")
     assert main([*args, "--kimg", "0.008"]) == 0
-    summary = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    summary = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))["results"]
     assert (summary["steps"], summary["kimg"], summary["img_per_s"], summary["loss"]) == (4, 0.016, None, 0.25)
 
 

@@ -131,25 +131,29 @@ def test_score_cli_end_to_end(tmp_path, capsys, random_weights):  # noqa: F811
     ref.mkdir()
     for i, im in enumerate(_images(4, seed=4)):  # precision/recall with k = 3 need 4
         Image.fromarray(im).save(ref / f"{i}.png")
-    code = main(["score", str(tmp_path / "gen.npz"), "--ref", str(ref), "--inception", weights, "--batch", "4",
+    code = main(["score", str(tmp_path / "gen.npz"), "--ref", str(ref), "--inception", weights, "--batch-per-device", "4",
                  "--save-stats", str(tmp_path / "gen-stats.npz"), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    record = json.loads(out)  # stdout is exactly one JSON document
+    doc = json.loads(out)  # stdout is exactly one JSON document: the envelope of docs/json.md
+    record = json.loads((tmp_path / "gen.score.json").read_text())  # the results file beside the samples
+    assert doc["results"] == {"metrics": record["metrics"], "warnings": record["warnings"]}
+    assert doc["settings"] == record["config"] and doc["outputs"]["results"] == str(tmp_path / "gen.score.json")
+    assert {k: doc["provenance"][k] for k in ("samples", "reference", "weights")} == {
+        k: record[k] for k in ("samples", "reference", "weights")}
     m = record["metrics"]
     assert m["fid"] > 0 and m["sfid"] > 0 and m["is_mean"] >= 1 and 0 <= m["precision"] <= 1
     assert m["counts"] == {"samples": 10, "reference": 4} and m["unavailable"] == {}
     assert record["weights"]["sha256"] == m["weights_sha256"] and record["weights"]["format"] == "pytorch-fid"
     assert record["reference"]["kind"] == "folder" and len(record["reference"]["sha256"]) == 64
     assert record["cfgdiff_version"] and record["config"]["batch"] == 4
-    assert json.loads((tmp_path / "gen.score.json").read_text()) == record  # the results file beside the samples
 
     # the saved statistics score the same FID without touching the samples' images again
     code = main(["score", str(tmp_path / "gen-stats.npz"), "--ref", str(ref), "--inception", weights,
                  "--metrics", "fid", "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert json.loads(out)["metrics"]["fid"] == pytest.approx(m["fid"], rel=1e-12)
+    assert json.loads(out)["results"]["metrics"]["fid"] == pytest.approx(m["fid"], rel=1e-12)
 
     # plain (non-TTY) output: one tab-separated line per metric
     assert main(["score", str(tmp_path / "gen-stats.npz"), "--ref", str(ref), "--inception", weights,
@@ -193,6 +197,6 @@ def test_features_only_weights_say_how_to_get_is(tmp_path, capsys):
     assert main(["score", str(tmp_path / "two.npz"), "--save-stats", str(stats), "--json"]) == 0
     assert stats.is_file()
     captured = capsys.readouterr()
-    record = json.loads(captured.out)
-    assert record["metrics"]["is_mean"] is None and record["weights"]["has_logits"] is False
+    doc = json.loads(captured.out)
+    assert doc["results"]["metrics"]["is_mean"] is None and doc["provenance"]["weights"]["has_logits"] is False
     assert "cfgdiff: note: is not computed: IS needs the Inception 1008-way head" in captured.err

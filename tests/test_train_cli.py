@@ -37,7 +37,8 @@ def test_no_arguments_finds_the_dataset_and_picks_the_preset(tmp_path, monkeypat
     write_dataset(tmp_path / "data" / "cifar.h5", n=8, size=32)
     code, out, _ = run(capsys, "--dry-run", "--json", "--hours", "10")
     assert code == 0
-    plan = json.loads(out)
+    doc = json.loads(out)
+    plan = {**doc["results"], "config": doc["settings"]}
     cfg = resolve_config(None, None, None, {})
     assert plan["config"]["preset"] == "cifar32" and plan["config"]["run_dir"] == "runs/cifar-cifar32"
     assert plan["config"]["model"]["num_classes"] == 4 and plan["config"]["model"]["resolution"] == 32
@@ -86,7 +87,7 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
 def test_sigint_checkpoints_the_completed_step_and_rerun_resumes(tmp_path):
     write_dataset(tmp_path / "toy.h5")
     args = ["--data", "toy.h5", "--preset", "tiny", "--run-dir", "run", "--batch", "4", "--tick", "0.004",
-            "--snapshot", "100", "--grid", "100"]
+            "--snapshot", "100", "--preview-every", "100"]
     proc = _start([*args, "--kimg", "100"], tmp_path)
     stats = tmp_path / "run" / "stats.jsonl"
     while not stats.exists() and proc.poll() is None:  # the handler is installed before the first row
@@ -101,7 +102,7 @@ def test_sigint_checkpoints_the_completed_step_and_rerun_resumes(tmp_path):
     rerun = subprocess.run([str(BIN / "cfgdiff"), "train", *args, "--kimg", str((step + 1) * 4 / 1000), "--json"],
                            cwd=tmp_path, env=ENV, text=True, capture_output=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
-    assert json.loads(rerun.stdout)["resumed_from_step"] == step
+    assert json.loads(rerun.stdout)["results"]["resumed_from_step"] == step
 
 
 def test_two_gloo_processes_take_the_same_steps_as_one(tmp_path):
@@ -111,11 +112,11 @@ def test_two_gloo_processes_take_the_same_steps_as_one(tmp_path):
     one = train(resolve_config(str(data), "tiny", str(tmp_path / "one"), common))
     cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "cfgdiff"), "train",
            "--data", str(data), "--preset", "tiny", "--run-dir", str(tmp_path / "two"), "--batch", "8",
-           "--batch-per-device", "2", "--kimg", "0.024", "--no-amp", "--snapshot", "1", "--grid", "1",
+           "--batch-per-device", "2", "--kimg", "0.024", "--no-amp", "--snapshot", "1", "--preview-every", "1",
            "--tick", "0.008", "--json"]
     two = subprocess.run(cmd, env=ENV, text=True, capture_output=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
-    assert json.loads(two.stdout)["steps"] == one["steps"] == 3  # rank 0 alone prints the JSON
+    assert json.loads(two.stdout)["results"]["steps"] == one["steps"] == 3  # rank 0 alone prints the JSON
     a = read_checkpoint(tmp_path / "one" / "checkpoint-00000003.pt")
     b = read_checkpoint(tmp_path / "two" / "checkpoint-00000003.pt")
     for key in ("model", "ema"):

@@ -99,7 +99,8 @@ def test_zero_flag_train_on_64px_data_resolves_a_micro_batch_that_fits(tmp_path,
     (tmp_path / "data").mkdir()
     write_dataset(tmp_path / "data" / "im.h5", n=8, size=64)
     assert main(["train", "--dry-run", "--json"]) == 0
-    plan = json.loads(capsys.readouterr().out)
+    doc = json.loads(capsys.readouterr().out)
+    plan = {**doc["results"], "config": doc["settings"]}
     micro, rounds = plan["batch_per_device"], plan["accumulation_rounds"]
     assert plan["config"]["preset"] == "adm64" and micro * rounds == 2048 and micro < 2048
     avail = next(int(ln.split()[1]) * 1024 for ln in Path("/proc/meminfo").read_text().splitlines()
@@ -114,7 +115,7 @@ def test_zero_flag_train_on_64px_data_resolves_a_micro_batch_that_fits(tmp_path,
     (tmp_path / "runs" / "im-adm64").mkdir(parents=True)
     (tmp_path / "runs" / "im-adm64" / "config.json").write_text(json.dumps({**plan["config"], "batch_per_device": 0}))
     assert main(["train", "--dry-run", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["batch_per_device"] < 2048
+    assert json.loads(capsys.readouterr().out)["results"]["batch_per_device"] < 2048
 
 
 def test_a_device_too_small_for_one_image_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):

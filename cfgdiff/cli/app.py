@@ -7,14 +7,19 @@ Every command, built-in or not, is an entry point in the group `cfgdiff.commands
                                               # or a typer.Typer for a group of subcommands
 
 A plugin that fails to import is reported in one line on stderr and skipped; the others still work.
-Exit codes: 0 success, 1 runtime error (a CfgdiffError), 2 usage error, 130 (SIGINT) or 143 (SIGTERM) stopped.
+Exit codes: 0 success; 1 runtime error (a CfgdiffError), including every refused output (an OutputError:
+it exists and is not ours, or is an input: the same code in every command); 2 usage error (Typer's parse
+errors, option callbacks, and a ConfigError for a bad value); 130 (SIGINT) or 143 (SIGTERM) stopped.
+The exit code of a library error is its class's `exit_code` (cfgdiff/errors.py), nowhere else.
 Set CFGDIFF_DEBUG=1 for tracebacks.
 """
 
 from __future__ import annotations
 
 import errno
+import inspect
 import os
+import re
 import signal
 import sys
 import threading
@@ -58,8 +63,9 @@ def build_app() -> tuple[typer.Typer, list[PluginRecord]]:
         name="cfgdiff",
         help="Classifier-free diffusion guidance (Ho & Salimans 2022): prepare, train, sample, sweep, score.",
         no_args_is_help=True,
-        add_completion=True,
+        add_completion=False,  # one completion mechanism: the static scripts in completions/
         pretty_exceptions_enable=False,
+        rich_markup_mode=None,  # plain Click help: wraps at any width, never cuts an option name, no rich import
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_root)
@@ -70,7 +76,7 @@ def build_app() -> tuple[typer.Typer, list[PluginRecord]]:
             if isinstance(obj, typer.Typer):
                 app.add_typer(obj, name=ep.name)
             elif callable(obj):
-                app.command(name=ep.name)(obj)
+                app.command(name=ep.name, help=help_text(obj.__doc__))(obj)
             else:
                 raise TypeError(f"{type(obj).__name__} is neither a function nor a typer.Typer")
             records.append(PluginRecord(ep.name, ep.value, _package_of(ep)))
@@ -83,6 +89,29 @@ def build_app() -> tuple[typer.Typer, list[PluginRecord]]:
 
 
 _RECORDS: list[PluginRecord] = []
+
+
+_EXAMPLE = re.compile(r"^[A-Z][\w ]*:\s{2,}\S")  # "Example:  cfgdiff ...", "Fast:     cfgdiff ..."
+
+
+def help_text(doc: str | None) -> str | None:
+    """A command's docstring as Click help: prose is rewrapped to the terminal, but each run of
+    example lines (`Label:  command`, two spaces or more after the colon) is kept line by line
+    (Click's `\\b` marker), so no two examples run together."""
+    if doc is None:
+        return None
+    out: list[str] = []
+    for line in inspect.cleandoc(doc).splitlines():
+        example = bool(_EXAMPLE.match(line))
+        previous = bool(out) and bool(_EXAMPLE.match(out[-1]))
+        if example and not previous:
+            if out and out[-1] != "":
+                out.append("")
+            out.append("\b")
+        elif not example and line != "" and previous:
+            out.append("")
+        out.append(line)
+    return "\n".join(out)
 
 
 def loaded_plugins() -> list[PluginRecord]:

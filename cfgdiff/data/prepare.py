@@ -32,7 +32,7 @@ from cfgdiff.data.npz import NpzSource
 from cfgdiff.data.parts import Part, PartStore, part_length
 from cfgdiff.data.pool import cpu_count, run_tasks
 from cfgdiff.data.sources import Member, Source, output_stem, select
-from cfgdiff.errors import ConfigError, DataError
+from cfgdiff.errors import ConfigError, DataError, OutputError
 from cfgdiff.files import atomic_path, check_outputs, is_ours, output_lock, write_json, write_text
 
 
@@ -185,7 +185,7 @@ def _finished_earlier(out: Path, cfg: PrepareConfig) -> PrepareResult:
     except (OSError, ValueError):
         same = False
     if not same:
-        raise DataError(f"{out} exists; pass --force to replace it")
+        raise OutputError(f"{out} exists; pass --force to replace it")
     PartStore(out, {}).remove()
     dist.print0(f"prepare: {out} is already complete with these options; nothing to do (--force redoes it)")
     report = out.with_name(out.stem + ".skipped.tsv")

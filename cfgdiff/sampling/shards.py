@@ -31,7 +31,7 @@ import torch
 from cfgdiff import __version__, dist
 from cfgdiff.config import SamplerConfig, to_dict
 from cfgdiff.console import Progress
-from cfgdiff.errors import CfgdiffError, ConfigError, DataError
+from cfgdiff.errors import CfgdiffError, ConfigError, DataError, OutputError
 from cfgdiff.files import (
     PartStore, check_outputs, forget_output, is_ours, npz_rows, output_lock, publish, write_json, write_npz,
 )
@@ -158,7 +158,7 @@ def check_output(out: Path, preview: Path | None = None, inputs: tuple[Path | No
 
 def finished_earlier(out: Path, prov: dict[str, Any]) -> dict[str, Any] | None:
     """The provenance of `out` if it exists and is the verified result of this same job (so a rerun
-    has nothing to do); None if there is no such file; ConfigError if `out` holds something else.
+    has nothing to do); None if there is no such file; OutputError (exit 1) if `out` holds something else.
     Verified: the npz itself is the one cfgdiff wrote (size and SHA-256 in the folder's ledger) and
     holds n samples; a provenance file alone proves nothing."""
     if not out.exists():
@@ -171,7 +171,7 @@ def finished_earlier(out: Path, prov: dict[str, Any]) -> dict[str, Any] | None:
             return done
     except (OSError, ValueError, KeyError):
         pass
-    raise ConfigError(f"{out} exists; pass --force to overwrite it")
+    raise OutputError(f"{out} exists; pass --force to overwrite it")
 
 
 def run_sample(model: SamplingModel, job: SampleJob, out: Path, device: torch.device,
