@@ -6,10 +6,12 @@ _cfgdiff() {
         return
     fi
     case "${COMP_WORDS[1]}:$prev" in
-        demo:--out|{c.name}:-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        demo:--out-dir|{c.name}:-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         demo:--kimg) COMPREPLY=(); return ;;
         demo:--n) COMPREPLY=(); return ;;
+        demo:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun" -- "$cur")); return ;;
         demo:--steps|{c.name}:-T) COMPREPLY=(); return ;;
+        demo:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
         demo:--w) COMPREPLY=(); return ;;
         export:--out|{c.name}:-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         prepare:--out|{c.name}:-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -26,12 +28,19 @@ _cfgdiff() {
         sample:--n|{c.name}:-n|{c.name}:--num-samples) COMPREPLY=(); return ;;
         sample:--steps|{c.name}:-T) COMPREPLY=(); return ;;
         sample:--v) COMPREPLY=(); return ;;
-        sample:--out|{c.name}:-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        sample:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun" -- "$cur")); return ;;
+        sample:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
+        sample:--eta) COMPREPLY=(); return ;;
+        sample:--guidance-interval) COMPREPLY=(); return ;;
+        sample:--guide-with) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        sample:--rescale) COMPREPLY=(); return ;;
+        sample:--threshold) COMPREPLY=(); return ;;
+        sample:--out|{c.name}:-o) COMPREPLY=(); return ;;
         sample:--seeds) COMPREPLY=(); return ;;
         sample:--classes) COMPREPLY=(); return ;;
-        sample:--batch) COMPREPLY=(); return ;;
+        sample:--batch-per-device) COMPREPLY=(); return ;;
         sample:--shard-size) COMPREPLY=(); return ;;
-        sample:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
+        sample:--preview) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         score:--ref) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         score:--inception) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         score:--batch-per-device) COMPREPLY=(); return ;;
@@ -41,13 +50,20 @@ _cfgdiff() {
         score:--fid-method) COMPREPLY=($(compgen -W "eigh sqrtm" -- "$cur")); return ;;
         sweep:--w) COMPREPLY=(); return ;;
         sweep:--n|{c.name}:-n|{c.name}:--num-samples) COMPREPLY=(); return ;;
+        sweep:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun" -- "$cur")); return ;;
         sweep:--steps|{c.name}:-T) COMPREPLY=(); return ;;
+        sweep:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
+        sweep:--guidance-interval) COMPREPLY=(); return ;;
         sweep:--v) COMPREPLY=(); return ;;
+        sweep:--eta) COMPREPLY=(); return ;;
+        sweep:--rescale) COMPREPLY=(); return ;;
+        sweep:--threshold) COMPREPLY=(); return ;;
         sweep:--ref) COMPREPLY=(); return ;;
-        sweep:--out|{c.name}:-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        sweep:--out-dir|{c.name}:-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         sweep:--seeds) COMPREPLY=(); return ;;
-        sweep:--batch) COMPREPLY=(); return ;;
+        sweep:--batch-per-device) COMPREPLY=(); return ;;
         sweep:--inception) COMPREPLY=(); return ;;
+        sweep:--metrics) COMPREPLY=($(compgen -W "fid is pr sfid kid" -- "$cur")); return ;;
         train:--data) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         train:--preset) COMPREPLY=($(compgen -W "adm64 cifar32 tiny" -- "$cur")); return ;;
         train:--run-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -72,13 +88,13 @@ _cfgdiff() {
         train:--hours) COMPREPLY=(); return ;;
     esac
     case "${COMP_WORDS[1]}" in
-        demo) opts="--out -o --kimg --n --steps -T --w --json --help -h" ;;
+        demo) opts="--out-dir -o --kimg --n --sampler --steps -T --grid --w --json --help -h" ;;
         export) opts="--out -o --force --json --help -h" ;;
         plugins) opts="--json --help -h" ;;
         prepare) opts="--out -o --size --resize --split --limit --first-classes --draft --no-draft --class-map --seed --preset --workers --force --dry-run --json --help -h" ;;
-        sample) opts="--w --n -n --num-samples --steps -T --v --out -o --seeds --balanced --classes --batch --shard-size --grid --no-clip --force --dry-run --json --help -h" ;;
+        sample) opts="--w --n -n --num-samples --steps -T --v --sampler --grid --eta --guidance-interval --guide-with --rescale --threshold --out -o --seeds --balanced --classes --batch-per-device --shard-size --preview --no-clip --force --dry-run --json --help -h" ;;
         score) opts="--ref --inception --batch-per-device --save-stats --metrics --results --fid-method --json --force --help -h" ;;
-        sweep) opts="--w --n -n --num-samples --steps -T --v --ref --out -o --seeds --balanced --batch --inception --keep-samples --no-clip --json --help -h" ;;
+        sweep) opts="--w --n -n --num-samples --sampler --steps -T --grid --guidance-interval --v --eta --rescale --threshold --ref --out-dir -o --seeds --balanced --batch-per-device --inception --metrics --keep-samples --no-clip --dry-run --json --help -h" ;;
         train) opts="--data --preset --run-dir --kimg --batch --batch-per-device --lr --lr-warmup --ema --ema-warmup --no-ema-warmup --dropout --grad-clip --seed --tick --snapshot --preview-every --sampler --grid --keep --workers --compile --no-compile --amp --no-amp --set --log --hours --dry-run --json --help -h" ;;
     esac
     if [[ "$cur" == -* ]]; then

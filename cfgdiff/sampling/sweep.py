@@ -23,7 +23,7 @@ import numpy as np
 from cfgdiff import __version__, dist
 from cfgdiff.config import SweepConfig
 from cfgdiff.console import Progress
-from cfgdiff.errors import ConfigError, DataError
+from cfgdiff.errors import ConfigError, DataError, OutputError
 from cfgdiff.files import check_outputs, is_ours, output_lock, run_inputs, write_json, write_text
 from cfgdiff.runs import SamplingModel, newest_run, resolve_weights_file
 from cfgdiff.sampling.command import seeds_and_labels
@@ -73,7 +73,7 @@ def _check_settings(out_dir: Path, settings: dict[str, Any], write: bool = True)
         if isinstance(old, dict):
             old = {k: v for k, v in old.items() if k not in unknown}
         if old != {k: v for k, v in settings.items() if k not in unknown}:
-            raise ConfigError(f"{out_dir} holds a sweep with other settings (checkpoint, n, seeds, v, eta, rescale, "
+            raise OutputError(f"{out_dir} holds a sweep with other settings (checkpoint, n, seeds, v, eta, rescale, "
                               "threshold, metrics or reference); choose another --out-dir")
     elif write:
         write_json(path, settings, indent=1, record=True)

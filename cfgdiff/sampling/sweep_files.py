@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cfgdiff.config import SamplerConfig, SweepConfig
-from cfgdiff.errors import ConfigError
+from cfgdiff.errors import OutputError
 from cfgdiff.files import is_ours, write_text
 
 FORMAT = 2  # settings.json: 2 = axes in every row's key (1, unmarked: one sampler and T per folder)
@@ -137,7 +137,7 @@ def _recorded_settings(out_dir: Path) -> Any:
     except ValueError:
         return None
     if isinstance(old, dict) and old.get("format") is None:
-        raise ConfigError(f"{out_dir} holds a sweep from an older cfgdiff (one sampler and T per folder), "
+        raise OutputError(f"{out_dir} holds a sweep from an older cfgdiff (one sampler and T per folder), "
                           "which this version does not extend; choose another --out-dir")
     return old
 
