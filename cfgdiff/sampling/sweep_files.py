@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -61,15 +62,25 @@ def line_label(line: tuple[str, int, str, tuple[float, ...]]) -> str:
 
 
 def read_rows(path: Path) -> dict[Key, dict[str, Any]]:
-    """Rows of sweep.jsonl by key; a torn last line (killed mid-write cannot happen, but be safe) is ignored."""
+    """Rows of sweep.jsonl by key. A line that is not a row (torn, edited by hand, damaged) is dropped
+    with one warning on stderr, so that its row is computed again rather than trusted or crashed on."""
     rows: dict[Key, dict[str, Any]] = {}
     if path.exists():
-        for line in path.read_text().splitlines():
+        damaged = 0
+        for line in path.read_text(errors="replace").splitlines():
             try:
                 row = json.loads(line)
-            except ValueError:
+                key = row_key(row)
+                hash(key)  # an axis that is a list or a mapping is damage too
+                if not all(math.isfinite(x) for x in (key[1], key[4], *key[3])):
+                    raise ValueError("non-finite axis")
+            except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+                damaged += line.strip() != ""
                 continue
-            rows[row_key(row)] = row
+            rows[key] = row
+        if damaged:
+            print(f"cfgdiff: warning: {path}: {damaged} damaged row(s) dropped; they will be computed again",
+                  file=sys.stderr)
     return rows
 
 
