@@ -53,7 +53,7 @@ complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l guidance-interval
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l guide-with -r -F -d 'Autoguidance: guide with this weaker network instead of the ∅ pass; its classes, resolution and λ range must match'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l rescale -x -d 'CFG-rescale φ (Lin et al. 2024); 0 = off'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l threshold -x -d 'Dynamic thresholding of x̂ at percentile P (e.g. 0.995); 0 = off'
-complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l out -s o -x -d 'Output npz (arr_0 images, arr_1 labels) with its provenance FILE.npz.json; a folder (trailing / or existing) gets DIR/samples.npz and the PNG folder DIR/png/000000.png … (row i of arr_0)'
+complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l out -s o -x -d 'Output npz (arr_0 images, arr_1 labels) with its provenance FILE.npz.json; a folder (trailing / or existing) gets DIR/samples.npz and the PNG folder DIR/png/000000.png, 000001.png, ... (row i of arr_0)'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l seeds -x -d 'Seeds'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l balanced -d 'Class-balanced labels: n / classes of each'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sample' -l classes -x -d 'Comma list of class indices to cycle through'

@@ -20,7 +20,8 @@ def sample(
     n: o.N = 50000,
     steps: Annotated[int, typer.Option(
         "--steps", "-T", min=2,
-        help="T: sampling steps (λ grid points). NFE per sample: T, 2T guided (heun 2T−1, doubled guided), "
+        help="T: sampling steps (λ grid points). NFE per sample: T, 2T when guided (heun: 2T−1, doubled when "
+             "guided), "
              "less with --guidance-interval; --dry-run prints it. Default 256: the paper's.")] = 256,
     v: Annotated[float, typer.Option("--v", min=0.0, max=1.0,
                                      help="Variance interpolation v of Eq. 4 (ancestral only). Default 0.3: "
@@ -35,7 +36,7 @@ def sample(
     out: Annotated[str, typer.Option(
         "--out", "-o", metavar="FILE.npz|DIR/",
         help="Output npz (arr_0 images, arr_1 labels) with its provenance FILE.npz.json; a folder (trailing / "
-             "or existing) gets DIR/samples.npz and the PNG folder DIR/png/000000.png … (row i of arr_0).")
+             "or existing) gets DIR/samples.npz and the PNG folder DIR/png/000000.png, 000001.png, ... (row i of arr_0).")
     ] = "samples.npz",
     seeds: o.Seeds = None,
     balanced: o.Balanced = False,
