@@ -35,3 +35,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def no_flush_denormal_leak():
+    """In-process training sets torch's flush-to-zero for speed (cfgdiff.train.step); restore IEEE
+    subnormals after each test, so later tests (hypothesis's float strategies) see the default."""
+    yield
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
