@@ -115,7 +115,7 @@ def main() -> None:
     ap.add_argument("--samplers", default="dpmpp-2m,ddim")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--profile", default=None, help="write a torch.profiler table of one loop per side here")
+    ap.add_argument("--profile", default=None, help="append a torch.profiler table of one loop per side to this file")
     args = ap.parse_args()
     torch.manual_seed(0)
     b, r, k, t = args.batch, args.res, args.classes, args.steps
@@ -126,7 +126,6 @@ def main() -> None:
     x2 = torch.randn(2 * b, 3, r, r)
     l2 = torch.cat([torch.arange(b) % k, torch.full((b,), k)])
     c2 = torch.full((2 * b,), 500.0)
-    profile_lines = []
     with torch.inference_mode():
         for prec in args.precisions.split(","):
             amp = prec == "bf16"
@@ -135,8 +134,12 @@ def main() -> None:
             for sampler in args.samplers.split(","):
                 loops = {"cfgdiff": cfgdiff_loop(ours, sampler, t, b, r, k, args.w, amp),
                          "diffusers": diffusers_loop(theirs, sampler, t, b, r, k, args.w, amp)}
-                for fn in (*loops.values(), *bare.values()):
-                    fn()  # warm-up (oneDNN primitive caches, autocast weight casts)
+                warm = (cfgdiff_loop(ours, sampler, 2, b, r, k, args.w, amp),
+                        diffusers_loop(theirs, sampler, 2, b, r, k, args.w, amp),
+                        forwards(lambda: ours(x2, c2, l2), 2, amp),
+                        forwards(lambda: theirs(x2, 500, class_labels=l2).sample, 2, amp))
+                for fn in warm:
+                    fn()  # warm-up, 2 steps each (oneDNN primitive caches, autocast weight casts)
                 times: dict[str, list[float]] = {f"{s} {what}": [] for s in loops for what in ("loop", "network")}
                 for _ in range(args.repeats):
                     for side in loops:
@@ -155,12 +158,10 @@ def main() -> None:
                     for side, fn in loops.items():
                         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
                             fn()
-                        profile_lines.append(f"===== {side} {sampler} {prec} =====\n" +
-                                             prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
-    if args.profile:
-        with open(args.profile, "w") as f:
-            f.write("\n\n".join(profile_lines) + "\n")
-        print(f"\nwrote {args.profile}")
+                        with open(args.profile, "a") as f:  # appended as each one finishes
+                            f.write(f"===== {side} {sampler} {prec} =====\n" +
+                                    prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18) + "\n\n")
+                    print(f"  profile appended to {args.profile}")
 
 
 if __name__ == "__main__":
