@@ -178,10 +178,17 @@ def main() -> None:
     p.add_argument("--inception-batch", type=int, default=100)
     p.add_argument("--detector", default=None, help="Inception weights (default: cfgdiff's resolution order)")
     p.add_argument("--out-dir", default="bench-out/solvers")
+    p.add_argument("--report-only", action="store_true", help="table and plot of the rows finished so far")
     args = p.parse_args()
     torch.manual_seed(0)
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-    rows = run(args)
+    if args.report_only:
+        rows_file = Path(args.out_dir) / "rows.jsonl"
+        rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.exists() else []
+        if not rows:
+            raise SystemExit(f"solvers: no finished rows in {rows_file}")
+    else:
+        rows = run(args)
     md = table(rows, args.n)
     (Path(args.out_dir) / "table.md").write_text(md)
     plot(rows, Path(args.out_dir) / "fid_vs_nfe.png")
