@@ -55,7 +55,8 @@ def test_within_class_variance_oracle():
     colour_var = np.var(np.array([0, 51, 102, 153]) / 255.0, ddof=1) * 3  # three equal channels
     assert within_class_variance(np.concatenate([a, b]), labels) == pytest.approx(colour_var / 2)
     centroids = np.array([[100 / 255] * 3, [0.0] * 3])
-    assert nearest_centroid_share(np.concatenate([a, b]), labels, centroids) == pytest.approx(5 / 8)  # 51, 102, 153 lie nearer class 0
+    # class 0 all right; of class 1 only the 0 image (51, 102 and 153 lie nearer class 0's 100)
+    assert nearest_centroid_share(np.concatenate([a, b]), labels, centroids) == pytest.approx(5 / 8)
 
 
 @pytest.mark.timeout(1800)  # ~20 s idle; minutes on a loaded shared machine
