@@ -1,0 +1,201 @@
+"""FID against network evaluations for every sampler, steps and w, on one trained model (issue 12 item 6).
+
+Every row samples the same N class-balanced seeds (seed i gets class i mod K), scores them with
+cfgdiff's own metrics API (Inception pool_3 statistics, `compute_metrics`) against a held-out
+reference, and records the exact NFE per sample (`nfe_per_sample`). Then, for each
+(sampler, steps) the interval variant runs at that line's best w > 0, and one point is sampled again
+from a disjoint seed set (seeds N..2N−1) to measure the FID noise between seed sets.
+
+Writes into --out-dir: rows.jsonl (one JSON row per finished point, so a rerun only computes the
+missing ones), table.md, fid_vs_nfe.png. The full run of the issue (hours on 2 CPU cores):
+
+    python bench/solvers.py RUN --ref REF.h5 --n 2000 --steps 8,16,32,64,256 \\
+        --samplers ancestral,ddim,dpmpp-2m,heun --ws 0,1,2 --out-dir bench-out/solvers
+
+The reduced run recorded in docs/benchmarks.md uses smaller --n, --steps, --samplers and --ws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from cfgdiff.config import SamplerConfig
+from cfgdiff.metrics.detector import load_detector
+from cfgdiff.metrics.evaluate import compute_metrics
+from cfgdiff.metrics.reference import load_reference
+from cfgdiff.metrics.stats import FeatureAccumulator
+from cfgdiff.runs import load_for_sampling
+from cfgdiff.sampling.generate import nfe, sample_batch
+from cfgdiff.sampling.labels import labels_for_seeds
+
+# Kynkäänniemi et al. 2024 guide for EDM σ ∈ (0.28, 5.42]; λ = −2 ln σ
+DEFAULT_INTERVAL = (-3.4, 2.6)
+
+
+def floats(text: str) -> list[float]:
+    return [float(t) for t in text.split(",") if t.strip()]
+
+
+def ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+def row_key(sampler: str, steps: int, w: float, interval: tuple[float, float] | None, seed0: int) -> str:
+    iv = f"{interval[0]}:{interval[1]}" if interval else "-"
+    return f"{sampler}|{steps}|{w:g}|{iv}|{seed0}"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.device = torch.device("cpu")
+        self.model = load_for_sampling(args.run, self.device)
+        self.detector = load_detector(args.detector, self.device, batch_size=args.inception_batch)
+        self.ref = load_reference(args.ref, self.detector, cache_dir=args.out_dir)
+        self.out = Path(args.out_dir)
+        self.rows_file = self.out / "rows.jsonl"
+        self.rows: dict[str, dict] = {}
+        if self.rows_file.exists():
+            for line in self.rows_file.read_text().splitlines():
+                row = json.loads(line)
+                self.rows[row["key"]] = row
+
+    def point(self, sampler: str, steps: int, w: float, interval: tuple[float, float] | None = None,
+              seed0: int = 0) -> dict:
+        key = row_key(sampler, steps, w, interval, seed0)
+        if key in self.rows:
+            return self.rows[key]
+        cfg = SamplerConfig(sampler=sampler, grid=self.args.grid, steps=steps, w=w, guidance_interval=interval)
+        n, k = self.args.n, self.model.num_classes
+        seeds = list(range(seed0, seed0 + n))
+        labels = labels_for_seeds(list(range(n)), k, "balanced")  # the same labels for every seed set
+        acc = FeatureAccumulator(keep_pool=False)
+        t0 = time.perf_counter()
+        sample_s = 0.0
+        for i in range(0, n, self.args.batch):
+            ts = time.perf_counter()
+            images = sample_batch(self.model, seeds[i : i + self.args.batch], labels[i : i + self.args.batch],
+                                  cfg, self.device)
+            sample_s += time.perf_counter() - ts
+            acc.add_images(self.detector, images)
+        gen = acc.finalize(self.detector.sha256)
+        fid = compute_metrics(gen, self.ref, ["fid"])["fid"]
+        row = {"key": key, "sampler": sampler, "steps": steps, "w": w,
+               "interval": list(interval) if interval else None, "seed0": seed0, "n": n,
+               "nfe": nfe(cfg, 1, self.model.diffusion_cfg), "fid": fid,
+               "sample_s": round(sample_s, 2), "total_s": round(time.perf_counter() - t0, 2)}
+        self.rows[key] = row
+        with self.rows_file.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{sampler:10s} T={steps:<4d} w={w:<4g} interval={row['interval']} seeds {seed0}.. "
+              f"NFE={row['nfe']:<4d} FID={fid:.3f} ({row['total_s']:.0f} s)", flush=True)
+        return row
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    b = Bench(args)
+    interval = tuple(floats(args.interval)) if args.interval else None
+    rows = []
+    for sampler in args.samplers.split(","):
+        for steps in ints(args.steps):
+            line = [b.point(sampler, steps, w) for w in floats(args.ws)]
+            rows += line
+            guided = [r for r in line if r["w"] > 0]
+            if interval and guided:
+                best = min(guided, key=lambda r: r["fid"])
+                rows.append(b.point(sampler, steps, best["w"], interval))
+    if args.noise_at:
+        sampler, steps, w = args.noise_at.split(":")
+        a = b.point(sampler, int(steps), float(w))
+        c = b.point(sampler, int(steps), float(w), seed0=args.n)
+        rows += [a, c] if a not in rows else [c]
+    return rows
+
+
+def noise_line(rows: list[dict]) -> str:
+    other = [r for r in rows if r["seed0"] != 0]
+    if not other:
+        return ""
+    c = other[0]
+    a = next(r for r in rows if r["seed0"] == 0 and r["key"].split("|")[:4] == c["key"].split("|")[:4])
+    rel = abs(a["fid"] - c["fid"]) / min(a["fid"], c["fid"])
+    return (f"FID noise between two disjoint seed sets ({c['sampler']}, T = {c['steps']}, w = {c['w']:g}): "
+            f"{a['fid']:.3f} vs {c['fid']:.3f}, {100 * rel:.1f}%.")
+
+
+def table(rows: list[dict], n: int) -> str:
+    head = (f"| sampler | steps | w | interval (λ) | NFE | FID (N = {n}) | sampling s |\n"
+            "|---|---:|---:|---|---:|---:|---:|\n")
+    body = "".join(
+        f"| {r['sampler']} | {r['steps']} | {r['w']:g} | {'%g:%g' % tuple(r['interval']) if r['interval'] else '–'} "
+        f"| {r['nfe']} | {r['fid']:.3f} | {r['sample_s']:.0f} |\n"
+        for r in rows if r["seed0"] == 0)
+    return head + body + "\n" + noise_line(rows) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    plain = [r for r in rows if r["seed0"] == 0 and not r["interval"]]
+    for sampler in dict.fromkeys(r["sampler"] for r in plain):
+        for w in sorted({r["w"] for r in plain}):
+            line = sorted((r for r in plain if r["sampler"] == sampler and r["w"] == w), key=lambda r: r["nfe"])
+            ax.plot([r["nfe"] for r in line], [r["fid"] for r in line], "o-", label=f"{sampler}, w={w:g}")
+    iv = [r for r in rows if r["interval"] and r["seed0"] == 0]
+    if iv:
+        ax.plot([r["nfe"] for r in iv], [r["fid"] for r in iv], "k*", ms=10, label="interval, best w")
+    ax.set_xscale("log")
+    ax.set_xlabel("network evaluations per sample (NFE)")
+    ax.set_ylabel(f"FID (N = {rows[0]['n']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="run directory or checkpoint (cfgdiff.runs.load_for_sampling)")
+    p.add_argument("--ref", required=True, help="held-out reference (dataset .h5, image folder or stats .npz)")
+    p.add_argument("--n", type=int, default=2000, help="samples a point (a multiple of the class count)")
+    p.add_argument("--steps", default="8,16,32,64,256")
+    p.add_argument("--samplers", default="ancestral,ddim,dpmpp-2m,heun")
+    p.add_argument("--ws", default="0,1,2")
+    p.add_argument("--grid", default="paper", help="λ grid: paper|linear|edm")
+    p.add_argument("--interval", default="%g,%g" % DEFAULT_INTERVAL,
+                   help="guidance interval LO,HI in λ for the interval rows at each line's best w ('' for none)")
+    p.add_argument("--noise-at", default="dpmpp-2m:16:1", help="SAMPLER:STEPS:W sampled again from seeds N..2N-1")
+    p.add_argument("--batch", type=int, default=500, help="sampling batch")
+    p.add_argument("--inception-batch", type=int, default=100)
+    p.add_argument("--detector", default=None, help="Inception weights (default: cfgdiff's resolution order)")
+    p.add_argument("--out-dir", default="bench-out/solvers")
+    p.add_argument("--report-only", action="store_true", help="table and plot of the rows finished so far")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        rows_file = Path(args.out_dir) / "rows.jsonl"
+        rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.exists() else []
+        if not rows:
+            raise SystemExit(f"solvers: no finished rows in {rows_file}")
+    else:
+        rows = run(args)
+    md = table(rows, args.n)
+    (Path(args.out_dir) / "table.md").write_text(md)
+    plot(rows, Path(args.out_dir) / "fid_vs_nfe.png")
+    print(md)
+    print(f"wrote {args.out_dir}/table.md, {args.out_dir}/fid_vs_nfe.png; "
+          f"{sum(r['nfe'] * r['n'] for r in rows)} network evaluations in all")
+
+
+if __name__ == "__main__":
+    main()

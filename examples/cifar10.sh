@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The CIFAR-10 results pipeline of docs/results.md (issue 14), with cfgdiff's own commands only:
+#   1. prepare the train (50k) and test (10k) splits at 32²;
+#   2. train on the train split;
+#   3. sweep w with the fast solver (dpmpp-2m, ~20 steps) and check it against the paper's
+#      ancestral sampler at T = 256, 2000 class-balanced samples a point, the same seeds throughout,
+#      scored against the test split; two points again from a disjoint seed set (error bars).
+# Every step's wall time (and peak memory, via /usr/bin/time -v where it exists) goes to $WORK/times.log.
+# Rerunning resumes: prepare and train resume, sweeps compute only their missing rows.
+#
+#   bash examples/cifar10.sh                          # the defaults below
+#   KIMG=100 PRESET=tiny N=1000 bash examples/cifar10.sh
+set -euo pipefail
+
+CFGDIFF=${CFGDIFF:-cfgdiff}
+DATA=${DATA:-../shared/data/cifar10-jpg.tar.gz}
+WORK=${WORK:-work/cifar10}
+PRESET=${PRESET:-tiny}          # see docs/results.md for the presets and widths tried
+KIMG=${KIMG:-200}               # training length; about 2 h of 2 CPU cores for tiny at 32²
+TRAIN_SET=${TRAIN_SET:-}        # extra train flags, e.g. "--set model.model_channels=48"
+N=${N:-2000}                    # samples a point (a multiple of 10: class-balanced)
+BATCH=${BATCH:-250}             # sampling / Inception batch per process
+FAST_SAMPLER=${FAST_SAMPLER:-dpmpp-2m}
+FAST_STEPS=${FAST_STEPS:-20}
+FAST_W=${FAST_W:-0,0.1,0.2,0.3,0.5,1,2,3,4}
+PAPER_STEPS=${PAPER_STEPS:-256}
+PAPER_W=${PAPER_W:-0,0.3,1,4}
+NOISE_W=${NOISE_W:-0.3,1}       # points sampled again from seeds N..2N-1 for the error bars
+INCEPTION=${INCEPTION:-}        # Inception weights file (IS needs the full weights; default: cfgdiff's search)
+
+mkdir -p "$WORK"
+LOG="$WORK/times.log"
+TRAIN_H5="$WORK/cifar10-train32.h5"
+TEST_H5="$WORK/cifar10-test32.h5"
+RUN="$WORK/runs/$PRESET"
+INC=()
+[[ -n "$INCEPTION" ]] && INC=(--inception "$INCEPTION")
+
+step() {  # step NAME CMD...: run CMD, append its wall time (and /usr/bin/time -v's peak RSS) to $LOG
+    local name=$1
+    shift
+    local t0 t1
+    t0=$(date +%s)
+    echo "[$(date -u +%FT%TZ)] $name: $*" | tee -a "$LOG"
+    if [[ -x /usr/bin/time ]]; then
+        /usr/bin/time -v -o "$WORK/.time-$name" "$@"
+        grep -E "Elapsed|Maximum resident" "$WORK/.time-$name" | sed "s/^/    $name: /" >>"$LOG"
+    else
+        "$@"
+    fi
+    t1=$(date +%s)
+    echo "[$(date -u +%FT%TZ)] $name: done in $((t1 - t0)) s" | tee -a "$LOG"
+}
+
+step prepare-train "$CFGDIFF" prepare "$DATA" --split train --size 32 --out "$TRAIN_H5"
+step prepare-test "$CFGDIFF" prepare "$DATA" --split test --size 32 --out "$TEST_H5"
+
+# shellcheck disable=SC2086  # TRAIN_SET is a list of flags
+step train "$CFGDIFF" train --data "$TRAIN_H5" --preset "$PRESET" --kimg "$KIMG" --run-dir "$RUN" $TRAIN_SET
+
+COMMON=(--n "$N" --balanced --ref "$TEST_H5" --batch-per-device "$BATCH" "${INC[@]}")
+step sweep-fast "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$FAST_W" \
+    --out-dir "$WORK/sweep" "${COMMON[@]}"
+step sweep-paper "$CFGDIFF" sweep "$RUN" --sampler ancestral --steps "$PAPER_STEPS" --w "$PAPER_W" \
+    --out-dir "$WORK/sweep" "${COMMON[@]}"
+step sweep-seeds2 "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$NOISE_W" \
+    --seeds "$N-$((2 * N - 1))" --out-dir "$WORK/sweep-seeds2" "${COMMON[@]}"
+
+echo "results: $WORK/sweep/table.md, $WORK/sweep-seeds2/table.md; wall times: $LOG"
