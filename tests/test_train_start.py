@@ -1,13 +1,11 @@
 """How `cfgdiff train` starts and what it records: the micro-batch from the device's memory (a
-memory model, checked against a real count and a real peak), gradient accumulation keeping the
+memory model, checked against a real count; its peak check is bench/memory_model.py), gradient accumulation keeping the
 preset's optimiser step, no run folder before a step succeeded, the start header, log.txt,
 stats.jsonl's times, TensorBoard scalars, and the captioned sample grid."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,40 +51,6 @@ def test_saved_activation_count_matches_real_tensors():
     model = TRAIN_PRESETS["tiny"].model
     real = _real_saved_bytes(model, 3) - _real_saved_bytes(model, 2)
     assert memory.saved_bytes_per_image(model) == pytest.approx(real, rel=0.02)
-
-
-_PEAK = """
-import resource, sys, torch
-from cfgdiff.config import TRAIN_PRESETS, override
-from cfgdiff.nn import build_unet
-from cfgdiff.train.step import accumulate_gradients, apply_gradients, setup_model
-torch.set_num_threads(1)
-cfg = override(TRAIN_PRESETS["tiny"], amp=False)
-m = setup_model(cfg, build_unet(cfg.model), torch.device("cpu"))
-b = int(sys.argv[1])
-for i in range(2):  # the same micro-batch twice: the second step has the optimiser state and warm caches
-    x, labels = torch.rand(b, 3, 32, 32) * 2 - 1, torch.randint(0, 10, (b,))
-    accumulate_gradients(m, cfg, [(x, labels, i)], 1)
-    apply_gradients(m, cfg, i)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-"""
-
-
-def _peak_rss(micro_batch: int) -> int:
-    """Peak RSS of a fresh process that builds tiny and takes two float32 steps of `micro_batch` images."""
-    out = subprocess.run([sys.executable, "-c", _PEAK, str(micro_batch)], capture_output=True, text=True,
-                         check=True, timeout=300)
-    return int(out.stdout.split()[-1])
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss in KiB is Linux's unit")
-def test_memory_model_bounds_the_measured_peak_of_a_real_step():
-    """Peak RSS of real float32 steps at micro-batch 2 and at 18, each in its own fresh process (so
-    neither inherits the other's allocator state): the growth per image is below the model's 2·A, and
-    not absurdly so (the model must not starve the device either)."""
-    per_image = (_peak_rss(18) - _peak_rss(2)) / 16
-    model_per_image = memory.ACTIVATION_FACTOR * memory.saved_bytes_per_image(TRAIN_PRESETS["tiny"].model)
-    assert 0.3 * model_per_image < per_image <= model_per_image
 
 
 def test_fit_picks_the_largest_divisor_of_the_batch_that_fits():
