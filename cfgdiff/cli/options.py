@@ -60,7 +60,6 @@ Steps = Annotated[int, typer.Option("--steps", "-T", min=2,
                                          "(heun 2T−1, doubled); --dry-run prints the exact count.")]
 V = Annotated[float, typer.Option("--v", min=0.0, max=1.0, help="Variance interpolation v of Eq. 4.")]
 NoClip = Annotated[bool, typer.Option("--no-clip", help="Do not clip x̂ to [-1, 1].")]
-Batch = Annotated[int, typer.Option("--batch", min=1, metavar="IMAGES", help="Images per network batch (per process).")]
 # `--n` as the paper's tools spell it; `-n` / `--num-samples` also work after `torchrun ... cfgdiff`,
 # whose argument parser rejects `--n` as an ambiguous abbreviation of its own --nnodes/--nproc-per-node.
 N = Annotated[
