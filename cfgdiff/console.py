@@ -10,7 +10,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from cfgdiff import dist
+from cfgdiff.launch import launched_rank
 
 
 class Progress:
@@ -29,7 +29,7 @@ class Progress:
         self._last = 0.0
         self._fields: dict[str, Any] = {}
         self._rich = None
-        self.enabled = dist.is_main()
+        self.enabled = launched_rank() == 0  # torchrun's RANK: the group's rank, known without torch
         if self.enabled and sys.stderr.isatty():
             from rich.progress import (
                 BarColumn,

@@ -13,13 +13,15 @@ from datetime import timedelta
 import torch
 import torch.distributed as td
 
+from cfgdiff.launch import launched_rank, launched_world_size, print0  # noqa: F401  (print0: dist.print0 as before)
+
 
 def world_size() -> int:
-    return td.get_world_size() if td.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+    return td.get_world_size() if td.is_initialized() else launched_world_size()
 
 
 def rank() -> int:
-    return td.get_rank() if td.is_initialized() else int(os.environ.get("RANK", "0"))
+    return td.get_rank() if td.is_initialized() else launched_rank()
 
 
 def local_rank() -> int:
@@ -101,12 +103,6 @@ def broadcast_object(obj: object) -> object:
     box = [obj]
     td.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def print0(*args: object, file=None) -> None:
-    """print() on rank 0 only, to stderr by default (stdout is kept for --json)."""
-    if is_main():
-        print(*args, file=file or sys.stderr, flush=True)
 
 
 def shutdown() -> None:

@@ -223,3 +223,18 @@ def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, capsys, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "junk.zip"]  # no data/, no partial files
     code, _, err = _cli(capsys, "builtin:shapes", "--size", 4)
     assert code == 2 and "--size" in err
+
+
+def test_cli_prepare_never_imports_torch(tmp_path):
+    """Decoding needs no torch; its import (seconds) would be most of a small prepare's wall time and
+    counts against bench/prepare.py's whole-process ratio. A fresh interpreter runs the real CLI."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "s.h5"
+    code = ("import sys; from cfgdiff.cli.app import main; "
+            f"rc = main(['prepare', 'builtin:shapes', '--limit', '20', '--size', '16', '--workers', '1', '--out', {str(out)!r}]); "
+            "sys.exit(rc or ('torch' in sys.modules and 'torch imported'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.is_file()

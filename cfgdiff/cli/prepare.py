@@ -129,14 +129,15 @@ def prepare(
         class_map=str(class_map) if class_map else None,
         seed=seed,
     )
-    from cfgdiff import dist
     from cfgdiff.data.prepare import prepare as run_prepare
+    from cfgdiff.launch import launched_rank, launched_world_size
 
-    if dist.world_size() > 1:  # under torchrun N copies would write the same files: rank 0 alone works
-        if not dist.is_main():
+    # torch is never imported: decoding needs none, and its import is seconds of a short prepare's wall time
+    if launched_world_size() > 1:  # under torchrun N copies would write the same files: rank 0 alone works
+        if launched_rank() != 0:
             return
-        dist.print0(f"prepare: {dist.world_size()} processes launched; rank 0 alone prepares (decoding in "
-                    "--workers processes), the others exit")
+        typer.echo(f"prepare: {launched_world_size()} processes launched; rank 0 alone prepares (decoding in "
+                   "--workers processes), the others exit", err=True)
     result = run_prepare(cfg, out, force=force, workers=workers, dry_run=dry_run)
     if as_json:
         from cfgdiff.cli import envelope

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cfgdiff import __version__, dist
+from cfgdiff import __version__
 from cfgdiff.config import PrepareConfig, to_dict
 from cfgdiff.console import Progress
 from cfgdiff.data.archives import FolderSource, TarSource, ZipSource
@@ -34,6 +34,7 @@ from cfgdiff.data.pool import cpu_count, run_tasks
 from cfgdiff.data.sources import Member, Source, output_stem, select
 from cfgdiff.errors import ConfigError, DataError, OutputError
 from cfgdiff.files import atomic_path, check_outputs, is_ours, output_lock, write_json, write_text
+from cfgdiff.launch import print0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +188,7 @@ def _finished_earlier(out: Path, cfg: PrepareConfig) -> PrepareResult:
     if not same:
         raise OutputError(f"{out} exists; pass --force to replace it")
     PartStore(out, {}).remove()
-    dist.print0(f"prepare: {out} is already complete with these options; nothing to do (--force redoes it)")
+    print0(f"prepare: {out} is already complete with these options; nothing to do (--force redoes it)")
     report = out.with_name(out.stem + ".skipped.tsv")
     return PrepareResult(
         output=str(out), count=int(attrs["count"]), skipped=int(attrs["skipped"]), size=int(attrs["size"]),
@@ -219,7 +220,7 @@ def prepare(
     num_classes = min(len(source.class_ids), cfg.classes or len(source.class_ids))
     result = dict(output=str(out), size=cfg.size, num_classes=num_classes, kind=source.kind, split=source.split)
     where = f"{cfg.source} ({source.kind}{', split ' + source.split if source.split else ''})"
-    dist.print0(f"prepare: {where}: {num_classes} classes, {len(members)} images -> {out} ({cfg.size}px, {cfg.resize})")
+    print0(f"prepare: {where}: {num_classes} classes, {len(members)} images -> {out} ({cfg.size}px, {cfg.resize})")
     if dry_run:
         planned = dict(count=len(members), skipped=0, seconds=0.0, resumed=0, report=None)
         return PrepareResult(**result, **planned, dry_run=True, config=to_dict(cfg))
@@ -243,7 +244,7 @@ def _write(cfg: PrepareConfig, out: Path, source: Source, members: list[Member],
     groups = {k: members[k * part_len : (k + 1) * part_len] for k in range(n_parts) if k not in done}
     resumed = len(members) - sum(len(g) for g in groups.values())
     if resumed:
-        dist.print0(f"prepare: resuming: {resumed} of {len(members)} images already done")
+        print0(f"prepare: resuming: {resumed} of {len(members)} images already done")
     with Progress("prepare", total=len(members), unit="img", start=resumed) as progress:
         _convert(source, groups, store, ImageSpec(cfg.size, cfg.resize, cfg.draft), workers or cpu_count(), progress)
 
@@ -258,9 +259,9 @@ def _write(cfg: PrepareConfig, out: Path, source: Source, members: list[Member],
     store.remove()
 
     seconds = time.monotonic() - t0
-    dist.print0(f"prepare: wrote {out}: {count} images, {num_classes} classes, {cfg.size}px in {seconds:.1f} s")
+    print0(f"prepare: wrote {out}: {count} images, {num_classes} classes, {cfg.size}px in {seconds:.1f} s")
     if skipped:
-        dist.print0(f"prepare: skipped {skipped} unreadable images; they are listed in {report}")
+        print0(f"prepare: skipped {skipped} unreadable images; they are listed in {report}")
     report_path = str(report) if report else None
     return PrepareResult(
         **result, count=count, skipped=skipped, seconds=seconds, resumed=resumed, report=report_path, dry_run=False,
