@@ -42,12 +42,29 @@ def cpu_count() -> int:
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+
+
+def _keep_heap_pages() -> bool:
+    """Have glibc serve a worker's per-image arrays (0.1-30 MiB) from a heap it keeps.
+
+    By default malloc maps every block over 128 KiB afresh and unmaps it on free, so each image's
+    decoded pixels and resize temporaries cost new zero-filled pages: measured 1.2 s of system time
+    per 1000 ImageNet-sized JPEGs -> 64² (area), 40% of the work, against 0.2 s with the heap kept.
+    Blocks over 64 MiB (photos of tens of megapixels) are still mapped and returned at once.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        return libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20) == 1
+    except (OSError, AttributeError):  # not glibc
+        return False
 
 
 def _worker_init(parent: int) -> None:
     """In each worker: leave stopping to the main process, and die with it (see the docstring)."""
     for s in (signal.SIGINT, signal.SIGTERM):  # not the CLI's handler, which the fork inherited
         signal.signal(s, signal.SIG_IGN)
+    _keep_heap_pages()
     if sys.platform == "linux" and _set_death_signal():
         if os.getppid() != parent:  # the parent died before the death signal was armed
             os._exit(1)
@@ -76,6 +93,7 @@ def _run(task: Task) -> Decoded:
 def run_tasks(tasks: Iterable[Task], workers: int) -> Iterator[Decoded]:
     """`task.run()` for every task, in order; in `workers` processes, or in this one if workers <= 1."""
     if workers <= 1:
+        _keep_heap_pages()  # this process decodes: the same per-image arrays as a worker's
         for task in tasks:
             yield task.run()
         return
