@@ -32,8 +32,12 @@ from cfgdiff.nn import count_params
 from sampler_step import build_net, sync  # bench/ sibling (run as a script)
 
 
-def diffusers_unet(res: int, classes: int) -> torch.nn.Module:
-    """A UNet2DModel shaped like the tiny preset: widths 32/64/72 (1.34M), one block a level, attention at 8²."""
+def diffusers_unet(res: int, classes: int, resample: str = "conv") -> torch.nn.Module:
+    """A UNet2DModel shaped like the tiny preset: widths 32/64/72 (1.34M), one block a level, attention at 8².
+
+    resample="conv" is diffusers' default (a strided conv down, upsample + conv up); "resnet" resamples
+    inside a residual block, as `tiny` does (BigGAN-style `resblock_updown`): the same work as cfgdiff's.
+    """
     from diffusers import UNet2DModel
 
     return UNet2DModel(
@@ -42,6 +46,7 @@ def diffusers_unet(res: int, classes: int) -> torch.nn.Module:
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         num_class_embeds=classes + 1, resnet_time_scale_shift="scale_shift",
+        downsample_type=resample, upsample_type=resample,
     ).eval()
 
 
@@ -115,13 +120,15 @@ def main() -> None:
     ap.add_argument("--samplers", default="dpmpp-2m,ddim")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--resample", choices=("conv", "resnet"), default="conv",
+                    help="diffusers' down/upsampling: its default conv, or resnet blocks like cfgdiff's tiny")
     ap.add_argument("--profile", default=None, help="append a torch.profiler table of one loop per side to this file")
     args = ap.parse_args()
     torch.manual_seed(0)
     b, r, k, t = args.batch, args.res, args.classes, args.steps
     ours, name = build_net("tiny", r, k, torch.device("cpu"))
-    theirs = diffusers_unet(r, k)
-    print(f"cfgdiff: {name}; diffusers UNet2DModel: {count_params(theirs) / 1e6:.2f}M params; "
+    theirs = diffusers_unet(r, k, args.resample)
+    print(f"cfgdiff: {name}; diffusers UNet2DModel ({args.resample} resampling): {count_params(theirs) / 1e6:.2f}M params; "
           f"B={b}, {r}px, {t} steps, w={args.w}, {torch.get_num_threads()} threads")
     x2 = torch.randn(2 * b, 3, r, r)
     l2 = torch.cat([torch.arange(b) % k, torch.full((b,), k)])
