@@ -2,14 +2,15 @@
 # The CIFAR-10 results pipeline of docs/results.md (issue 14), with cfgdiff's own commands only:
 #   1. prepare the train (50k) and test (10k) splits at 32²;
 #   2. train on the train split;
-#   3. sweep w with the fast solver (dpmpp-2m, ~20 steps) and check it against the paper's
-#      ancestral sampler at T = 256, 2000 class-balanced samples a point, the same seeds throughout,
-#      scored against the test split; two points again from a disjoint seed set (error bars).
+#   3. sweep w with the fast solver (dpmpp-2m, ~20 steps), N class-balanced samples a point, the same
+#      seeds throughout, scored against the test split; two points again from a disjoint seed set
+#      (error bars); the paper's ancestral sampler at T = 256 against the fast solver on the same
+#      PAPER_N seeds (with that N's seed noise); a Fig. 3 grid of the same seeds at growing w.
 # Every step's wall time (and peak memory, via /usr/bin/time -v where it exists) goes to $WORK/times.log.
 # Rerunning resumes: prepare and train resume, sweeps compute only their missing rows.
 #
 #   bash examples/cifar10.sh                          # the defaults below
-#   KIMG=100 PRESET=tiny N=1000 bash examples/cifar10.sh
+#   KIMG=100 PRESET=tiny N=1000 PAPER_N=200 bash examples/cifar10.sh
 set -euo pipefail
 
 CFGDIFF=${CFGDIFF:-cfgdiff}
@@ -25,7 +26,10 @@ FAST_STEPS=${FAST_STEPS:-20}
 FAST_W=${FAST_W:-0,0.1,0.2,0.3,0.5,1,2,3,4}
 PAPER_STEPS=${PAPER_STEPS:-256}
 PAPER_W=${PAPER_W:-0,0.3,1,4}
-NOISE_W=${NOISE_W:-0.3,1}       # points sampled again from seeds N..2N-1 for the error bars
+PAPER_N=${PAPER_N:-$N}          # samples a point of the T = 256 check (512 evaluations a sample: the cost)
+NOISE_W=${NOISE_W:-0.3,1}       # points sampled again from disjoint seeds, for the error bars
+GRID_CLASSES=${GRID_CLASSES:-1,3,7,8}  # automobile, cat, horse, ship: the Fig. 3 grid's columns
+GRID_W=${GRID_W:-0,0.3,1,2,4}
 INCEPTION=${INCEPTION:-}        # Inception weights file (IS needs the full weights; default: cfgdiff's search)
 
 mkdir -p "$WORK"
@@ -58,12 +62,30 @@ step prepare-test "$CFGDIFF" prepare "$DATA" --split test --size 32 --out "$TEST
 # shellcheck disable=SC2086  # TRAIN_SET is a list of flags
 step train "$CFGDIFF" train --data "$TRAIN_H5" --preset "$PRESET" --kimg "$KIMG" --run-dir "$RUN" $TRAIN_SET
 
-COMMON=(--n "$N" --balanced --ref "$TEST_H5" --batch-per-device "$BATCH" "${INC[@]}")
+COMMON=(--balanced --ref "$TEST_H5" --batch-per-device "$BATCH" "${INC[@]}")
+# the curve: the fast solver over every w, N samples a point, seeds 0..N-1
 step sweep-fast "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$FAST_W" \
-    --out-dir "$WORK/sweep" "${COMMON[@]}"
-step sweep-paper "$CFGDIFF" sweep "$RUN" --sampler ancestral --steps "$PAPER_STEPS" --w "$PAPER_W" \
-    --out-dir "$WORK/sweep" "${COMMON[@]}"
+    --n "$N" --out-dir "$WORK/sweep" "${COMMON[@]}"
+# its error bars: two points again from seeds N..2N-1
 step sweep-seeds2 "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$NOISE_W" \
-    --seeds "$N-$((2 * N - 1))" --out-dir "$WORK/sweep-seeds2" "${COMMON[@]}"
+    --n "$N" --seeds "$N-$((2 * N - 1))" --out-dir "$WORK/sweep-seeds2" "${COMMON[@]}"
+# the check: the paper's ancestral sampler at T = 256 against the fast solver on the same PAPER_N seeds
+step sweep-paper "$CFGDIFF" sweep "$RUN" --sampler ancestral --steps "$PAPER_STEPS" --w "$PAPER_W" \
+    --n "$PAPER_N" --out-dir "$WORK/sweep-check" "${COMMON[@]}"
+step sweep-check-fast "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$PAPER_W" \
+    --n "$PAPER_N" --out-dir "$WORK/sweep-check" "${COMMON[@]}"
+# ... and the seed noise at that N, from seeds PAPER_N..2·PAPER_N-1
+step sweep-check-seeds2 "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$PAPER_W" \
+    --n "$PAPER_N" --seeds "$PAPER_N-$((2 * PAPER_N - 1))" --out-dir "$WORK/sweep-check-seeds2" "${COMMON[@]}"
 
-echo "results: $WORK/sweep/table.md, $WORK/sweep-seeds2/table.md; wall times: $LOG"
+# Fig. 3: the same seeds 0..15 (four a class, one class a column) at growing w
+mkdir -p "$WORK/grid"
+IFS=, read -r -a grid_ws <<<"$GRID_W"
+for w in "${grid_ws[@]}"; do
+    [[ -f "$WORK/grid/w$w.png" ]] && continue
+    step "grid-w$w" "$CFGDIFF" sample "$RUN" --w "$w" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --n 16 \
+        --seeds 0-15 --classes "$GRID_CLASSES" --out "$WORK/grid/w$w.npz" --preview "$WORK/grid/w$w.png"
+done
+
+echo "results: $WORK/sweep/table.md, $WORK/sweep-seeds2/table.md, $WORK/sweep-check/table.md," \
+    "$WORK/sweep-check-seeds2/table.md, $WORK/grid/; wall times: $LOG"
