@@ -31,12 +31,15 @@ NOISE_W=${NOISE_W:-0.3,1}       # points sampled again from disjoint seeds, for 
 GRID_CLASSES=${GRID_CLASSES:-1,3,7,8}  # automobile, cat, horse, ship: the Fig. 3 grid's columns
 GRID_W=${GRID_W:-0,0.3,1,2,4}
 INCEPTION=${INCEPTION:-}        # Inception weights file (IS needs the full weights; default: cfgdiff's search)
+# Sampling and scoring on several processes, e.g. LAUNCH="torchrun --standalone --nproc_per_node 2" with
+# CFGDIFF=$(which cfgdiff) (torchrun runs a script path); OMP_NUM_THREADS=1 for one core each on a CPU.
+LAUNCH=${LAUNCH:-}
 
 mkdir -p "$WORK"
 LOG="$WORK/times.log"
-TRAIN_H5="$WORK/cifar10-train32.h5"
-TEST_H5="$WORK/cifar10-test32.h5"
-RUN="$WORK/runs/$PRESET"
+TRAIN_H5=${TRAIN_H5:-$WORK/cifar10-train32.h5}
+TEST_H5=${TEST_H5:-$WORK/cifar10-test32.h5}
+RUN=${RUN:-$WORK/runs/$PRESET}
 INC=()
 [[ -n "$INCEPTION" ]] && INC=(--inception "$INCEPTION")
 
@@ -64,26 +67,26 @@ step train "$CFGDIFF" train --data "$TRAIN_H5" --preset "$PRESET" --kimg "$KIMG"
 
 COMMON=(--balanced --ref "$TEST_H5" --batch-per-device "$BATCH" "${INC[@]}")
 # the curve: the fast solver over every w, N samples a point, seeds 0..N-1
-step sweep-fast "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$FAST_W" \
-    --n "$N" --out-dir "$WORK/sweep" "${COMMON[@]}"
+step sweep-fast $LAUNCH "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$FAST_W" \
+    -n "$N" --out-dir "$WORK/sweep" "${COMMON[@]}"
 # its error bars: two points again from seeds N..2N-1
-step sweep-seeds2 "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$NOISE_W" \
-    --n "$N" --seeds "$N-$((2 * N - 1))" --out-dir "$WORK/sweep-seeds2" "${COMMON[@]}"
+step sweep-seeds2 $LAUNCH "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$NOISE_W" \
+    -n "$N" --seeds "$N-$((2 * N - 1))" --out-dir "$WORK/sweep-seeds2" "${COMMON[@]}"
 # the check: the paper's ancestral sampler at T = 256 against the fast solver on the same PAPER_N seeds
-step sweep-paper "$CFGDIFF" sweep "$RUN" --sampler ancestral --steps "$PAPER_STEPS" --w "$PAPER_W" \
-    --n "$PAPER_N" --out-dir "$WORK/sweep-check" "${COMMON[@]}"
-step sweep-check-fast "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$PAPER_W" \
-    --n "$PAPER_N" --out-dir "$WORK/sweep-check" "${COMMON[@]}"
+step sweep-paper $LAUNCH "$CFGDIFF" sweep "$RUN" --sampler ancestral --steps "$PAPER_STEPS" --w "$PAPER_W" \
+    -n "$PAPER_N" --out-dir "$WORK/sweep-check" "${COMMON[@]}"
+step sweep-check-fast $LAUNCH "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$PAPER_W" \
+    -n "$PAPER_N" --out-dir "$WORK/sweep-check" "${COMMON[@]}"
 # ... and the seed noise at that N, from seeds PAPER_N..2·PAPER_N-1
-step sweep-check-seeds2 "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$PAPER_W" \
-    --n "$PAPER_N" --seeds "$PAPER_N-$((2 * PAPER_N - 1))" --out-dir "$WORK/sweep-check-seeds2" "${COMMON[@]}"
+step sweep-check-seeds2 $LAUNCH "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$PAPER_W" \
+    -n "$PAPER_N" --seeds "$PAPER_N-$((2 * PAPER_N - 1))" --out-dir "$WORK/sweep-check-seeds2" "${COMMON[@]}"
 
 # Fig. 3: the same seeds 0..15 (four a class, one class a column) at growing w
 mkdir -p "$WORK/grid"
 IFS=, read -r -a grid_ws <<<"$GRID_W"
 for w in "${grid_ws[@]}"; do
     [[ -f "$WORK/grid/w$w.png" ]] && continue
-    step "grid-w$w" "$CFGDIFF" sample "$RUN" --w "$w" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --n 16 \
+    step "grid-w$w" "$CFGDIFF" sample "$RUN" --w "$w" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" -n 16 \
         --seeds 0-15 --classes "$GRID_CLASSES" --out "$WORK/grid/w$w.npz" --preview "$WORK/grid/w$w.png"
 done
 
