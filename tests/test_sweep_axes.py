@@ -196,3 +196,16 @@ def test_demo_report_carries_the_sweep_metadata(tmp_path):
     assert checks == {"precision_rises": True, "recall_falls": True}
     for needle in ("ancestral, T = 32", "step 938", "`abababababababab…`", "shapes16.h5", "weights.pth", "| 1 | 64 |"):
         assert needle in text, needle
+
+
+def test_table_shows_kid_times_1000_with_its_std_and_na_when_absent():
+    """KID is unbiased at small n (the number to read at 2000 samples): the table shows it ×10³ ± its
+    subset std, and n/a for a row scored without it."""
+    base = {"sampler": "dpmpp-2m", "steps": 20, "grid": "paper", "guidance_interval": None, "nfe": 40,
+            "fid": 50.0, "precision": 0.5, "recall": 0.4}
+    rows = {("a",): {**base, "w": 0.3, "kid": 0.012345, "kid_std": 0.000678},
+            ("b",): {**base, "w": 1.0, "kid": None, "kid_std": None}}
+    table = sweep_mod.markdown_table(rows)
+    assert "| w | NFE | FID | KID ×10³ | IS | precision | recall |" in table
+    assert "| 0.3 | 40 | 50.00 | 12.35 ± 0.68 | n/a | 0.500 | 0.400 |" in table
+    assert "| 1 | 40 | 50.00 | n/a | n/a | 0.500 | 0.400 |" in table

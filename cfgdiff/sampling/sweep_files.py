@@ -112,7 +112,8 @@ def describe(meta: dict[str, Any]) -> str:
 
 def markdown_table(rows: dict[Any, dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
     """The paper's Fig. 1 layout, one table per (sampler, steps) (and λ grid, interval where those vary):
-    one line per w with NFE, FID and IS (plus precision and recall)."""
+    one line per w with NFE, FID and IS (plus KID, unbiased and so the one to read at small n, and
+    precision and recall)."""
     out = []
     if meta is not None:
         c = meta["checkpoint"]
@@ -125,11 +126,13 @@ def markdown_table(rows: dict[Any, dict[str, Any]], meta: dict[str, Any] | None 
     for r in _ordered(rows):
         groups.setdefault(line_of(row_key(r)), []).append(r)
     for line, members in groups.items():
-        lines = [f"### {line_label(line)}\n", "| w | NFE | FID | IS | precision | recall |",
-                 "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines = [f"### {line_label(line)}\n", "| w | NFE | FID | KID ×10³ | IS | precision | recall |",
+                 "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in members:
             is_ = f"{r['is_mean']:.2f} ± {r['is_std']:.2f}" if r.get("is_mean") is not None else "n/a"
-            lines.append(f"| {r['w']:g} | {r.get('nfe', 'n/a')} | {_f(r.get('fid'))} | {is_} | "
+            kid = (f"{1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f}" if r.get("kid") is not None and
+                   r.get("kid_std") is not None else _f(None if r.get("kid") is None else 1e3 * r["kid"]))
+            lines.append(f"| {r['w']:g} | {r.get('nfe', 'n/a')} | {_f(r.get('fid'))} | {kid} | {is_} | "
                          f"{_f(r.get('precision'), 3)} | {_f(r.get('recall'), 3)} |")
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
