@@ -209,3 +209,18 @@ def test_table_shows_kid_times_1000_with_its_std_and_na_when_absent():
     assert "| w | NFE | FID | KID ×10³ | IS | precision | recall |" in table
     assert "| 0.3 | 40 | 50.00 | 12.35 ± 0.68 | n/a | 0.500 | 0.400 |" in table
     assert "| 1 | 40 | 50.00 | n/a | n/a | 0.500 | 0.400 |" in table
+
+
+def test_progress_rounds_count_every_ranks_images_once():
+    """Rank 0's bar advances by what all ranks finished in a round. Hand-worked: 100 images in batches
+    of 250 on 2 ranks is one round of 100 (rank 1 has no batch; the old `batch × world` showed
+    200/100); 1000 in 300s on 2 ranks: rank 0 has batches 0 and 1, rank 1 batches 2 and 3 (300 and
+    100), so rounds of 600 and 400. Every split sums to n."""
+    from cfgdiff.sampling.sweep import round_images
+
+    assert round_images(100, 250, 2) == [100]
+    assert round_images(1000, 250, 2) == [500, 500]
+    assert round_images(1000, 300, 2) == [600, 400]
+    assert round_images(7, 2, 3) == [4, 3]  # batches 2,2,2,1; per = 2: rank 0 {0,1}, rank 1 {2,3}, rank 2 none
+    for n, b, w in [(1, 1, 4), (999, 64, 8), (50000, 256, 3), (10, 3, 1)]:
+        assert sum(round_images(n, b, w)) == n

@@ -94,6 +94,16 @@ def my_batches(n: int, batch: int) -> list[int]:
     return starts[dist.rank() * per : (dist.rank() + 1) * per]
 
 
+def round_images(n: int, batch: int, world: int) -> list[int]:
+    """Images all ranks together finish in each round of `my_batches`' loop (rank r's i-th batch is in
+    round i): what rank 0's progress bar advances by. Blocks may be uneven (n = 100, batch 250, two
+    ranks: rank 0 draws all 100 and rank 1 none), so this is not `world` × rank 0's batch."""
+    sizes = [min(batch, n - a) for a in range(0, n, batch)]
+    per = -(-len(sizes) // world)
+    return [sum(sizes[r * per + i] for r in range(world) if r * per + i < min(len(sizes), (r + 1) * per))
+            for i in range(per)]
+
+
 def score_row(model: SamplingModel, job: SampleJob, detector: Any, device: Any, keep: Path | None) -> Any:
     """Sample `job` and stream every batch into the Inception statistics; returns Statistics."""
     from cfgdiff.metrics.stats import FeatureAccumulator
@@ -109,12 +119,13 @@ def score_row(model: SamplingModel, job: SampleJob, detector: Any, device: Any, 
         return acc.finalize(detector.sha256)
     n = len(job.seeds)
     starts = my_batches(n, job.batch)
+    rounds = round_images(n, job.batch, dist.world_size())
     with Progress(f"{line_label(line_of(key_of(job.sampler)))}, w={job.sampler.w:g}", total=n, unit="img") as bar:
-        for a in starts:
+        for i, a in enumerate(starts):
             b = min(a + job.batch, n)
             images = sample_batch(model, job.seeds[a:b], job.labels[a:b], job.sampler, device)
             acc.add_images(detector, images)
-            bar.advance((b - a) * dist.world_size(), nfe=nfe(job.sampler, b - a, model.diffusion_cfg))
+            bar.advance(rounds[i], nfe=nfe(job.sampler, rounds[i], model.diffusion_cfg))
     return acc.finalize(detector.sha256)
 
 
