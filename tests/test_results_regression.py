@@ -15,8 +15,8 @@ to the 0.95 bound. The other features tried fell too: mean and std of each chann
 4×4-downsampled pixels 0.70-0.87 (a smaller margin on one seed). Nearest-centroid share w=0 -> w=4:
 0.258 -> 0.367, 0.283 -> 0.467, 0.242 -> 0.425 for seeds 0, 1, 2 (gain ≥ 0.109 against the 0.05
 bound); the −w mutant gives 0.258 -> 0.158 and is killed by that second assertion. Seeded and on one
-thread, so the numbers repeat exactly on one machine. Estimated ~20 s on 2 idle cores (the demo
-trains at 225 img/s there); 503 s under a load average of 14, the only conditions on hand.
+thread, so the numbers repeat exactly on one machine. Measured 27.2 s (call) on 2 idle cores,
+2026-11-29; 503 s under a load average of 14.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def test_within_class_variance_oracle():
     assert nearest_centroid_share(np.concatenate([a, b]), labels, centroids) == pytest.approx(5 / 8)
 
 
-@pytest.mark.timeout(1800)  # ~20 s idle; minutes on a loaded shared machine
+@pytest.mark.timeout(1800)  # 27 s idle; minutes on a loaded shared machine
 def test_guidance_reduces_within_class_variance_on_cifar10(cifar_tar, tmp_path, one_torch_thread):
     import h5py
     import torch
