@@ -7,7 +7,6 @@ gloo otherwise. With one process no group is created and every function is a che
 from __future__ import annotations
 
 import os
-import sys
 from datetime import timedelta
 
 import torch
@@ -43,7 +42,7 @@ def init() -> None:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(device())
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not td.is_initialized():
+    if launched_world_size() > 1 and not td.is_initialized():
         # With device_id, NCCL binds this rank's GPU now (barriers then need no guess of it).
         td.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(minutes=30),
                               device_id=device() if cuda else None)
