@@ -8,7 +8,9 @@ guidance as ONE forward of a 2B batch (labels, then ∅), deterministic samplers
   `DDIMScheduler`, the usual diffusers loop (float32 state, `scheduler.step`).
 Each side is also timed as T bare forwards of its network at 2B, so that
 loop overhead = loop time − network time. Repeats are interleaved; medians are reported.
-`speed ratio` = diffusers time / cfgdiff time (≥ 1.0: cfgdiff is as fast or faster).
+`speed ratio` = diffusers time / cfgdiff time (≥ 1.0: cfgdiff is as fast or faster). Matched
+parameters are not matched work, so each network's forward FLOPs are counted too (FlopCounterMode)
+and the ratio is also given per FLOP.
 With --profile, a torch.profiler table of one loop of each side is written to --profile.
 
     pip install -e '.[bench]'
@@ -103,6 +105,15 @@ def forwards(fn: Callable[[], object], steps: int, amp: bool) -> Callable[[], No
     return run
 
 
+def forward_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call of `fn` (2 per multiply-add), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
 def timed(fn: Callable[[], object]) -> float:
     sync(torch.device("cpu"))
     t0 = time.perf_counter()
@@ -133,6 +144,12 @@ def main() -> None:
     x2 = torch.randn(2 * b, 3, r, r)
     l2 = torch.cat([torch.arange(b) % k, torch.full((b,), k)])
     c2 = torch.full((2 * b,), 500.0)
+    with torch.inference_mode():  # matched parameters are not matched work: count each network's FLOPs
+        x1, l1 = x2[:1], l2[:1]
+        flops = {"cfgdiff": forward_flops(lambda: ours(x1, c2[:1], l1)),
+                 "diffusers": forward_flops(lambda: theirs(x1, 500, class_labels=l1).sample)}
+    print("forward FLOPs per image: " + ", ".join(f"{s} {f / 1e6:.1f}M" for s, f in flops.items()) +
+          f"; diffusers/cfgdiff {flops['diffusers'] / flops['cfgdiff']:.3f}")
     with torch.inference_mode():
         for prec in args.precisions.split(","):
             amp = prec == "bf16"
@@ -159,8 +176,10 @@ def main() -> None:
                     loop, net = med[f"{side} loop"], med[f"{side} network"]
                     print(f"  {side:9s} loop {loop:7.3f} s   network {net:7.3f} s   overhead {loop - net:+7.3f} s "
                           f"({100 * (loop - net) / net:+.1f}%)")
-                print(f"  speed ratio diffusers/cfgdiff: {med['diffusers loop'] / med['cfgdiff loop']:.3f}   "
-                      f"network-only ratio: {med['diffusers network'] / med['cfgdiff network']:.3f}")
+                ratio = med["diffusers loop"] / med["cfgdiff loop"]
+                print(f"  speed ratio diffusers/cfgdiff: {ratio:.3f}   "
+                      f"network-only ratio: {med['diffusers network'] / med['cfgdiff network']:.3f}   "
+                      f"per FLOP (loop ratio × cfgdiff/diffusers FLOPs): {ratio * flops['cfgdiff'] / flops['diffusers']:.3f}")
                 if args.profile:
                     for side, fn in loops.items():
                         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
