@@ -4,7 +4,8 @@ Every row samples the same N class-balanced seeds (seed i gets class i mod K), s
 cfgdiff's own metrics API (Inception pool_3 statistics, `compute_metrics`) against a held-out
 reference, and records the exact NFE per sample (`nfe_per_sample`). Then, for each
 (sampler, steps) the interval variant runs at that line's best w > 0, and one point is sampled again
-from a disjoint seed set (seeds N..2N−1) to measure the FID noise between seed sets.
+from a disjoint seed set (seeds N..2N−1) to measure the FID noise between seed sets. With
+--rescale-at, chosen points are also sampled with CFG-rescale φ (Lin et al. 2024).
 
 Writes into --out-dir: rows.jsonl (one JSON row per finished point, so a rerun only computes the
 missing ones), table.md, fid_vs_nfe.png. The full run of the issue (hours on 2 CPU cores):
@@ -45,9 +46,10 @@ def ints(text: str) -> list[int]:
     return [int(t) for t in text.split(",") if t.strip()]
 
 
-def row_key(sampler: str, steps: int, w: float, interval: tuple[float, float] | None, seed0: int) -> str:
+def row_key(sampler: str, steps: int, w: float, interval: tuple[float, float] | None, seed0: int,
+            rescale: float = 0.0) -> str:
     iv = f"{interval[0]}:{interval[1]}" if interval else "-"
-    return f"{sampler}|{steps}|{w:g}|{iv}|{seed0}"
+    return f"{sampler}|{steps}|{w:g}|{iv}|{seed0}" + (f"|phi={rescale:g}" if rescale else "")
 
 
 class Bench:
@@ -66,11 +68,12 @@ class Bench:
                 self.rows[row["key"]] = row
 
     def point(self, sampler: str, steps: int, w: float, interval: tuple[float, float] | None = None,
-              seed0: int = 0) -> dict:
-        key = row_key(sampler, steps, w, interval, seed0)
+              seed0: int = 0, rescale: float = 0.0) -> dict:
+        key = row_key(sampler, steps, w, interval, seed0, rescale)
         if key in self.rows:
             return self.rows[key]
-        cfg = SamplerConfig(sampler=sampler, grid=self.args.grid, steps=steps, w=w, guidance_interval=interval)
+        cfg = SamplerConfig(sampler=sampler, grid=self.args.grid, steps=steps, w=w, guidance_interval=interval,
+                            rescale=rescale)
         n, k = self.args.n, self.model.num_classes
         seeds = list(range(seed0, seed0 + n))
         labels = labels_for_seeds(list(range(n)), k, "balanced")  # the same labels for every seed set
@@ -86,13 +89,13 @@ class Bench:
         gen = acc.finalize(self.detector.sha256)
         fid = compute_metrics(gen, self.ref, ["fid"])["fid"]
         row = {"key": key, "sampler": sampler, "steps": steps, "w": w,
-               "interval": list(interval) if interval else None, "seed0": seed0, "n": n,
+               "interval": list(interval) if interval else None, "rescale": rescale, "seed0": seed0, "n": n,
                "nfe": nfe(cfg, 1, self.model.diffusion_cfg), "fid": fid,
                "sample_s": round(sample_s, 2), "total_s": round(time.perf_counter() - t0, 2)}
         self.rows[key] = row
         with self.rows_file.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"{sampler:10s} T={steps:<4d} w={w:<4g} interval={row['interval']} seeds {seed0}.. "
+        print(f"{sampler:10s} T={steps:<4d} w={w:<4g} interval={row['interval']} φ={rescale:g} seeds {seed0}.. "
               f"NFE={row['nfe']:<4d} FID={fid:.3f} ({row['total_s']:.0f} s)", flush=True)
         return row
 
@@ -109,6 +112,9 @@ def run(args: argparse.Namespace) -> list[dict]:
             if interval and guided:
                 best = min(guided, key=lambda r: r["fid"])
                 rows.append(b.point(sampler, steps, best["w"], interval))
+    for spec in filter(None, args.rescale_at.split(",")):  # CFG-rescale (Lin et al. 2024) beside plain guidance
+        sampler, steps, w, phi = spec.split(":")
+        rows += [b.point(sampler, int(steps), float(w)), b.point(sampler, int(steps), float(w), rescale=float(phi))]
     if args.noise_at:
         sampler, steps, w = args.noise_at.split(":")
         a = b.point(sampler, int(steps), float(w))
@@ -122,19 +128,20 @@ def noise_line(rows: list[dict]) -> str:
     if not other:
         return ""
     c = other[0]
-    a = next(r for r in rows if r["seed0"] == 0 and r["key"].split("|")[:4] == c["key"].split("|")[:4])
+    a = next(r for r in rows if r["seed0"] == 0 and r["key"].split("|")[:4] == c["key"].split("|")[:4]
+             and not r.get("rescale"))
     rel = abs(a["fid"] - c["fid"]) / min(a["fid"], c["fid"])
     return (f"FID noise between two disjoint seed sets ({c['sampler']}, T = {c['steps']}, w = {c['w']:g}): "
             f"{a['fid']:.3f} vs {c['fid']:.3f}, {100 * rel:.1f}%.")
 
 
 def table(rows: list[dict], n: int) -> str:
-    head = (f"| sampler | steps | w | interval (λ) | NFE | FID (N = {n}) | sampling s |\n"
-            "|---|---:|---:|---|---:|---:|---:|\n")
+    head = (f"| sampler | steps | w | interval (λ) | φ | NFE | FID (N = {n}) | sampling s |\n"
+            "|---|---:|---:|---|---:|---:|---:|---:|\n")
     body = "".join(
         f"| {r['sampler']} | {r['steps']} | {r['w']:g} | {'%g:%g' % tuple(r['interval']) if r['interval'] else '–'} "
-        f"| {r['nfe']} | {r['fid']:.3f} | {r['sample_s']:.0f} |\n"
-        for r in rows if r["seed0"] == 0)
+        f"| {r.get('rescale') or '–'} | {r['nfe']} | {r['fid']:.3f} | {r['sample_s']:.0f} |\n"
+        for r in dict((r["key"], r) for r in rows if r["seed0"] == 0).values())
     return head + body + "\n" + noise_line(rows) + "\n"
 
 
@@ -145,7 +152,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    plain = [r for r in rows if r["seed0"] == 0 and not r["interval"]]
+    plain = [r for r in rows if r["seed0"] == 0 and not r["interval"] and not r.get("rescale")]
     for sampler in dict.fromkeys(r["sampler"] for r in plain):
         for w in sorted({r["w"] for r in plain}):
             line = sorted((r for r in plain if r["sampler"] == sampler and r["w"] == w), key=lambda r: r["nfe"])
@@ -173,6 +180,8 @@ def main() -> None:
     p.add_argument("--grid", default="paper", help="λ grid: paper|linear|edm")
     p.add_argument("--interval", default="%g,%g" % DEFAULT_INTERVAL,
                    help="guidance interval LO,HI in λ for the interval rows at each line's best w ('' for none)")
+    p.add_argument("--rescale-at", default="",
+                   help="SAMPLER:STEPS:W:PHI[,...]: that point with CFG-rescale φ beside the same point without")
     p.add_argument("--noise-at", default="dpmpp-2m:16:1", help="SAMPLER:STEPS:W sampled again from seeds N..2N-1")
     p.add_argument("--batch", type=int, default=500, help="sampling batch")
     p.add_argument("--inception-batch", type=int, default=100)
