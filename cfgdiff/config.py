@@ -173,7 +173,7 @@ class DiffusionConfig:
 # The built-in sampler and λ-grid names, for parse-time checks and completions without importing torch
 # (the registries themselves are cfgdiff.diffusion.sampler.BUILTIN and cfgdiff.diffusion.grids.GRIDS;
 # tests/test_sample_cli.py checks that the lists agree).
-BUILTIN_SAMPLERS = ("ancestral", "ddim", "dpmpp-2m", "heun")
+BUILTIN_SAMPLERS = ("ancestral", "ddim", "dpmpp-2m", "heun", "dpmpp-2m-sde")
 GRID_NAMES = ("paper", "linear", "edm")
 
 
@@ -208,13 +208,13 @@ class SamplerConfig:
 
     steps: T, the number of λ values λ_min = λ_1 < … < λ_T = λ_max. Network evaluations per sample
         follow from the sampler, w and the interval (`cfgdiff.diffusion.sampler.nfe_per_sample`):
-        T for ancestral/ddim/dpmpp-2m and 2T − 1 for heun, doubled where guidance applies.
+        T for ancestral/ddim/dpmpp-2m/dpmpp-2m-sde and 2T − 1 for heun, doubled where guidance applies.
     v: the variance interpolation exponent of Eq. 4 (paper: 0.3); used by `ancestral` only.
     w: the guidance weight of Eq. 6; w = 0 is the plain conditional model. Other tools' "guidance
         scale" s is 1 + w.
     clip_x: clip x̂ to [−1, 1] inside every step (static thresholding), before it enters the update.
-    sampler: a name in the sampler registry (built in: ancestral, ddim, dpmpp-2m, heun; more from
-        the `cfgdiff.samplers` entry-point group).
+    sampler: a name in the sampler registry (built in: ancestral, ddim, dpmpp-2m, heun, dpmpp-2m-sde;
+        more from the `cfgdiff.samplers` entry-point group).
     grid: the λ grid: paper (uniform in u of p(λ)), linear (uniform in λ) or edm (Karras ρ = 7).
     eta: DDIM's η (Song et al. 2021, Eq. 16); 0 is deterministic, 1 is ancestral with v = 0; `ddim` only.
     guidance_interval: (LO, HI) in λ; w applies only where LO <= λ <= HI. None: everywhere.

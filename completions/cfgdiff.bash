@@ -9,7 +9,7 @@ _cfgdiff() {
         demo:--out-dir|{c.name}:-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         demo:--kimg) COMPREPLY=(); return ;;
         demo:--n) COMPREPLY=(); return ;;
-        demo:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun" -- "$cur")); return ;;
+        demo:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde" -- "$cur")); return ;;
         demo:--steps|{c.name}:-T) COMPREPLY=(); return ;;
         demo:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
         demo:--w) COMPREPLY=(); return ;;
@@ -28,7 +28,7 @@ _cfgdiff() {
         sample:--n|{c.name}:-n|{c.name}:--num-samples) COMPREPLY=(); return ;;
         sample:--steps|{c.name}:-T) COMPREPLY=(); return ;;
         sample:--v) COMPREPLY=(); return ;;
-        sample:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun" -- "$cur")); return ;;
+        sample:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde" -- "$cur")); return ;;
         sample:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
         sample:--eta) COMPREPLY=(); return ;;
         sample:--guidance-interval) COMPREPLY=(); return ;;
@@ -50,7 +50,7 @@ _cfgdiff() {
         score:--fid-method) COMPREPLY=($(compgen -W "eigh sqrtm" -- "$cur")); return ;;
         sweep:--w) COMPREPLY=(); return ;;
         sweep:--n|{c.name}:-n|{c.name}:--num-samples) COMPREPLY=(); return ;;
-        sweep:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun" -- "$cur")); return ;;
+        sweep:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde" -- "$cur")); return ;;
         sweep:--steps|{c.name}:-T) COMPREPLY=(); return ;;
         sweep:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
         sweep:--guidance-interval) COMPREPLY=(); return ;;
@@ -79,7 +79,7 @@ _cfgdiff() {
         train:--tick) COMPREPLY=(); return ;;
         train:--snapshot) COMPREPLY=(); return ;;
         train:--preview-every) COMPREPLY=(); return ;;
-        train:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun" -- "$cur")); return ;;
+        train:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde" -- "$cur")); return ;;
         train:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
         train:--keep) COMPREPLY=(); return ;;
         train:--workers) COMPREPLY=(); return ;;

@@ -24,7 +24,7 @@ from cfgdiff.errors import ConfigError
 
 MIX = default_mixture()
 K = MIX.num_classes
-SAMPLERS = ["ancestral", "ddim", "dpmpp-2m", "heun"]
+SAMPLERS = ["ancestral", "ddim", "dpmpp-2m", "heun", "dpmpp-2m-sde"]
 
 
 # ---- grids ------------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ def test_third_party_samplers_load_and_broken_ones_are_reported_in_one_line(tmp_
     assert sorted(line.split("'")[1] for line in err) == ["ddim", "missing", "wrong"]
     assert all(line.startswith("cfgdiff: sampler plugin '") for line in err)
     assert "ModuleNotFoundError" in next(line for line in err if "'missing'" in line)
-    assert set(known) == {"ancestral", "ddim", "dpmpp-2m", "heun", "one-shot"}
+    assert set(known) == {*SAMPLERS, "one-shot"}
     assert known["ddim"].run is sampler_module.BUILTIN["ddim"].run  # a plugin cannot replace a built-in
     cfg = SamplerConfig(steps=6, sampler="one-shot", w=1.0)
     net = Counter(MIX.eps, 4)

@@ -188,18 +188,48 @@ def ddim_eta_law(lams, c, w, eta):
     return propagate_law(lams, c, w, transition)
 
 
+def dpmpp_2m_sde_law(lams, c, w, _param=None):
+    """Lu et al. 2022's SDE-DPM-Solver++(2M) (midpoint), λ̄ = log(α/σ), h_i = λ̄_{i+1} − λ̄_i:
+    z_{i+1} = (σ_{i+1}/σ_i) e^{−h} z_i + α_{i+1}(1 − e^{−2h}) D_i + σ_{i+1} √(1 − e^{−2h}) ξ, with
+    D_i = (1 + 1/2r) x̂_i − x̂_{i−1}/2r. z_{i+1} depends on z_i and z_{i−1}, so the law is carried with
+    the covariance of consecutive states: C_i = Cov(z_i, z_{i−1})."""
+    lb = [0.5 * math.log(a2(l) / (1 - a2(l))) for l in lams]
+    m, var = 0.0, 1.0  # z_{λ_min} ~ N(0, 1)
+    m_prev, var_prev, cov = 0.0, 0.0, 0.0
+    prev = None  # (p, q) of x̂_{i−1} and h_{i−1}
+    for i in range(len(lams) - 1):
+        p, q = x_hat_affine(lams[i], c, w)
+        h = lb[i + 1] - lb[i]
+        e = math.sqrt(a2(lams[i + 1])) * (1 - math.exp(-2 * h))
+        cz = math.sqrt((1 - a2(lams[i + 1])) / (1 - a2(lams[i]))) * math.exp(-h)
+        if prev is None:
+            g, k, const = cz + e * p, 0.0, e * q
+        else:
+            r = prev[2] / h
+            g, k = cz + e * (1 + 1 / (2 * r)) * p, -e / (2 * r) * prev[0]
+            const = e * ((1 + 1 / (2 * r)) * q - prev[1] / (2 * r))
+        s2 = (1 - a2(lams[i + 1])) * (1 - math.exp(-2 * h))
+        m, m_prev, var, var_prev, cov = (g * m + k * m_prev + const, m,
+                                         g * g * var + k * k * var_prev + 2 * g * k * cov + s2, var, g * var + k * cov)
+        prev = (p, q, h)
+    p, q = x_hat_affine(lams[-1], c, w)
+    return p * m + q, p * p * var
+
+
 @pytest.mark.parametrize(
-    "name,law,param",
-    [("ancestral", ancestral_law, 0.3), ("ancestral", ancestral_law, 1.0), ("ddim", ddim_eta_law, 0.6)],
+    "name,law,param,grid",
+    [("ancestral", ancestral_law, 0.3, "linear"), ("ancestral", ancestral_law, 1.0, "linear"),
+     ("ddim", ddim_eta_law, 0.6, "linear"), ("dpmpp-2m-sde", dpmpp_2m_sde_law, None, "linear"),
+     ("dpmpp-2m-sde", dpmpp_2m_sde_law, None, "paper")],  # uneven steps: r_i ≠ 1
 )
-def test_stochastic_samplers_follow_the_exact_finite_t_law(name, law, param):
+def test_stochastic_samplers_follow_the_exact_finite_t_law(name, law, param, grid):
     n, steps, w, lo, hi = 40_000, 6, 1.0, -6.0, 8.0
     labels = torch.arange(n) % K
-    cfg = SamplerConfig(steps=steps, w=w, sampler=name, grid="linear", clip_x=False, v=param if name == "ancestral" else 0.3,
+    cfg = SamplerConfig(steps=steps, w=w, sampler=name, grid=grid, clip_x=False, v=param if name == "ancestral" else 0.3,
                         eta=param if name == "ddim" else 0.0)
     x = sample(fast_eps, labels, BatchNoise(n, (D,), torch.Generator().manual_seed(7)), cfg,
                DiffusionConfig(lam_min=lo, lam_max=hi), null_label=K)
-    lams = linear_lams(steps, lo, hi)
+    lams = (paper_lams if grid == "paper" else linear_lams)(steps, lo, hi)
     for c in range(K):
         xc = x[labels == c].flatten()  # the D dimensions are independent and identical
         mean, var = law(lams, c, w, param)
@@ -213,6 +243,28 @@ def test_the_finite_t_law_tells_v_from_1_minus_v():
     lams = linear_lams(6, -6.0, 8.0)
     v03, v07 = ancestral_law(lams, 0, 1.0, 0.3)[1], ancestral_law(lams, 0, 1.0, 0.7)[1]
     assert abs(v07 / v03 - 1) > 10 * 5 * math.sqrt(2 / 40_000)
+
+
+def test_the_finite_t_law_tells_2m_sde_from_its_first_order_steps():
+    """The 2M correction moves the law by far more than the Monte-Carlo tolerance, so a
+    dpmpp-2m-sde without it (ancestral v = 0 at every step) fails the law test above."""
+    lams, tol = linear_lams(6, -6.0, 8.0), 5 * math.sqrt(2 / 40_000)
+    for c in range(K):
+        (m2, v2), (m1, v1) = dpmpp_2m_sde_law(lams, c, 1.0), ancestral_law(lams, c, 1.0, 0.0)
+        assert abs(v2 / v1 - 1) > 4 * tol or abs(m2 - m1) > 4 * 5 * math.sqrt(v1 / 40_000), (c, m1, m2, v1, v2)
+
+
+def test_dpmpp_2m_sde_first_step_is_ancestral_v0_sample_for_sample():
+    """With one transition (T = 2) only the first-order step runs: Eq. 3/4 with v = 0 exactly."""
+    n, mix = 32, default_mixture()
+    labels = torch.arange(n) % 3
+
+    def draw(name, steps):
+        return sample(mix.eps, labels, BatchNoise(n, (2,), torch.Generator().manual_seed(5)),
+                      SamplerConfig(sampler=name, v=0.0, steps=steps, w=1.5), null_label=3)
+
+    assert torch.allclose(draw("dpmpp-2m-sde", 2), draw("ancestral", 2), atol=1e-12, rtol=0)
+    assert not torch.allclose(draw("dpmpp-2m-sde", 6), draw("ancestral", 6), atol=1e-3, rtol=0)
 
 
 def test_ddim_eta1_is_ancestral_v0_sample_for_sample():

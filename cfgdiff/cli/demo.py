@@ -15,8 +15,8 @@ def demo(
     kimg: Annotated[float, typer.Option("--kimg", min=0.001, metavar="KIMG", help="Training budget.")] = 60.0,
     n: Annotated[int, typer.Option("--n", min=10, metavar="IMAGES", help="Samples per w.")] = 200,
     sampler: Annotated[str, typer.Option("--sampler", metavar="NAME",
-                                         help="Sampler (ancestral, ddim, dpmpp-2m, heun); the documented results "
-                                              "use ancestral.")] = "ancestral",
+                                         help="Sampler (ancestral, ddim, dpmpp-2m, heun, dpmpp-2m-sde); the "
+                                              "documented results use ancestral.")] = "ancestral",
     steps: Annotated[int, typer.Option("--steps", "-T", min=2, metavar="T",
                                        help="Sampling steps T (NFE per sample = T, 2T where guided).")] = 32,
     grid: Annotated[str, typer.Option("--grid", metavar="NAME", help="λ grid: paper, linear or edm.")] = "paper",

@@ -82,7 +82,8 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on s
 # ---- the sampler (sample, sweep, demo; train's grids use --sampler/--grid too) ----------------------------------
 SamplerName = Annotated[
     str, typer.Option("--sampler", metavar="NAME", callback=rule(check_sampler_name),
-                      help="Sampler: ancestral (the paper's Eq. 4, default), ddim, dpmpp-2m, heun, or a plugin's.")
+                      help="Sampler: ancestral (the paper's Eq. 4, default), ddim, dpmpp-2m, heun, "
+                           "dpmpp-2m-sde, or a plugin's.")
 ]
 GridName = Annotated[
     str, typer.Option("--grid", metavar="NAME", callback=rule(check_grid_name),

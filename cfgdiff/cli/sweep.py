@@ -18,7 +18,8 @@ def sweep(
     n: o.N = 50000,
     sampler: Annotated[
         str, typer.Option("--sampler", metavar="NAMES", callback=o.rule(lambda t: parse_axis(t, "sampler")),
-                          help="Sampler, or a comma list of samplers to compare (ancestral, ddim, dpmpp-2m, heun).")
+                          help="Sampler, or a comma list of samplers to compare "
+                               "(ancestral, ddim, dpmpp-2m, heun, dpmpp-2m-sde).")
     ] = "ancestral",
     steps: Annotated[
         str, typer.Option("--steps", "-T", metavar="T", callback=o.rule(parse_steps_axis),

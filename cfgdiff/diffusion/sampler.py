@@ -64,6 +64,8 @@ BUILTIN: dict[str, Sampler] = {
         Sampler("ddim", solvers.ddim, summary="Song et al. 2021 Eq. 12, η = cfg.eta (0: deterministic)"),
         Sampler("dpmpp-2m", solvers.dpmpp_2m, summary="DPM-Solver++(2M), Lu et al. 2022 Alg. 2"),
         Sampler("heun", solvers.heun, heun_evaluations, summary="EDM Heun, Karras et al. 2022 Alg. 1"),
+        Sampler("dpmpp-2m-sde", solvers.dpmpp_2m_sde,
+                summary="stochastic DPM-Solver++(2M), Lu et al. 2022; for weakly trained networks"),
     )
 }
 

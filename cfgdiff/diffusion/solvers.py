@@ -160,16 +160,15 @@ def ddim(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerC
 # ---------------------------------------------------------------------------------------------
 
 
-def dpmpp_2m(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerConfig) -> Tensor:
-    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2). In their half log-SNR λ̄ = λ/2, h_i = λ̄_{i+1} − λ̄_i:
+# z_{i+1} from z_i, D_i, h_i = λ̄_{i+1} − λ̄_i and α_{i+1}, σ_i, σ_{i+1}
+Update2M = Callable[[Tensor, Tensor, float, float, float, float], Tensor]
 
-        z_{i+1} = (σ_{i+1}/σ_i) z_i − α_{i+1} (e^{−h_i} − 1) D_i
-        D_0 = x̂_0;  D_i = (1 + 1/(2r_i)) x̂_i − 1/(2r_i) x̂_{i−1},  r_i = h_{i−1}/h_i
 
-    The first step is first order (DDIM with η = 0). x̂ is the data prediction x_θ of the guided ε̃,
-    clipped when cfg.clip_x before it enters D_i: the paper's thresholding of x_θ (Sec. 4),
-    static (clip_x), or Saharia et al.'s dynamic thresholding at cfg.threshold (the paper's 0.995).
-    """
+def _multistep_2m(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerConfig,
+                  update: Update2M) -> Tensor:
+    """The loop both DPM-Solver++(2M) variants share (Lu et al. 2022, Alg. 2): x̂_i at each λ, then
+    D_0 = x̂_0;  D_i = (1 + 1/(2r_i)) x̂_i − 1/(2r_i) x̂_{i−1},  r_i = h_{i−1}/h_i,
+    then z_{i+1} = update(z_i, D_i, h_i, α_{i+1}, σ_i, σ_{i+1}). Returns x̂ at λ_T."""
     z = noise()
     lam_list = lams.tolist()
     x_prev: Tensor | None = None
@@ -187,9 +186,52 @@ def dpmpp_2m(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: Samp
         else:
             r = h_prev / h
             d = (1 + 1 / (2 * r)) * x_hat - (1 / (2 * r)) * x_prev
-        z = (sigma_next / sigma) * z - alpha_next * math.expm1(-h) * d
+        z = update(z, d, h, alpha_next, sigma, sigma_next)
         x_prev, h_prev = x_hat, h
     raise AssertionError("unreachable")
+
+
+def dpmpp_2m(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerConfig) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2). In their half log-SNR λ̄ = λ/2, h_i = λ̄_{i+1} − λ̄_i:
+
+        z_{i+1} = (σ_{i+1}/σ_i) z_i − α_{i+1} (e^{−h_i} − 1) D_i
+        D_0 = x̂_0;  D_i = (1 + 1/(2r_i)) x̂_i − 1/(2r_i) x̂_{i−1},  r_i = h_{i−1}/h_i
+
+    The first step is first order (DDIM with η = 0). x̂ is the data prediction x_θ of the guided ε̃,
+    clipped when cfg.clip_x before it enters D_i: the paper's thresholding of x_θ (Sec. 4),
+    static (clip_x), or Saharia et al.'s dynamic thresholding at cfg.threshold (the paper's 0.995).
+    """
+
+    def update(z: Tensor, d: Tensor, h: float, alpha_next: float, sigma: float, sigma_next: float) -> Tensor:
+        return (sigma_next / sigma) * z - alpha_next * math.expm1(-h) * d
+
+    return _multistep_2m(eps, lams, labels, noise, cfg, update)
+
+
+# ---------------------------------------------------------------------------------------------
+# dpmpp-2m-sde: the stochastic DPM-Solver++(2M) (Lu et al. 2022, SDE-DPM-Solver++ with η = 1)
+# ---------------------------------------------------------------------------------------------
+
+
+def dpmpp_2m_sde(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerConfig) -> Tensor:
+    """The second-order multistep solver of the diffusion SDE in data prediction (Lu et al. 2022,
+    SDE-DPM-Solver++(2M), midpoint form; k-diffusion's `dpmpp_2m_sde`, diffusers' `sde-dpmsolver++`).
+    With λ̄ = λ/2 and h_i = λ̄_{i+1} − λ̄_i:
+
+        z_{i+1} = (σ_{i+1}/σ_i) e^{−h_i} z_i + α_{i+1} (1 − e^{−2h_i}) D_i + σ_{i+1} √(1 − e^{−2h_i}) · noise
+
+    with D_i as in `dpmpp_2m`. Its first step is exactly the ancestral step with v = 0 (Eq. 3/4:
+    e^{−2h} = e^{λ−λ'}); later steps add DPM-Solver++'s second-order correction to x̂. The noise it
+    injects corrects the errors of a weak network as ancestral sampling does (EDM Sec. 4), at the
+    NFE of `dpmpp-2m`: one ε̃ a step. x̂ is clipped or thresholded before it enters D_i.
+    """
+
+    def update(z: Tensor, d: Tensor, h: float, alpha_next: float, sigma: float, sigma_next: float) -> Tensor:
+        one_minus = -math.expm1(-2 * h)  # 1 − e^{−2h}
+        return ((sigma_next / sigma) * math.exp(-h) * z + alpha_next * one_minus * d
+                + sigma_next * math.sqrt(one_minus) * noise())
+
+    return _multistep_2m(eps, lams, labels, noise, cfg, update)
 
 
 # ---------------------------------------------------------------------------------------------
