@@ -47,9 +47,10 @@ def ints(text: str) -> list[int]:
 
 
 def row_key(sampler: str, steps: int, w: float, interval: tuple[float, float] | None, seed0: int,
-            rescale: float = 0.0) -> str:
+            rescale: float = 0.0, grid: str = "paper") -> str:
     iv = f"{interval[0]}:{interval[1]}" if interval else "-"
-    return f"{sampler}|{steps}|{w:g}|{iv}|{seed0}" + (f"|phi={rescale:g}" if rescale else "")
+    return (f"{sampler}|{steps}|{w:g}|{iv}|{seed0}" + (f"|phi={rescale:g}" if rescale else "")
+            + (f"|grid={grid}" if grid != "paper" else ""))
 
 
 class Bench:
@@ -69,7 +70,7 @@ class Bench:
 
     def point(self, sampler: str, steps: int, w: float, interval: tuple[float, float] | None = None,
               seed0: int = 0, rescale: float = 0.0) -> dict:
-        key = row_key(sampler, steps, w, interval, seed0, rescale)
+        key = row_key(sampler, steps, w, interval, seed0, rescale, self.args.grid)
         if key in self.rows:
             return self.rows[key]
         cfg = SamplerConfig(sampler=sampler, grid=self.args.grid, steps=steps, w=w, guidance_interval=interval,
@@ -89,7 +90,8 @@ class Bench:
         gen = acc.finalize(self.detector.sha256)
         fid = compute_metrics(gen, self.ref, ["fid"])["fid"]
         row = {"key": key, "sampler": sampler, "steps": steps, "w": w,
-               "interval": list(interval) if interval else None, "rescale": rescale, "seed0": seed0, "n": n,
+               "interval": list(interval) if interval else None, "rescale": rescale, "grid": self.args.grid,
+               "seed0": seed0, "n": n,
                "nfe": nfe(cfg, 1, self.model.diffusion_cfg), "fid": fid,
                "sample_s": round(sample_s, 2), "total_s": round(time.perf_counter() - t0, 2)}
         self.rows[key] = row
@@ -129,19 +131,26 @@ def noise_line(rows: list[dict]) -> str:
         return ""
     c = other[0]
     a = next(r for r in rows if r["seed0"] == 0 and r["key"].split("|")[:4] == c["key"].split("|")[:4]
-             and not r.get("rescale"))
+             and not r.get("rescale") and r.get("grid", "paper") == c.get("grid", "paper"))
     rel = abs(a["fid"] - c["fid"]) / min(a["fid"], c["fid"])
     return (f"FID noise between two disjoint seed sets ({c['sampler']}, T = {c['steps']}, w = {c['w']:g}): "
             f"{a['fid']:.3f} vs {c['fid']:.3f}, {100 * rel:.1f}%.")
+
+
+def line_name(row: dict) -> str:
+    """The sampler, with its λ grid where that is not the paper's."""
+    grid = row.get("grid", "paper")
+    return row["sampler"] if grid == "paper" else f"{row['sampler']} ({grid} grid)"
 
 
 def table(rows: list[dict], n: int) -> str:
     head = (f"| sampler | steps | w | interval (λ) | φ | NFE | FID (N = {n}) | sampling s |\n"
             "|---|---:|---:|---|---:|---:|---:|---:|\n")
     body = "".join(
-        f"| {r['sampler']} | {r['steps']} | {r['w']:g} | {'%g:%g' % tuple(r['interval']) if r['interval'] else '–'} "
+        f"| {line_name(r)} | {r['steps']} | {r['w']:g} | {'%g:%g' % tuple(r['interval']) if r['interval'] else '–'} "
         f"| {r.get('rescale') or '–'} | {r['nfe']} | {r['fid']:.3f} | {r['sample_s']:.0f} |\n"
-        for r in dict((r["key"], r) for r in rows if r["seed0"] == 0).values())
+        for r in sorted(dict((r["key"], r) for r in rows if r["seed0"] == 0).values(),
+                        key=lambda r: (line_name(r), r["steps"], bool(r["interval"]), r.get("rescale") or 0, r["w"])))
     return head + body + "\n" + noise_line(rows) + "\n"
 
 
@@ -153,10 +162,11 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     plain = [r for r in rows if r["seed0"] == 0 and not r["interval"] and not r.get("rescale")]
-    for sampler in dict.fromkeys(r["sampler"] for r in plain):
+    for name in dict.fromkeys(line_name(r) for r in plain):
         for w in sorted({r["w"] for r in plain}):
-            line = sorted((r for r in plain if r["sampler"] == sampler and r["w"] == w), key=lambda r: r["nfe"])
-            ax.plot([r["nfe"] for r in line], [r["fid"] for r in line], "o-", label=f"{sampler}, w={w:g}")
+            line = sorted((r for r in plain if line_name(r) == name and r["w"] == w), key=lambda r: r["nfe"])
+            if line:
+                ax.plot([r["nfe"] for r in line], [r["fid"] for r in line], "o-", label=f"{name}, w={w:g}")
     iv = [r for r in rows if r["interval"] and r["seed0"] == 0]
     if iv:
         ax.plot([r["nfe"] for r in iv], [r["fid"] for r in iv], "k*", ms=10, label="interval, best w")
