@@ -47,10 +47,10 @@ def ints(text: str) -> list[int]:
 
 
 def row_key(sampler: str, steps: int, w: float, interval: tuple[float, float] | None, seed0: int,
-            rescale: float = 0.0, grid: str = "paper") -> str:
+            rescale: float = 0.0, grid: str = "paper", v: float = 0.3) -> str:
     iv = f"{interval[0]}:{interval[1]}" if interval else "-"
     return (f"{sampler}|{steps}|{w:g}|{iv}|{seed0}" + (f"|phi={rescale:g}" if rescale else "")
-            + (f"|grid={grid}" if grid != "paper" else ""))
+            + (f"|grid={grid}" if grid != "paper" else "") + (f"|v={v:g}" if v != 0.3 else ""))
 
 
 class Bench:
@@ -70,11 +70,11 @@ class Bench:
 
     def point(self, sampler: str, steps: int, w: float, interval: tuple[float, float] | None = None,
               seed0: int = 0, rescale: float = 0.0) -> dict:
-        key = row_key(sampler, steps, w, interval, seed0, rescale, self.args.grid)
+        key = row_key(sampler, steps, w, interval, seed0, rescale, self.args.grid, self.args.v)
         if key in self.rows:
             return self.rows[key]
         cfg = SamplerConfig(sampler=sampler, grid=self.args.grid, steps=steps, w=w, guidance_interval=interval,
-                            rescale=rescale)
+                            v=self.args.v, rescale=rescale)
         n, k = self.args.n, self.model.num_classes
         seeds = list(range(seed0, seed0 + n))
         labels = labels_for_seeds(list(range(n)), k, "balanced")  # the same labels for every seed set
@@ -90,7 +90,7 @@ class Bench:
         gen = acc.finalize(self.detector.sha256)
         fid = compute_metrics(gen, self.ref, ["fid"])["fid"]
         row = {"key": key, "sampler": sampler, "steps": steps, "w": w,
-               "interval": list(interval) if interval else None, "rescale": rescale, "grid": self.args.grid,
+               "interval": list(interval) if interval else None, "rescale": rescale, "grid": self.args.grid, "v": self.args.v,
                "seed0": seed0, "n": n,
                "nfe": nfe(cfg, 1, self.model.diffusion_cfg), "fid": fid,
                "sample_s": round(sample_s, 2), "total_s": round(time.perf_counter() - t0, 2)}
@@ -139,8 +139,9 @@ def noise_line(rows: list[dict]) -> str:
 
 def line_name(row: dict) -> str:
     """The sampler, with its λ grid where that is not the paper's."""
-    grid = row.get("grid", "paper")
-    return row["sampler"] if grid == "paper" else f"{row['sampler']} ({grid} grid)"
+    grid, v = row.get("grid", "paper"), row.get("v", 0.3)
+    name = row["sampler"] if grid == "paper" else f"{row['sampler']} ({grid} grid)"
+    return name if v == 0.3 or row["sampler"] != "ancestral" else f"{name} v={v:g}"
 
 
 def table(rows: list[dict], n: int) -> str:
@@ -188,6 +189,7 @@ def main() -> None:
     p.add_argument("--samplers", default="ancestral,ddim,dpmpp-2m,heun")
     p.add_argument("--ws", default="0,1,2")
     p.add_argument("--grid", default="paper", help="λ grid: paper|linear|edm")
+    p.add_argument("--v", type=float, default=0.3, help="Eq. 4's v for ancestral (the paper's 0.3)")
     p.add_argument("--interval", default="%g,%g" % DEFAULT_INTERVAL,
                    help="guidance interval LO,HI in λ for the interval rows at each line's best w ('' for none)")
     p.add_argument("--rescale-at", default="",
