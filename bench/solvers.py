@@ -155,6 +155,25 @@ def table(rows: list[dict], n: int) -> str:
     return head + body + "\n" + noise_line(rows) + "\n"
 
 
+def pivot(rows: list[dict]) -> str:
+    """One line per (sampler, grid, steps): FID (NFE) at each w, then the interval and rescale rows."""
+    first = [r for r in rows if r["seed0"] == 0]
+    ws = sorted({r["w"] for r in first if not r["interval"] and not r.get("rescale")})
+    lines = sorted({(line_name(r), r["steps"]) for r in first}, key=lambda k: (k[0], k[1]))
+    head = ("| sampler | T | " + " | ".join(f"w = {w:g}" for w in ws) + " | variants at that line's w |\n"
+            "|---|---:|" + "---:|" * len(ws) + "---|\n")
+    body = ""
+    for name, steps in lines:
+        mine = [r for r in first if line_name(r) == name and r["steps"] == steps]
+        plain = {r["w"]: r for r in mine if not r["interval"] and not r.get("rescale")}
+        cells = [f"{plain[w]['fid']:.1f} ({plain[w]['nfe']})" if w in plain else "" for w in ws]
+        extra = [f"interval {'%g:%g' % tuple(r['interval'])} at w = {r['w']:g}: {r['fid']:.1f} ({r['nfe']})"
+                 for r in mine if r["interval"]]
+        extra += [f"φ = {r['rescale']:g} at w = {r['w']:g}: {r['fid']:.1f} ({r['nfe']})" for r in mine if r.get("rescale")]
+        body += f"| {name} | {steps} | " + " | ".join(cells) + " | " + "; ".join(extra) + " |\n"
+    return head + body
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -210,7 +229,7 @@ def main() -> None:
             raise SystemExit(f"solvers: no finished rows in {rows_file}")
     else:
         rows = run(args)
-    md = table(rows, args.n)
+    md = "FID (NFE per sample)\n\n" + pivot(rows) + "\n" + table(rows, args.n)
     (Path(args.out_dir) / "table.md").write_text(md)
     plot(rows, Path(args.out_dir) / "fid_vs_nfe.png")
     print(md)
