@@ -90,7 +90,8 @@ def ddim_map(lams, c, w):
 
 
 def dpmpp_2m_map(lams, c, w):
-    """Lu et al. 2022 Alg. 2 with λ̄ = log(α/σ): x̃_i = (σ_i/σ_{i−1}) x̃_{i−1} − α_i (e^{−h_i} − 1) D_i."""
+    """Lu et al. 2022 Alg. 2 with λ̄ = log(α/σ): x̃_i = (σ_i/σ_{i−1}) x̃_{i−1} − α_i (e^{−h_i} − 1) D_i,
+    with the step into λ_T at first order (the reference code's `lower_order_final`)."""
     lb = [0.5 * math.log(a2(l) / (1 - a2(l))) if abs(l) < 30 else l / 2 for l in lams]
     A, B = 1.0, 0.0
     prev = None
@@ -100,7 +101,7 @@ def dpmpp_2m_map(lams, c, w):
         if i == len(lams) - 1:
             return xa, xb
         h = lb[i + 1] - lb[i]
-        if prev is None:
+        if prev is None or i == len(lams) - 2:  # first order on the first and the last step
             da, db = xa, xb
         else:
             r = prev[2] / h
@@ -202,7 +203,7 @@ def dpmpp_2m_sde_law(lams, c, w, _param=None):
         h = lb[i + 1] - lb[i]
         e = math.sqrt(a2(lams[i + 1])) * (1 - math.exp(-2 * h))
         cz = math.sqrt((1 - a2(lams[i + 1])) / (1 - a2(lams[i]))) * math.exp(-h)
-        if prev is None:
+        if prev is None or i == len(lams) - 2:  # first order on the first and the last step
             g, k, const = cz + e * p, 0.0, e * q
         else:
             r = prev[2] / h
@@ -254,8 +255,8 @@ def test_the_finite_t_law_tells_2m_sde_from_its_first_order_steps():
         assert abs(v2 / v1 - 1) > 4 * tol or abs(m2 - m1) > 4 * 5 * math.sqrt(v1 / 40_000), (c, m1, m2, v1, v2)
 
 
-def test_dpmpp_2m_sde_first_step_is_ancestral_v0_sample_for_sample():
-    """With one transition (T = 2) only the first-order step runs: Eq. 3/4 with v = 0 exactly."""
+def test_dpmpp_2m_sde_first_and_last_steps_are_ancestral_v0_sample_for_sample():
+    """With two transitions (T = 3) only first-order steps run: Eq. 3/4 with v = 0 exactly."""
     n, mix = 32, default_mixture()
     labels = torch.arange(n) % 3
 
@@ -263,8 +264,23 @@ def test_dpmpp_2m_sde_first_step_is_ancestral_v0_sample_for_sample():
         return sample(mix.eps, labels, BatchNoise(n, (2,), torch.Generator().manual_seed(5)),
                       SamplerConfig(sampler=name, v=0.0, steps=steps, w=1.5), null_label=3)
 
-    assert torch.allclose(draw("dpmpp-2m-sde", 2), draw("ancestral", 2), atol=1e-12, rtol=0)
+    assert torch.allclose(draw("dpmpp-2m-sde", 3), draw("ancestral", 3), atol=1e-12, rtol=0)
     assert not torch.allclose(draw("dpmpp-2m-sde", 6), draw("ancestral", 6), atol=1e-3, rtol=0)
+
+
+def test_dpmpp_2m_takes_first_order_first_and_last_steps_so_t3_is_ddim():
+    """DPM-Solver++'s first-order step is DDIM (η = 0); with the lower-order final step, T = 3
+    has no second-order step at all, while T = 4 has one."""
+    n, mix = 32, default_mixture()
+    labels = torch.arange(n) % 3
+    z0 = torch.randn(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+
+    def draw(name, steps):
+        return sample(mix.eps, labels, lambda: z0.clone(), SamplerConfig(sampler=name, steps=steps, w=1.5),
+                      null_label=3)
+
+    assert torch.allclose(draw("dpmpp-2m", 3), draw("ddim", 3), atol=1e-12, rtol=0)
+    assert not torch.allclose(draw("dpmpp-2m", 4), draw("ddim", 4), atol=1e-5, rtol=0)
 
 
 def test_ddim_eta1_is_ancestral_v0_sample_for_sample():
