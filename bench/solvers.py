@@ -11,7 +11,7 @@ Writes into --out-dir: rows.jsonl (one JSON row per finished point, so a rerun o
 missing ones), table.md, fid_vs_nfe.png. The full run of the issue (hours on 2 CPU cores):
 
     python bench/solvers.py RUN --ref REF.h5 --n 2000 --steps 8,16,32,64,256 \\
-        --samplers ancestral,ddim,dpmpp-2m,heun --ws 0,1,2 --out-dir bench-out/solvers
+        --samplers ancestral,ddim,dpmpp-2m,heun,dpmpp-2m-sde --ws 0,1,2 --out-dir bench-out/solvers
 
 The reduced run recorded in docs/benchmarks.md uses smaller --n, --steps, --samplers and --ws.
 """
@@ -205,7 +205,7 @@ def main() -> None:
     p.add_argument("--ref", required=True, help="held-out reference (dataset .h5, image folder or stats .npz)")
     p.add_argument("--n", type=int, default=2000, help="samples a point (a multiple of the class count)")
     p.add_argument("--steps", default="8,16,32,64,256")
-    p.add_argument("--samplers", default="ancestral,ddim,dpmpp-2m,heun")
+    p.add_argument("--samplers", default="ancestral,ddim,dpmpp-2m,heun,dpmpp-2m-sde")
     p.add_argument("--ws", default="0,1,2")
     p.add_argument("--grid", default="paper", help="λ grid: paper|linear|edm")
     p.add_argument("--v", type=float, default=0.3, help="Eq. 4's v for ancestral (the paper's 0.3)")
