@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -174,6 +175,31 @@ def pivot(rows: list[dict]) -> str:
     return head + body
 
 
+def interval_at_equal_nfe(rows: list[dict]) -> str:
+    """Each interval row against plain guidance at the same NFE: the lower envelope of the same
+    line's guided rows (w > 0, any T) interpolated in log NFE; rows below the envelope's first NFE
+    are compared with plain guidance at their own T."""
+    first = [r for r in rows if r["seed0"] == 0 and not r.get("rescale")]
+    out = []
+    for r in sorted((r for r in first if r["interval"]), key=lambda r: (line_name(r), r["steps"])):
+        plain = [p for p in first if line_name(p) == line_name(r) and not p["interval"] and p["w"] > 0]
+        env: dict[int, float] = {}
+        for p in plain:
+            env[p["nfe"]] = min(env.get(p["nfe"], math.inf), p["fid"])
+        lo = max((x for x in env if x <= r["nfe"]), default=None)
+        hi = min((x for x in env if x >= r["nfe"]), default=None)
+        if lo is None or hi is None:
+            same = min(p["fid"] for p in plain if p["steps"] == r["steps"])
+            out.append(f"- {line_name(r)} T = {r['steps']}: interval {r['fid']:.1f} (NFE {r['nfe']}) against "
+                       f"plain {same:.1f} at the same T ({100 * (r['fid'] / same - 1):+.1f}%)")
+            continue
+        f = 0.0 if lo == hi else math.log(r["nfe"] / lo) / math.log(hi / lo)
+        at = env[lo] + f * (env[hi] - env[lo])
+        out.append(f"- {line_name(r)} T = {r['steps']}: interval {r['fid']:.1f} against plain {at:.1f} at "
+                   f"NFE {r['nfe']} ({'no worse' if r['fid'] <= at else 'worse'})")
+    return "Interval guidance at equal NFE:\n\n" + "\n".join(out) + "\n" if out else ""
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -229,7 +255,7 @@ def main() -> None:
             raise SystemExit(f"solvers: no finished rows in {rows_file}")
     else:
         rows = run(args)
-    md = "FID (NFE per sample)\n\n" + pivot(rows) + "\n" + table(rows, args.n)
+    md = "FID (NFE per sample)\n\n" + pivot(rows) + "\n" + interval_at_equal_nfe(rows) + "\n" + table(rows, args.n)
     (Path(args.out_dir) / "table.md").write_text(md)
     plot(rows, Path(args.out_dir) / "fid_vs_nfe.png")
     print(md)
