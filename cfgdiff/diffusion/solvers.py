@@ -111,13 +111,14 @@ def ancestral(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: Sam
     k = step_coefficients(lams, cfg.v)
     lam_list = lams.tolist()
     steps = len(lam_list)
-    for i in range(steps):
-        eps_hat = eps(z, lam_list[i], labels)
-        x_hat = threshold_x((z - k.sigma[i] * eps_hat) / k.alpha[i], cfg)
-        if i == steps - 1:
-            return x_hat  # the last step returns x̂ without noise
+
+    def x_hat_at(i: int, z: Tensor) -> Tensor:
+        return threshold_x((z - k.sigma[i] * eps(z, lam_list[i], labels)) / k.alpha[i], cfg)
+
+    for i in range(steps - 1):
+        x_hat = x_hat_at(i, z)
         z = k.c_z[i] * z + k.c_x[i] * x_hat + k.std[i] * noise()  # Eq. 4
-    raise AssertionError("unreachable")
+    return x_hat_at(steps - 1, z)  # the last step returns x̂ without noise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,21 +139,19 @@ def ddim(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerC
     z = noise()
     lam_list = lams.tolist()
     eta = cfg.eta
-    for i, lam in enumerate(lam_list):
+    for lam, lam_next in zip(lam_list[:-1], lam_list[1:]):
         alpha, sigma = _alpha_sigma(lam)
         eps_hat = eps(z, lam, labels)
         x_hat = _x_hat(z, eps_hat, alpha, sigma, cfg)
-        if i == len(lam_list) - 1:
-            return x_hat
         if cfg.clip_x or cfg.threshold:
             eps_hat = (z - alpha * x_hat) / sigma
-        lam_next = lam_list[i + 1]
         alpha_next, sigma_next = _alpha_sigma(lam_next)
         var = eta**2 * -math.expm1(lam - lam_next) * sigma_next**2  # s², Eq. 16 in λ
         z = alpha_next * x_hat + math.sqrt(sigma_next**2 - var) * eps_hat  # Eq. 12
         if eta > 0:
             z = z + math.sqrt(var) * noise()
-    raise AssertionError("unreachable")
+    alpha, sigma = _alpha_sigma(lam_list[-1])
+    return _x_hat(z, eps(z, lam_list[-1], labels), alpha, sigma, cfg)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,22 +179,22 @@ def _multistep_2m(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg:
     lam_list = lams.tolist()
     x_prev: Tensor | None = None
     h_prev = 0.0
-    for i, lam in enumerate(lam_list):
+    last = len(lam_list) - 1
+    for i in range(last):
+        lam, lam_next = lam_list[i], lam_list[i + 1]
         alpha, sigma = _alpha_sigma(lam)
         x_hat = _x_hat(z, eps(z, lam, labels), alpha, sigma, cfg)
-        if i == len(lam_list) - 1:
-            return x_hat
-        lam_next = lam_list[i + 1]
         alpha_next, sigma_next = _alpha_sigma(lam_next)
         h = (lam_next - lam) / 2
-        if x_prev is None or i == len(lam_list) - 2:  # first order on the first and the last step
+        if x_prev is None or i == last - 1:  # first order on the first and the last step
             d = x_hat
         else:
             r = h_prev / h
             d = (1 + 1 / (2 * r)) * x_hat - (1 / (2 * r)) * x_prev
         z = update(z, d, h, alpha_next, sigma, sigma_next)
         x_prev, h_prev = x_hat, h
-    raise AssertionError("unreachable")
+    alpha, sigma = _alpha_sigma(lam_list[-1])
+    return _x_hat(z, eps(z, lam_list[-1], labels), alpha, sigma, cfg)
 
 
 def dpmpp_2m(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerConfig) -> Tensor:
