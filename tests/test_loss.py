@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from cfgdiff.config import DiffusionConfig
@@ -45,12 +46,15 @@ def test_loss_is_reproducible_and_uses_the_null_label():
     assert 400 < seen[0].eq(3).sum().item() < 600
 
 
-def test_loss_replays_the_rng_stream():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_loss_replays_the_rng_stream(dtype):
     """Replay the generator: u → λ by the paper's formula, ε ~ N(0, I), the dropout draw; then
-    z_λ = α_λ x + σ_λ ε (Eq. 1 in `math`) and the predictor must see exactly (z_λ, λ, c)."""
+    z_λ = α_λ x + σ_λ ε (Eq. 1 in `math`) and the predictor must see exactly (z_λ, λ, c), in x's
+    dtype (a float32 batch gives the network float32 z and λ)."""
     n, p_uncond, seed = 64, 0.3, 11
     labels = torch.arange(n) % 3
-    x = MIX.sample(labels, generator=torch.Generator().manual_seed(2))
+    x = MIX.sample(labels, generator=torch.Generator().manual_seed(2)).to(dtype)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
     seen = []
 
     def eps(z, lam, c):
@@ -69,7 +73,8 @@ def test_loss_replays_the_rng_stream():
     alpha = torch.tensor([math.sqrt(1 / (1 + math.exp(-v))) for v in lam.tolist()], dtype=torch.float64)[:, None]
     sigma = torch.tensor([math.sqrt(1 / (1 + math.exp(v))) for v in lam.tolist()], dtype=torch.float64)[:, None]
     z, lam_seen, c = seen[0]
-    assert torch.allclose(lam_seen, lam, atol=1e-10)
-    assert torch.allclose(z, alpha * x + sigma * noise, atol=1e-12)
+    assert z.dtype == lam_seen.dtype == dtype
+    assert torch.allclose(lam_seen.double(), lam, atol=max(tol, 1e-10), rtol=tol)
+    assert torch.allclose(z.double(), alpha * x.double() + sigma * noise.double(), atol=tol)
     assert torch.equal(c, torch.where(drop, torch.full_like(labels, 3), labels))
     assert torch.allclose(loss, (0.25 - noise).square().mean(1).float(), atol=1e-6)

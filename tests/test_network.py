@@ -43,7 +43,7 @@ class Recorder(torch.nn.Module):
 
     def forward(self, x, c_noise, labels):
         self.seen = {"x": x, "c_noise": c_noise, "labels": labels,
-                     "autocast": torch.is_autocast_enabled("cpu")}
+                     "autocast": torch.is_autocast_enabled("cpu"), "autocast_dtype": torch.get_autocast_dtype("cpu")}
         return self.scale * x + c_noise[:, None, None, None] / 1000
 
 
@@ -71,7 +71,8 @@ def test_network_eps_autocasts_only_when_asked():
     z = torch.randn(2, 1, 2, 2, dtype=torch.float64)
     lam = torch.zeros(2, dtype=torch.float64)
     labels = torch.zeros(2, dtype=torch.long)
-    network_eps(net, diffusion, autocast=torch.bfloat16)(z, lam, labels)
-    assert net.seen["autocast"] is True
+    for dtype in (torch.bfloat16, torch.float16):
+        network_eps(net, diffusion, autocast=dtype)(z, lam, labels)
+        assert net.seen["autocast"] is True and net.seen["autocast_dtype"] == dtype
     network_eps(net, diffusion)(z, lam, labels)
     assert net.seen["autocast"] is False

@@ -80,7 +80,8 @@ class Counter:
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
-@pytest.mark.parametrize("w,interval", [(0.0, None), (2.0, None), (2.0, (-3.0, 4.0)), (0.0, (-3.0, 4.0))])
+@pytest.mark.parametrize("w,interval", [(0.0, None), (2.0, None), (2.0, (-3.0, 4.0)), (0.0, (-3.0, 4.0)),
+                                        (2.0, (-19.0, 20.0))])  # the last: every λ but λ_1 = λ_min guided
 @pytest.mark.parametrize("grid", ["paper", "edm"])
 def test_nfe_is_exact(name, w, interval, grid):
     b, steps = 3, 9
@@ -190,6 +191,71 @@ def test_cfg_rescale_is_lin_2024_eq15_16():
     assert torch.equal(guided_eps(MIX.eps, 2.0, K, rescale=0.0)(z, lam, labels), guided_eps(MIX.eps, 2.0, K)(z, lam, labels))
 
 
+def _rescaled(eps_tilde, eps_ref, phi):
+    """Lin et al. 2024, Eq. 15-16, per sample, in numpy: φ ε̃ std(ε_ref)/std(ε̃) + (1 − φ) ε̃."""
+    e, r = eps_tilde.numpy(), eps_ref.numpy()
+    ratio = r.std(axis=1, keepdims=True) / e.std(axis=1, keepdims=True)
+    return torch.from_numpy(phi * e * ratio + (1 - phi) * e)
+
+
+def test_the_sampler_config_carries_rescale_into_cfg_and_autoguidance():
+    z = torch.randn(6, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    lam_value = 0.4
+    lam = torch.full((6,), lam_value, dtype=torch.float64)
+    labels = torch.arange(6) % K
+    cfg = SamplerConfig(w=2.0, rescale=0.7, guidance_interval=(-5.0, 5.0))
+
+    # Eq. 6, rescaled toward the conditional ε
+    g = sampler_module.guidance_of(cfg, null_label=K)
+    eps_c, eps_u = MIX.eps(z, lam, labels), MIX.eps(z, lam, torch.full_like(labels, K))
+    expected = _rescaled(3 * eps_c - 2 * eps_u, eps_c, 0.7)
+    assert torch.allclose(g.predictor(MIX.eps, lam_value)(z, lam, labels), expected, atol=1e-12)
+
+    # autoguidance, rescaled toward the main network's ε
+    def guide(z, lam, c):
+        return 0.5 * MIX.eps(z, lam, c) + 0.1
+
+    g = sampler_module.guidance_of(cfg, null_label=None, guide=guide)
+    eps_m = MIX.eps(z, lam, labels)
+    expected = _rescaled(3 * eps_m - 2 * guide(z, lam, labels), eps_m, 0.7)
+    assert torch.allclose(g.predictor(MIX.eps, lam_value)(z, lam, labels), expected, atol=1e-12)
+    # outside the interval: the network itself, for both
+    main = MIX.eps  # one bound method, so that `is` can compare it
+    assert g.predictor(main, 6.0) is main
+    assert sampler_module.guidance_of(cfg, null_label=K).predictor(main, -6.0) is main
+
+
+@pytest.mark.parametrize("name,draws", [("ancestral", 9), ("ddim", 1), ("dpmpp-2m", 1), ("heun", 1),
+                                        ("dpmpp-2m-sde", 9)])
+def test_each_sampler_draws_the_noise_it_says(name, draws):
+    """z_{λ_min}, then one draw per stochastic transition: T = 9 draws for Eq. 4 and the 2M SDE,
+    one for the deterministic solvers (DDIM at η = 0 draws nothing after z_{λ_min})."""
+    calls = []
+
+    def noise():
+        calls.append(1)
+        return torch.zeros(3, 2, dtype=torch.float64)
+
+    sample(MIX.eps, torch.arange(3) % K, noise, SamplerConfig(steps=9, sampler=name, eta=0.0))
+    assert len(calls) == draws
+
+
+def test_batch_noise_replays_its_generator_in_float64():
+    noise = BatchNoise(3, (2, 4), torch.Generator().manual_seed(8))
+    first, second = noise(), noise()
+    g = torch.Generator().manual_seed(8)
+    assert first.dtype == torch.float64 and first.shape == (3, 2, 4)
+    assert torch.equal(first, torch.randn(3, 2, 4, generator=g, dtype=torch.float64))
+    assert torch.equal(second, torch.randn(3, 2, 4, generator=g, dtype=torch.float64))
+
+
+def test_the_toy_mixture_samples_mu_plus_s_times_its_generators_draw():
+    labels = torch.tensor([2, 0, 1, 2, 2])
+    x = MIX.sample(labels, generator=torch.Generator().manual_seed(4))
+    noise = torch.randn(5, MIX.mu.shape[1], generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert torch.equal(x, MIX.mu[labels] + MIX.s * noise)
+
+
 # ---- config -----------------------------------------------------------------------------------
 
 
@@ -218,7 +284,7 @@ def _first_x_hat(eps, lams, labels, noise, cfg):
     lam = lams[0]
     return (z - sigma(lam) * eps(z, float(lam), labels)) / alpha(lam)
 
-one_shot = Sampler("one-shot", _first_x_hat, evaluations=lambda lams: [lams[0]])
+one_shot = Sampler("one-shot", _first_x_hat, evaluations=lambda lams: [lams[0]], summary="denoise once")
 not_a_sampler = 42
 '''
 
@@ -228,7 +294,8 @@ def test_third_party_samplers_load_and_broken_ones_are_reported_in_one_line(tmp_
         "mysamplers.py": textwrap.dedent(PLUGIN),
         "mysamplers-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: mysamplers\nVersion: 0.1\n",
         "mysamplers-0.1.dist-info/entry_points.txt": "[cfgdiff.samplers]\none-shot = mysamplers:one_shot\n"
-        "missing = mysamplers_gone:x\nwrong = mysamplers:not_a_sampler\nddim = mysamplers:one_shot\n",
+        "missing = mysamplers_gone:x\nwrong = mysamplers:not_a_sampler\nddim = mysamplers:one_shot\n"
+        "renamed = mysamplers:one_shot\n",
     }
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(exist_ok=True)
@@ -237,10 +304,19 @@ def test_third_party_samplers_load_and_broken_ones_are_reported_in_one_line(tmp_
     monkeypatch.setattr(sampler_module, "_registry", None)
     known = sampler_module.samplers()
     err = capsys.readouterr().err.strip().splitlines()
-    assert sorted(line.split("'")[1] for line in err) == ["ddim", "missing", "wrong"]
-    assert all(line.startswith("cfgdiff: sampler plugin '") for line in err)
-    assert "ModuleNotFoundError" in next(line for line in err if "'missing'" in line)
-    assert set(known) == {*SAMPLERS, "one-shot"}
+    assert err == [  # one line each, in the order of the names
+        "cfgdiff: sampler plugin 'ddim' (mysamplers:one_shot) failed to load: ValueError: the name 'ddim' is taken",
+        "cfgdiff: sampler plugin 'missing' (mysamplers_gone:x) failed to load: "
+        "ModuleNotFoundError: No module named 'mysamplers_gone'",
+        "cfgdiff: sampler plugin 'wrong' (mysamplers:not_a_sampler) failed to load: "
+        "TypeError: int is not a cfgdiff.diffusion.sampler.Sampler",
+    ]
+    assert set(known) == {*SAMPLERS, "one-shot", "renamed"}
+    import mysamplers
+    assert known["one-shot"] is mysamplers.one_shot  # registered as it is when the names agree
+    renamed = known["renamed"]  # under the entry point's name otherwise, with the same parts
+    assert (renamed.name, renamed.run, renamed.evaluations, renamed.summary) == (
+        "renamed", mysamplers.one_shot.run, mysamplers.one_shot.evaluations, "denoise once")
     assert known["ddim"].run is sampler_module.BUILTIN["ddim"].run  # a plugin cannot replace a built-in
     cfg = SamplerConfig(steps=6, sampler="one-shot", w=1.0)
     net = Counter(MIX.eps, 4)

@@ -59,6 +59,9 @@ def test_samples_follow_p_lambda_kolmogorov_smirnov():
     g = torch.Generator().manual_seed(0)
     lam = sample_lambda(100_000, generator=g).numpy()
     assert lam.min() >= -20 and lam.max() <= 20
+    # the defaults are the paper's range, draw for draw
+    again = sample_lambda(100_000, -20.0, 20.0, generator=torch.Generator().manual_seed(0)).numpy()
+    assert np.array_equal(lam, again)
     cdf = lambda lx: lambda_cdf(torch.from_numpy(np.asarray(lx, dtype=np.float64))).numpy()
     assert stats.kstest(lam, cdf).pvalue > 0.01
     # the test can fail: uniform λ on [-20, 20] is rejected

@@ -26,19 +26,19 @@ GridFn = Callable[[int, float, float, torch.device | str], Tensor]
 EDM_RHO = 7.0
 
 
-def paper_grid(steps: int, lam_min: float, lam_max: float, device: torch.device | str = "cpu") -> Tensor:
+def paper_grid(steps: int, lam_min: float, lam_max: float, device: torch.device | str) -> Tensor:
     """Uniform in u of p(λ): the paper's sampling grid (`schedule.sampling_lambdas`)."""
     return sampling_lambdas(steps, lam_min, lam_max, device=device)
 
 
-def linear_grid(steps: int, lam_min: float, lam_max: float, device: torch.device | str = "cpu") -> Tensor:
+def linear_grid(steps: int, lam_min: float, lam_max: float, device: torch.device | str) -> Tensor:
     """Uniform in λ."""
     lam = torch.linspace(lam_min, lam_max, steps, dtype=torch.float64, device=device)
     lam[0], lam[-1] = lam_min, lam_max
     return lam
 
 
-def edm_grid(steps: int, lam_min: float, lam_max: float, device: torch.device | str = "cpu") -> Tensor:
+def edm_grid(steps: int, lam_min: float, lam_max: float, device: torch.device | str) -> Tensor:
     """Karras et al. 2022, Eq. 5 (ρ = 7) in σ = e^{−λ/2}, mapped back by λ = −2 log σ."""
     inv_rho = 1.0 / EDM_RHO
     # σ^{1/ρ} = e^{−λ/(2ρ)} at the two ends; the grid is uniform in σ^{1/ρ}

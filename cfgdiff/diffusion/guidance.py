@@ -113,9 +113,12 @@ class Guidance:
     def predictor(self, eps_fn: EpsFn, lam: float) -> EpsFn:
         """ε̃ to use at λ."""
         w = self.weight(lam)
+        if w == 0:
+            return eps_fn  # one B-batch forward: no ∅ pass, no guide
         if self.guide is not None:
             return autoguided_eps(eps_fn, self.guide, w, self.rescale)
-        return guided_eps(eps_fn, w, self.null_label if self.null_label is not None else -1, self.rescale)
+        assert self.null_label is not None  # __post_init__ requires it for w != 0 without a guide
+        return guided_eps(eps_fn, w, self.null_label, self.rescale)
 
 
 @dataclass(frozen=True)

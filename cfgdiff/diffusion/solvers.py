@@ -62,12 +62,12 @@ def _x_hat(z: Tensor, eps_hat: Tensor, alpha: float, sigma: float, cfg: SamplerC
 
 @dataclass(frozen=True)
 class StepCoefficients:
-    """Per-step scalars of the sampler, float64, each of shape (T,) (the last transition unused).
+    """Per-step scalars of the sampler, float64: alpha, sigma of shape (T,), one per λ_i; c_z, c_x,
+    std of shape (T − 1,), one per transition λ_i → λ_{i+1}.
 
     x̂_i = (z − sigma[i]·ε̂) / alpha[i];  z' = c_z[i]·z + c_x[i]·x̂ + std[i]·noise.
     """
 
-    lam: Tensor
     alpha: Tensor
     sigma: Tensor
     c_z: Tensor
@@ -87,15 +87,7 @@ def step_coefficients(lam: Tensor, v: float) -> StepCoefficients:
     c_x = one_minus_r * alpha[1:]  # (1 − e^{λ−λ'}) α_{λ'}                         (Eq. 3)
     log_var = torch.log(one_minus_r) + (1 - v) * ls2[1:] + v * ls2[:-1]  # log of Eq. 4's variance
     std = torch.exp(0.5 * log_var)
-    pad = torch.zeros(1, dtype=lam.dtype, device=lam.device)
-    return StepCoefficients(
-        lam=lam,
-        alpha=alpha,
-        sigma=sigma,
-        c_z=torch.cat([c_z, pad]),
-        c_x=torch.cat([c_x, pad]),
-        std=torch.cat([std, pad]),
-    )
+    return StepCoefficients(alpha=alpha, sigma=sigma, c_z=c_z, c_x=c_x, std=std)
 
 
 def ancestral(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerConfig) -> Tensor:
