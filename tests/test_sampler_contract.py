@@ -11,6 +11,7 @@ from cfgdiff.config import DiffusionConfig, SamplerConfig, from_dict, to_dict
 from cfgdiff.diffusion import BatchNoise, make_grid, nfe_per_sample, sample
 from cfgdiff.diffusion import sampler as sampler_module
 from cfgdiff.diffusion.guidance import (
+    Guidance,
     NetworkSpec,
     autoguided_eps,
     check_guide,
@@ -19,6 +20,8 @@ from cfgdiff.diffusion.guidance import (
     interval_weight,
     rescale_guided,
 )
+from cfgdiff.diffusion.loss import drop_labels
+from cfgdiff.diffusion.schedule import sample_lambda, sampling_lambdas
 from cfgdiff.diffusion.toy import default_mixture
 from cfgdiff.errors import ConfigError
 
@@ -62,6 +65,21 @@ def test_unknown_grid_or_sampler_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown grid 'cosine'"):
         sampler_module.check_sampler_config(SamplerConfig(sampler="heun", grid="cosine"))
     sampler_module.check_sampler_config(SamplerConfig(sampler="heun", grid="edm", steps=2))
+    for steps in (1, 0, 2.0):
+        with pytest.raises(ConfigError, match=rf"^steps \(T\) must be an integer >= 2, got {steps!r}$"):
+            make_grid("paper", steps, -1.0, 1.0)
+    with pytest.raises(ValueError, match="^guidance \\(w > 0\\) needs the null label ∅$"):
+        Guidance(w=1.0)
+
+
+def test_lambdas_are_made_on_the_requested_device():
+    """"meta" stands in for a GPU here: a grid or a draw made on the wrong device would show as cpu."""
+    for name in ("paper", "linear", "edm"):
+        assert make_grid(name, 5, -20.0, 20.0, device="meta").device.type == "meta"
+    assert sampling_lambdas(5, device="meta").device.type == "meta"
+    assert sample_lambda(4, device="meta").device.type == "meta"
+    labels = torch.zeros(4, dtype=torch.long, device="meta")
+    assert drop_labels(labels, 0.1, null_label=3).device.type == "meta"
 
 
 # ---- exact NFE, counted on a wrapped predictor ---------------------------------------------------
