@@ -187,8 +187,12 @@ def test_a_mismatched_guide_is_one_line_before_sampling(runs, capsys):
 def test_dry_run_and_json_give_the_exact_nfe(runs, capsys):
     args = ["sample", "main.pt", "--n", "5", "--steps", "8", "--w", "1", "--sampler", "heun", "--dry-run"]
     assert main(args) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "NFE = 30 per sample, 150 in all" in out  # 2 · (2·8 − 1)
+    # heun on the paper grid gets one line of advice (its first step spans σ_e 22026 → 4.4)
+    assert err.count("cfgdiff: note: heun on the paper grid at T = 8: one step spans a sigma ratio of 5028,") == 1
+    assert main([*args, "--grid", "linear"]) == 0
+    assert "note" not in capsys.readouterr().err
     assert main([*args, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["command"] == "sample" and doc["results"]["nfe"] == 150 and doc["results"]["nfe_per_sample"] == 30

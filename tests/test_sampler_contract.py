@@ -119,6 +119,26 @@ def test_nfe_is_exact(name, w, interval, grid):
         assert labels.eq(K).any().item() == g
 
 
+def test_heun_is_advised_off_a_grid_with_a_wide_step():
+    """σ_e = e^{−λ/2}, so a step λ → λ' divides σ_e by e^{(λ'−λ)/2}; the paper's grid (Sec. 2's
+    λ = −2 log tan(a u + b) at u = 1, (T−2)/(T−1), …) starts with its widest step."""
+    b = math.atan(math.exp(-10.0))
+    a = math.atan(math.exp(10.0)) - b
+    lam_1 = -2 * math.log(math.tan(a * 14 / 15 + b))  # T = 16
+    first = math.exp((lam_1 + 20.0) / 2)
+    assert 2300 < first < 2330
+    note = sampler_module.grid_advice(SamplerConfig(sampler="heun", steps=16), DiffusionConfig())
+    assert note == (f"heun on the paper grid at T = 16: one step spans a sigma ratio of {first:.0f}, too wide for "
+                    "its corrector; --grid linear keeps every step small (docs/sample.md)")
+    # linear: every step divides σ_e by e^{40/15/2} = 3.8; other samplers get no advice
+    assert sampler_module.grid_advice(SamplerConfig(sampler="heun", steps=16, grid="linear"), DiffusionConfig()) is None
+    assert sampler_module.grid_advice(SamplerConfig(sampler="ddim", steps=16), DiffusionConfig()) is None
+    # the threshold is 100: linear at T = 6 divides by e^4 = 54.6, at T = 5 by e^5 = 148.4
+    assert sampler_module.grid_advice(SamplerConfig(sampler="heun", steps=6, grid="linear"), DiffusionConfig()) is None
+    assert "sigma ratio of 148," in sampler_module.grid_advice(SamplerConfig(sampler="heun", steps=5, grid="linear"),
+                                                                DiffusionConfig())
+
+
 def test_nfe_of_the_paper_sampler_and_of_heun():
     assert nfe_per_sample(SamplerConfig(steps=256, w=0.1)) == 512
     assert nfe_per_sample(SamplerConfig(steps=256)) == 256

@@ -34,6 +34,7 @@ def out_paths(req: SampleConfig) -> tuple[Path, Path | None]:
 def run_sample_command(req: SampleConfig) -> dict[str, Any]:
     """Load the checkpoint (and the autoguidance guide, checked against it before any sampling),
     then either estimate (dry run) or draw the samples. Returns the `--json` envelope's parts."""
+    from cfgdiff.diffusion.sampler import grid_advice
     from cfgdiff.sampling.generate import check_guide_model, seconds_per_step
     from cfgdiff.sampling.model import load_model
     from cfgdiff.sampling.shards import SampleJob, check_output, guide_record, provenance, run_sample
@@ -46,6 +47,9 @@ def run_sample_command(req: SampleConfig) -> dict[str, Any]:
     dist.init()
     device = dist.device()
     model = load_model(req.checkpoint, device)
+    advice = grid_advice(sampler, model.config.diffusion)
+    if advice:
+        dist.print0(f"cfgdiff: note: {advice}")
     guide = None
     if req.guide is not None:
         guide = load_model(req.guide, device)

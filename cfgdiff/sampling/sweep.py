@@ -179,7 +179,7 @@ def run_sweep(req: SweepConfig) -> SweepResult:
     if out_dir is not None:
         _recorded_settings(out_dir)
 
-    from cfgdiff.diffusion.sampler import check_sampler_config
+    from cfgdiff.diffusion.sampler import check_sampler_config, grid_advice
     from cfgdiff.metrics import compute_metrics, load_detector, load_reference
     from cfgdiff.metrics.reference import default_reference
     from cfgdiff.sampling.model import load_model
@@ -191,6 +191,10 @@ def run_sweep(req: SweepConfig) -> SweepResult:
     dist.init()
     device = dist.device()
     model = load_model(file, device)
+    for c in {(c.sampler, c.grid, c.steps): c for c in combos}.values():
+        advice = grid_advice(c, model.config.diffusion)
+        if advice:
+            dist.print0(f"cfgdiff: note: {advice}")
     if out_dir is None:
         out_dir = default_out_dir(file, model.step)
         _recorded_settings(out_dir)
