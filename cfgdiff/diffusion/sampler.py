@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 
 import torch
@@ -56,6 +56,14 @@ class Sampler:
     run: SamplerFn
     evaluations: Callable[[Sequence[float]], list[float]] = field(default=each_lambda_once)
     summary: str = ""
+    max_sigma_ratio: float | None = None  # the widest grid step (σ_e ratio) it handles; see grid_advice
+
+
+# Heun's corrector is the trapezoidal rule in EDM's σ_e = e^{−λ/2}. Over a step whose σ_e falls by a
+# ratio r it weights the denoised image at the step's end by about r/2, where the flow gives the
+# whole step a weight of log r. The paper's grid starts with r = 2316 at T = 16; on the demo's model
+# heun then scores FID 300, against 145 on the linear grid (r = 3.8; docs/benchmarks.md).
+HEUN_MAX_SIGMA_RATIO = 100.0
 
 
 BUILTIN: dict[str, Sampler] = {
@@ -64,7 +72,8 @@ BUILTIN: dict[str, Sampler] = {
         Sampler("ancestral", solvers.ancestral, summary="Ho & Salimans 2022 Eq. 4 with v; the paper's sampler"),
         Sampler("ddim", solvers.ddim, summary="Song et al. 2021 Eq. 12, η = cfg.eta (0: deterministic)"),
         Sampler("dpmpp-2m", solvers.dpmpp_2m, summary="DPM-Solver++(2M), Lu et al. 2022 Alg. 2"),
-        Sampler("heun", solvers.heun, heun_evaluations, summary="EDM Heun, Karras et al. 2022 Alg. 1"),
+        Sampler("heun", solvers.heun, heun_evaluations, summary="EDM Heun, Karras et al. 2022 Alg. 1",
+                max_sigma_ratio=HEUN_MAX_SIGMA_RATIO),
         Sampler("dpmpp-2m-sde", solvers.dpmpp_2m_sde,
                 summary="stochastic DPM-Solver++(2M), Lu et al. 2022; for weakly trained networks"),
     )
@@ -89,7 +98,7 @@ def load_plugins() -> tuple[dict[str, Sampler], list[PluginFailure]]:
             obj = ep.load()
             if not isinstance(obj, Sampler):
                 raise TypeError(f"{type(obj).__name__} is not a cfgdiff.diffusion.sampler.Sampler")
-            found[ep.name] = obj if obj.name == ep.name else Sampler(ep.name, obj.run, obj.evaluations, obj.summary)
+            found[ep.name] = obj if obj.name == ep.name else replace(obj, name=ep.name)
         except Exception as exc:  # a broken plugin must not break the other samplers
             failures.append(PluginFailure(ep.name, ep.value, f"{type(exc).__name__}: {exc}".splitlines()[0]))
     return found, failures
@@ -122,24 +131,17 @@ def check_sampler_config(cfg: SamplerConfig) -> None:
     check_grid(cfg.grid)
 
 
-HEUN_MAX_SIGMA_RATIO = 100.0
-
-
 def grid_advice(cfg: SamplerConfig, diffusion: DiffusionConfig) -> str | None:
-    """One line of advice when `heun` meets a grid step too wide for its corrector, else None.
-
-    Heun's corrector is the trapezoidal rule in EDM's σ_e = e^{−λ/2}. Over a step whose σ_e falls
-    by a ratio r it weights the denoised image at the step's end by about r/2, where the flow gives
-    the whole step a weight of log r. The paper's grid starts with r = 2316 at T = 16. On the demo's
-    model heun then scores FID 300, against 145 on the linear grid (docs/benchmarks.md).
-    """
-    if cfg.sampler != "heun":
+    """One line of advice when the grid has a step wider (in σ_e = e^{−λ/2}) than the sampler's
+    `max_sigma_ratio` handles, else None."""
+    limit = get_sampler(cfg.sampler).max_sigma_ratio
+    if limit is None:
         return None
     lams = make_grid(cfg.grid, cfg.steps, diffusion.lam_min, diffusion.lam_max).tolist()
     ratio = max(math.exp((b - a) / 2) for a, b in zip(lams, lams[1:]))  # σ_e(λ_i) / σ_e(λ_{i+1})
-    if ratio <= HEUN_MAX_SIGMA_RATIO:
+    if ratio <= limit:
         return None
-    return (f"heun on the {cfg.grid} grid at T = {cfg.steps}: one step spans a sigma ratio of {ratio:.0f}, "
+    return (f"{cfg.sampler} on the {cfg.grid} grid at T = {cfg.steps}: one step spans a sigma ratio of {ratio:.0f}, "
             f"too wide for its corrector; --grid linear keeps every step small (docs/sample.md)")
 
 
