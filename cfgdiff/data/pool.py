@@ -62,7 +62,9 @@ def _keep_heap_pages() -> bool:
 
 def _worker_init(parent: int) -> None:
     """In each worker: leave stopping to the main process, and die with it (see the docstring)."""
-    for s in (signal.SIGINT, signal.SIGTERM):  # not the CLI's handler, which the fork inherited
+    from cfgdiff.stops import SIGNALS
+
+    for s in SIGNALS:  # not the CLI's handler, which the fork inherited
         signal.signal(s, signal.SIG_IGN)
     _keep_heap_pages()
     if sys.platform == "linux" and _set_death_signal():

@@ -5,25 +5,25 @@
         the mean loss over the global batch is checked (non-finite → stop, checkpoints intact)
         AdamW step at lr(s), EMA update                                    (cfgdiff.train.step)
         every tick_kimg: a progress line and a stats.jsonl row; every snapshot_kimg: a checkpoint;
-        every grid_kimg: a sample grid PNG; SIGINT/SIGTERM: checkpoint the completed step and stop.
+        every grid_kimg: a sample grid PNG.
+
+Stops (cfgdiff.stops): a signal lands where the loop is, between or inside micro-batches; the partial
+accumulation is dropped and the last completed step is checkpointed (the optimiser step and its EMA
+update are a critical section, never half applied). A second signal exits at once.
 
 Rank 0 alone writes; every rank reads the same checkpoint on resume.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cfgdiff import dist
+from cfgdiff import dist, stops
 from cfgdiff.config import TrainConfig, to_dict
 from cfgdiff.console import Progress, _duration
 from cfgdiff.errors import Interrupted, NumericalError
@@ -48,36 +48,28 @@ def crossed(interval_kimg: float, batch: int, step: int) -> bool:
     return (step + 1) * batch // every > step * batch // every
 
 
-@contextmanager
-def stop_requests() -> Iterator[list[int]]:
-    """SIGINT/SIGTERM set a flag, the signal's number (checked after each step), instead of killing
-    the process."""
-    flag = [0]
-
-    def handler(signum: int, frame: Any) -> None:
-        flag[0] = flag[0] or signum
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    return bool(dist.all_reduce_sum(torch.tensor(float(flag), device=device)).item() > 0)
-
-
 def train(cfg: TrainConfig, loggers: list[str] | None = None) -> dict[str, Any]:
     """Train the run `cfg.run_dir` up to cfg.kimg, resuming from its newest checkpoint; returns a
     summary (steps, kimg, last loss, files written, throughput). The micro-batch, when not set, is
-    resolved from the device (cfgdiff.train.start); the run folder appears after the first step."""
+    resolved from the device (cfgdiff.train.start); the run folder appears after the first step.
+    Stops follow cfgdiff.stops; the run folder is claimed as train's and locked while it trains."""
+    old_handlers = stops.install()
+    run_dir = Path(cfg.run_dir)
+    check_creatable(run_dir)
+    log = RunLog(run_dir, loggers)
+    log.hold_lock()  # an existing folder now; a new one once the first step has made it
+    try:
+        return _train(cfg, loggers, log)
+    finally:
+        log.close()
+        stops.restore(old_handlers)
+
+
+def _train(cfg: TrainConfig, loggers: list[str] | None, log: RunLog) -> dict[str, Any]:
     from cfgdiff.data.dataset import ImageDataset
     from cfgdiff.nn import build_unet, count_params
 
     run_dir = Path(cfg.run_dir)
-    check_creatable(run_dir)
     check_loggers(loggers or [])
     dataset = ImageDataset(cfg.dataset, flip=False)  # flips are drawn per micro-batch (exact resume)
     dist.init()
@@ -95,7 +87,7 @@ def train(cfg: TrainConfig, loggers: list[str] | None = None) -> dict[str, Any]:
     info = dataset_record(cfg.dataset, dataset.info.size, dataset.info.num_classes, dataset.info.class_names)
     start = load_state(run_dir, cfg, m, info)
     stop = total_steps(cfg)
-    ctx = _Loop(cfg, m, run_dir, info, RunLog(run_dir, loggers))
+    ctx = _Loop(cfg, m, run_dir, info, log)
     if start >= stop:  # trained to this duration already (or further): nothing to train
         ctx.log.begin(cfg, start)
         ctx.last_loss = _recorded_loss(run_dir / "stats.jsonl")
@@ -109,33 +101,32 @@ def train(cfg: TrainConfig, loggers: list[str] | None = None) -> dict[str, Any]:
     ctx.log.line(header(cfg, count_params(m.net), device, m.autocast, world, why, {**info, "count": len(dataset)},
                         start))
     t0 = time.monotonic()
-    with stop_requests() as interrupt, Progress("train", total=stop * cfg.batch, unit="img",
-                                                start=start * cfg.batch) as progress:
-        batches = iter(loader)  # workers fork with the stop handler in place, then ignore stops
-        for step in range(start, stop):
-            chunks = ((*next(batches), chunk_seed(cfg.seed, step, j)) for j in sampler.chunks(step))
-            loss = accumulate_gradients(m, cfg, chunks, rounds)
-            loss = float(dist.all_reduce_sum(loss).item()) / (rounds * world)
-            if not math.isfinite(loss):
-                raise NumericalError(ctx.nonfinite_message(loss, step))
-            grad_norm = apply_gradients(m, cfg, step)
-            if step == start:  # the run folder appears once a step has succeeded
-                ctx.log.begin(cfg, start)
-            ctx.record(step, loss, grad_norm)
-            progress.advance(cfg.batch, loss=loss)
-            last = step == stop - 1
-            interrupted = _any_rank(bool(interrupt[0]), device) if world > 1 else bool(interrupt[0])
-            if last or interrupted or crossed(cfg.snapshot_kimg, cfg.batch, step):
-                ctx.snapshot(step)
-            if last or crossed(cfg.grid_kimg, cfg.batch, step):
-                ctx.grid(step)
-            if interrupted:
-                del batches  # shut the workers down before reporting
-                message = (f"interrupted after step {step + 1} ({(step + 1) * cfg.batch / 1000:g} kimg); "
-                           f"saved {ctx.last_checkpoint}; rerun the same command to resume")
-                ctx.log.line(f"stopped: {message}", echo=False)
-                ctx.log.close()
-                raise Interrupted(message, signum=interrupt[0] or signal.SIGINT)
+    done = start  # optimiser steps applied so far
+    try:
+        with Progress("train", total=stop * cfg.batch, unit="img", start=start * cfg.batch) as progress:
+            batches = iter(loader)  # workers fork with the stop handler in place, then ignore stops
+            for step in range(start, stop):
+                chunks = ((*next(batches), chunk_seed(cfg.seed, step, j)) for j in sampler.chunks(step))
+                loss = accumulate_gradients(m, cfg, chunks, rounds)
+                loss = float(dist.all_reduce_sum(loss).item()) / (rounds * world)
+                if not math.isfinite(loss):
+                    raise NumericalError(ctx.nonfinite_message(loss, step))
+                with stops.critical():
+                    grad_norm = apply_gradients(m, cfg, step)
+                    done = step + 1
+                    if step == start:  # the run folder appears once a step has succeeded
+                        ctx.log.begin(cfg, start)
+                    ctx.record(step, loss, grad_norm)
+                progress.advance(cfg.batch, loss=loss)
+                last = step == stop - 1
+                if last or crossed(cfg.snapshot_kimg, cfg.batch, step):
+                    ctx.snapshot(step)
+                if last or crossed(cfg.grid_kimg, cfg.batch, step):
+                    ctx.grid(step)
+    except stops.Stopped as e:
+        batches = None  # shut the workers down before saving
+        m.opt.zero_grad(set_to_none=True)  # the partial accumulation
+        raise Interrupted(ctx.stopped(done, start), signum=e.signum) from None
     seconds = time.monotonic() - t0
     ctx.log.line(f"done: {stop} steps, {stop * cfg.batch / 1000:g} kimg, loss {ctx.last_loss:.4g}", echo=False)
     ctx.log.close()
@@ -169,6 +160,22 @@ class _Loop:
         last = self.last_checkpoint or "none (no checkpoint was written yet)"
         return f"loss is {loss} at step {step + 1} ({(step + 1) * self.cfg.batch / 1000:g} kimg); " \
                f"training stopped; the last good checkpoint is {last}"
+
+    def stopped(self, done: int, start: int) -> str:
+        """After a stop signal: checkpoint the last completed step if it is not saved yet (rank 0, no
+        collective: the other ranks are stopping too), close the log; the message to report."""
+        saved = self.last_checkpoint is not None and self.last_checkpoint.name == f"checkpoint-{done:08d}.pt"
+        if done > start and not saved and dist.is_main():
+            with stops.critical():
+                self.last_checkpoint = save_checkpoint(self.run_dir, self.cfg, self.info, done, done * self.cfg.batch,
+                                                       self.m.net, self.m.ema, self.m.opt, self.cfg.keep)
+        message = (f"interrupted after step {done} ({done * self.cfg.batch / 1000:g} kimg); "
+                   f"saved {self.last_checkpoint or 'nothing yet (no step had completed)'}; "
+                   "rerun the same command to resume")
+        if self.log.started:
+            self.log.line(f"stopped: {message}", echo=False)
+        self.log.close()
+        return message
 
     def record(self, step: int, loss: float, grad_norm: float) -> None:
         cfg = self.cfg
@@ -213,9 +220,8 @@ class _Loop:
 
 def _recorded_loss(stats: Path) -> float | None:
     """The loss of the last stats.jsonl row (already trimmed to the checkpoint), or None."""
-    try:
-        rows = [line for line in stats.read_text().splitlines() if line.strip()]
-        loss = json.loads(rows[-1]).get("loss") if rows else None
-    except (OSError, ValueError):
-        return None
+    from cfgdiff.train.resume import stats_rows
+
+    rows = stats_rows(stats)
+    loss = rows[-1].get("loss") if rows else None
     return float(loss) if isinstance(loss, (int, float)) and math.isfinite(loss) else None

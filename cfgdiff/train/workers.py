@@ -34,7 +34,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _init(parent: int, worker_id: int) -> None:
-    for s in (signal.SIGINT, signal.SIGTERM):
+    from cfgdiff.stops import SIGNALS
+
+    for s in SIGNALS:  # SIGINT, SIGTERM, SIGHUP: the main process stops for all of them
         signal.signal(s, signal.SIG_IGN)
     _die_with_parent(parent)
 

@@ -1,0 +1,127 @@
+"""Stops land in seconds (cfgdiff.stops, docs/faults.md "Stops"):
+
+- a signal at a randomly drawn moment while the CLI starts (before and after its handlers are in
+  place) exits 128 + signal with one line and no traceback;
+- `train` with one optimiser step far longer than 5 s (many accumulation rounds) stops within 5 s of
+  SIGINT, SIGTERM or SIGHUP, drops the partial accumulation, keeps the completed steps, and the rerun
+  ends bit-identical to an uninterrupted run;
+- a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from faults_support import env_for, workspace
+
+pytestmark = [pytest.mark.faults]
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+
+
+@pytest.mark.parametrize("draw", range(6))
+def test_a_signal_while_the_cli_starts_is_one_line(draw):
+    rng = random.Random(draw)
+    sig = SIGNALS[draw % 3]
+    delay = rng.uniform(0.02, 0.4)  # from the interpreter's start to past the plugin imports
+    p = subprocess.Popen([sys.executable, "-m", "cfgdiff", "sample", "--help"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=30)
+    if p.returncode == 0:  # it finished before the signal (a fast machine)
+        return
+    assert p.returncode == 128 + sig, (p.returncode, err)
+    assert "Traceback" not in err and len([ln for ln in err.splitlines() if ln.strip()]) <= 1, err
+
+
+ARGS = ["--preset", "tiny", "--batch", "1024", "--batch-per-device", "8", "--kimg", "2.048", "--snapshot", "100",
+        "--tick", "1.024", "--preview-every", "100", "--workers", "0", "--json"]  # 2 steps of 128 micro-batches, ~10 s each
+
+
+def _train(args: list[str], cwd: Path, ws: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cfgdiff", "train", "--data", str(ws / "data" / "shapes16.h5"),
+                             *args], cwd=cwd, env=env_for(ws), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted run's EMA after its 2 steps."""
+    ws, d = workspace(), tmp_path_factory.mktemp("stops")
+    ref = _train([*ARGS, "--run-dir", "ref"], d, ws)
+    assert ref.wait(timeout=600) == 0, ref.stderr.read()
+    return d / "ref" / "ema-00000002.pt"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM], ids=lambda s: s.name)
+def test_train_stops_within_5_s_mid_step_and_the_rerun_is_identical(sig, reference, tmp_path):
+    ws = workspace()
+    p = _train([*ARGS, "--run-dir", "run"], tmp_path, ws)
+    # into the second step: the first step's checkpoint-free completion is what must survive
+    deadline = time.monotonic() + 600
+    while not (tmp_path / "run" / "stats.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(sig).uniform(0.2, 1.0))
+    t0 = time.monotonic()
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=60)
+    assert time.monotonic() - t0 < 5, err
+    assert p.returncode == 128 + sig, err
+    assert "interrupted after step 1 " in err and "Traceback" not in err, err
+    again = _train([*ARGS, "--run-dir", "run"], tmp_path, ws)
+    assert again.wait(timeout=600) == 0, again.stderr.read()
+    a = torch.load(reference, weights_only=True)["ema"]
+    b = torch.load(tmp_path / "run" / "ema-00000002.pt", weights_only=True)["ema"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stop_inside_the_first_step_saves_nothing_and_exits_within_5_s(sig, tmp_path):
+    ws = workspace()
+    p = _train([*ARGS, "--run-dir", "run"], tmp_path, ws)
+    time.sleep(5)  # the CLI has started, the first ~10 s step is under way
+    t0 = time.monotonic()
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=60)
+    assert time.monotonic() - t0 < 5, err
+    assert p.returncode == 128 + sig and "Traceback" not in err, err
+    assert "nothing yet" in err or "stopped by" in err, err
+    assert not list(tmp_path.glob("run/*.pt"))
+
+
+def test_a_second_signal_exits_at_once(tmp_path):
+    ws = workspace()
+    p = _train([*ARGS, "--run-dir", "run"], tmp_path, ws)
+    time.sleep(5)
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.001)
+    p.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    out, err = p.communicate(timeout=60)
+    assert time.monotonic() - t0 < 5
+    assert p.returncode == 130 and "Traceback" not in err, err
+
+
+def test_stops_are_held_inside_a_critical_section():
+    from cfgdiff import stops
+
+    old = stops.install()
+    try:
+        done = []
+        with pytest.raises(stops.Stopped) as e:
+            with stops.critical():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler runs here, and holds the stop
+                done.append(1)
+        assert done == [1] and e.value.exit_code == 143
+    finally:
+        stops.restore(old)
