@@ -113,3 +113,71 @@ def test_a_process_that_is_exiting_ignores_late_signals(capsys):
     finally:
         signal.signal(signal.SIGINT, before)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+# ---- the plugin rule, generated over what a module can do at import -----------------------------------------------
+BEHAVIOURS = {  # entry-point name -> the module's top-level code
+    "raises": "raise ValueError('broken at import')",
+    "exits0": "import sys; sys.exit(0)",
+    "exits3": "import sys; sys.exit(3)",
+    "interrupts": "raise KeyboardInterrupt",
+    "generator": "raise GeneratorExit",
+    "baseexc": "raise BaseException('odd')",
+    "prints": "print('hello from import'); import sys; print('to stderr', file=sys.stderr)\n"
+              "def prints() -> None:\n    '''A command that printed at import.'''\n",
+    "sample": "def sample() -> None:\n    '''A plugin that wants to replace the built-in sample.'''\n",
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_plugins(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hostile")
+    lines = []
+    for name, code in BEHAVIOURS.items():
+        (root / f"hostile_{name}.py").write_text(code + "\n")
+        lines.append(f"{name} = hostile_{name}:{name}")
+    info = root / "hostile-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hostile\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[cfgdiff.commands]\n" + "\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("args", [["--version"], ["plugins", "--json"], ["sample", "--help"], ["prints"]])
+def test_no_plugin_can_take_the_cli_down(hostile_plugins, args):
+    r = run(args, hostile_plugins)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "hello from import" not in r.stdout
+    for name in BEHAVIOURS:  # one line each, naming the package
+        lines = [ln for ln in r.stderr.splitlines() if f"plugin '{name}'" in ln]
+        assert len(lines) == 1 and "from hostile 1.0" in lines[0], (name, r.stderr)
+    refused = next(ln for ln in r.stderr.splitlines() if "plugin 'sample'" in ln)
+    assert "refused" in refused and "built-in" in refused
+    if args == ["sample", "--help"]:
+        assert "Draw guided samples" in r.stdout or "--steps" in r.stdout  # the built-in's help
+    if args[0] == "plugins":
+        records = {rec["name"]: rec for rec in json.loads(r.stdout)["results"]}
+        assert records["sample"]["package"].startswith("cfgdiff ") and records["sample"]["error"] is None
+        assert records["exits0"]["error"].startswith("SystemExit") and records["prints"]["error"] is None
+
+
+def test_a_failure_with_json_prints_one_envelope(tmp_path):
+    r = run(["sample", str(tmp_path / "nowhere.pt"), "--json"])
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and doc["ok"] is False and doc["command"] == "sample"
+    assert doc["results"] == {"error": "CheckpointError", "message": f"{tmp_path / 'nowhere.pt'}: no such checkpoint file",
+                              "exit_code": 1}
+    r = run(["sample", "--steps", "1", "--json"])
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2 and doc["results"]["error"] == "UsageError" and doc["results"]["exit_code"] == 2
+
+
+def test_error_lines_escape_control_characters_and_undecodable_names(tmp_path):
+    from cfgdiff.cli.app import one_line
+
+    assert one_line("a\nb\tc") == "a\\nb\\tc"
+    assert one_line("x\udcffy") == "x\\udcffy"
+    name = os.fsencode(tmp_path) + b"/bad\xff\nname.pt"
+    r = subprocess.run([*CFGDIFF, "sample", name], capture_output=True, timeout=120)
+    err = r.stderr.decode("utf-8")  # printable: no raw bytes, one line
+    assert r.returncode == 1 and len(err.strip().splitlines()) == 1 and "\\n" in err and "\\udcff" in err

@@ -6,10 +6,12 @@ Every command, built-in or not, is an entry point in the group `cfgdiff.commands
     mycommand = "mypackage.cli:mycommand"     # a function with typer-annotated parameters,
                                               # or a typer.Typer for a group of subcommands
 
-A plugin that fails to import is reported in one line on stderr and skipped; the others still work.
+A plugin that fails to import (whatever it raises), or prints at import, is reported in one line on
+stderr naming its package; the others still work. A plugin may not replace a built-in command.
 Exit codes: 0 success; 1 runtime error (a CfgdiffError), including every refused output (an OutputError:
 it exists and is not ours, or is an input: the same code in every command); 2 usage error (Typer's parse
-errors, option callbacks, and a ConfigError for a bad value); 130 (SIGINT) or 143 (SIGTERM) stopped.
+errors, option callbacks, and a ConfigError for a bad value); 128 + signal when stopped (cfgdiff.stops:
+130 SIGINT, 143 SIGTERM, 129 SIGHUP). Every error message is one line (`one_line`).
 The exit code of a library error is its class's `exit_code` (cfgdiff/errors.py), nowhere else.
 Set CFGDIFF_DEBUG=1 for tracebacks.
 """
@@ -20,9 +22,7 @@ import errno
 import inspect
 import os
 import re
-import signal
 import sys
-import threading
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated, Optional
@@ -49,16 +49,49 @@ def _package_of(ep: EntryPoint) -> str:
     return f"{dist.name} {dist.version}" if dist is not None else "?"
 
 
-def discover() -> list[EntryPoint]:
-    """The group's entry points, one per command name (the first found wins), sorted by name."""
-    seen: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=GROUP):
-        seen.setdefault(ep.name, ep)
-    return [seen[name] for name in sorted(seen)]
+def _builtin(ep: EntryPoint) -> bool:
+    dist = getattr(ep, "dist", None)
+    return dist is not None and dist.name == "cfgdiff"
+
+
+def discover() -> tuple[list[EntryPoint], list[PluginRecord]]:
+    """The group's entry points, one per command name, sorted by name; and the refused ones. A
+    built-in name belongs to cfgdiff: another package's entry point of that name is refused (not
+    loaded, one line naming its package). Between third-party packages the first found wins."""
+    eps = list(entry_points(group=GROUP))
+    seen: dict[str, EntryPoint] = {ep.name: ep for ep in eps if _builtin(ep)}
+    refused = []
+    for ep in eps:
+        if _builtin(ep):
+            continue
+        if ep.name in seen and _builtin(seen[ep.name]):
+            refused.append(PluginRecord(ep.name, ep.value, _package_of(ep),
+                                        f"refused: '{ep.name}' is a built-in command of cfgdiff"))
+        else:
+            seen.setdefault(ep.name, ep)
+    return [seen[name] for name in sorted(seen)], refused
+
+
+def load_plugin(ep: EntryPoint) -> tuple[object, str | None]:
+    """Import one entry point; what it prints at import is dropped (stdout carries `--json`) and
+    reported: returns the loaded object and that note (or None)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        obj = ep.load()
+    printed = len(out.getvalue()) + len(err.getvalue())
+    return obj, (f"printed {printed} characters at import (dropped)" if printed else None)
 
 
 def build_app() -> tuple[typer.Typer, list[PluginRecord]]:
-    """The Typer app with every loadable plugin registered, and a record for each plugin."""
+    """The Typer app with every loadable plugin registered, and a record for each plugin. The plugin
+    rule: whatever a plugin does at import (raise any exception, `sys.exit`, KeyboardInterrupt: every
+    BaseException but a real stop signal; print) is reported in one stderr line naming its package,
+    and the other commands still work; a plugin may not take a built-in command's name."""
+    from cfgdiff.stops import Stopped
+
     app = typer.Typer(
         name="cfgdiff",
         help="Classifier-free diffusion guidance (Ho & Salimans 2022): prepare, train, sample, sweep, score.",
@@ -69,10 +102,13 @@ def build_app() -> tuple[typer.Typer, list[PluginRecord]]:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_root)
-    records = []
-    for ep in discover():
+    eps, records = discover()
+    for rec in records:
+        print(f"cfgdiff: plugin '{rec.name}' ({rec.target}, from {rec.package}) {rec.error}", file=sys.stderr)
+    for ep in eps:
+        where = f"'{ep.name}' ({ep.value}, from {_package_of(ep)})"
         try:
-            obj = ep.load()
+            obj, note = load_plugin(ep)
             if isinstance(obj, typer.Typer):
                 app.add_typer(obj, name=ep.name)
             elif callable(obj):
@@ -80,10 +116,15 @@ def build_app() -> tuple[typer.Typer, list[PluginRecord]]:
             else:
                 raise TypeError(f"{type(obj).__name__} is neither a function nor a typer.Typer")
             records.append(PluginRecord(ep.name, ep.value, _package_of(ep)))
-        except Exception as exc:  # a broken plugin must not break the other commands
-            err = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            if note:
+                print(f"cfgdiff: plugin {where} {note}", file=sys.stderr)
+        except Stopped:  # a real stop signal while loading: the user's, not the plugin's
+            raise
+        except BaseException as exc:  # noqa: BLE001 -- a plugin must not take the CLI down, whatever it raises
+            err = (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0]
             records.append(PluginRecord(ep.name, ep.value, _package_of(ep), err))
-            print(f"cfgdiff: plugin '{ep.name}' ({ep.value}) failed to load: {err}", file=sys.stderr)
+            print(f"cfgdiff: plugin {where} failed to load: {err}", file=sys.stderr)
+    records.sort(key=lambda r: r.name)
     _RECORDS[:] = records
     return app, records
 
@@ -134,19 +175,6 @@ def _root(
     """Classifier-free diffusion guidance toolkit."""
 
 
-class _Stopped(BaseException):
-    """SIGINT/SIGTERM outside the training loop (which checkpoints first): a BaseException, so no
-    `except Exception` in the library mistakes it for a bad file; and not KeyboardInterrupt, which
-    Click would turn into a bare "Aborted!" and exit 1."""
-
-
-def _stop(signum: int, frame: object) -> None:
-    stopped = _Stopped(f"stopped by {signal.Signals(signum).name}; completed work is saved (finished parts, "
-                       "rows, checkpoints); rerun the same command to continue")
-    stopped.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
-    raise stopped
-
-
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -164,23 +192,66 @@ _ABORT = next((c for c in vars(sys.modules[_USAGE_ERRORS.__module__]).values()
                if isinstance(c, type) and c.__name__ == "Abort"), KeyboardInterrupt)
 
 
+def one_line(text: str) -> str:
+    """A message as one line: control characters (a newline in a file name included) escaped, and
+    file names that are not UTF-8 (surrogate escapes) shown as their escapes, so an error is always
+    one printable line."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def _disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in _DISK_FULL
+
+
+def _os_error(e: OSError) -> tuple[str, str]:
+    where = f" {e.filename}" if e.filename else ""
+    if _disk_full(e):
+        return ("DiskFull", f"cannot write{where}: {e.strerror} (disk full or over a size limit); "
+                            "completed work is saved; free space and rerun the same command")
+    return ("OSError", f"cannot use{where}: {e.strerror or e}")
+
+
+def _json_requested(argv: list[str]) -> tuple[bool, str]:
+    """Whether `--json` is among the options (before a `--`), and the command's name."""
+    args = argv[: argv.index("--")] if "--" in argv else argv
+    command = next((a for a in args if not a.startswith("-")), "")
+    return "--json" in args, command
+
+
+def _failure_envelope(command: str, kind: str, message: str, code: int) -> None:
+    """`--json` on a failure: one strict envelope on stdout, `ok: false`, the error in `results`."""
+    from cfgdiff.cli.envelope import emit
+
+    emit(command, ok=False, results={"error": kind, "message": message, "exit_code": code})
+
+
 def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
     """Run the CLI and return its exit code; library errors become one stderr line.
 
     Usage errors (unknown option, value out of range) are one line and exit 2. A CfgdiffError is printed
-    as `cfgdiff: error: ...` with its exit code; a traceback only with CFGDIFF_DEBUG=1. SIGINT and
-    SIGTERM stop the command where it is (every file is written atomically, so only work in flight
-    is lost) with one line and exit 130 (SIGINT) or 143 (SIGTERM); so does a full disk (exit 1).
+    as `cfgdiff: error: ...` with its exit code; a traceback only with CFGDIFF_DEBUG=1. Stop signals
+    follow `cfgdiff.stops` (installed before any plugin is imported): one line, exit 128 + signal. A
+    full disk is one line, exit 1. With `--json`, a failure also prints one envelope on stdout
+    (`ok: false`; docs/json.md).
     """
+    from cfgdiff import stops
     from cfgdiff.errors import CfgdiffError
 
-    app, _ = build_app()
-    command = typer.main.get_command(app)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed as its escapes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    want_json, name = _json_requested(argv)
     debug = os.environ.get("CFGDIFF_DEBUG", "") not in ("", "0")
-    stops = (signal.SIGINT, signal.SIGTERM)
-    main_thread = threading.current_thread() is threading.main_thread()
-    old = {s: signal.signal(s, _stop) for s in stops} if main_thread else {}
+    old = stops.install()
+    error: tuple[str, str] | None = None  # (type, message) of a failure
     try:
+        from cfgdiff.launch import check_environment
+
+        check_environment()
+        app, _ = build_app()
+        command = typer.main.get_command(app)
         rv = command.main(args=argv, prog_name="cfgdiff", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
     except SystemExit as e:
@@ -191,29 +262,33 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
         ctx = getattr(e, "ctx", None)
         where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         if e.format_message():  # empty when the help was shown for a bare `cfgdiff`
-            print(f"cfgdiff: error: {e.format_message()}{where}", file=sys.stderr)
+            error = ("UsageError", f"{e.format_message()}{where}")
         code = e.exit_code
-    except _ABORT:  # Ctrl-C outside a command's own handler, or EOF at a prompt
-        print("cfgdiff: error: interrupted", file=sys.stderr)
-        code = 130
-    except (CfgdiffError, _Stopped) as e:
+    except _ABORT:  # EOF at a prompt
+        error, code = ("Interrupted", "interrupted"), 130
+    except (CfgdiffError, stops.Stopped) as e:
         if debug:
             raise
-        print(f"cfgdiff: error: {e}", file=sys.stderr)
-        code = getattr(e, "exit_code", 130)
-    except OSError as e:  # a full disk is the user's to fix, not a traceback; other OSErrors are bugs
-        if debug or e.errno not in _DISK_FULL:
+        error, code = (type(e).__name__, str(e)), getattr(e, "exit_code", 130)
+    except Exception as e:  # noqa: BLE001 -- classified below; anything else is a bug and keeps its traceback
+        if debug:
             raise
-        where = f" {e.filename}" if e.filename else ""
-        print(f"cfgdiff: error: cannot write{where}: {e.strerror} (disk full or over a size limit); "
-              "completed work is saved; free space and rerun the same command", file=sys.stderr)
-        code = 1
+        if stops.stopping() and not _disk_full(e):  # a stop that a library turned into an error of its own
+            stopped = stops.Stopped(stops.stopping())
+            error, code = ("Stopped", str(stopped)), stopped.exit_code
+        elif isinstance(e, OSError) and (_disk_full(e) or e.filename):
+            error, code = _os_error(e), 1  # a full disk, or a path the system refuses (a link loop): one line
+        else:
+            raise
     finally:
         # In-process callers get their handlers back. A process that exits next ignores the signals
         # instead: its work is done, and a Ctrl-C during interpreter shutdown (torch's teardown takes
-        # a while) would otherwise turn exit 0 into a KeyboardInterrupt traceback and exit -2.
-        for s, handler in old.items():
-            signal.signal(s, signal.SIG_IGN if exiting else handler)
+        # a while) would otherwise turn exit 0 into a late stop.
+        stops.restore(old, ignore=exiting)
+    if error is not None:
+        print(f"cfgdiff: error: {one_line(error[1])}", file=sys.stderr)
+    if want_json and code != 0:
+        _failure_envelope(name, error[0] if error else "Exit", one_line(error[1]) if error else f"exit {code}", code)
     sys.stdout.flush()
     return code
 
