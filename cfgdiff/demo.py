@@ -18,21 +18,20 @@ from typing import Any
 
 from cfgdiff import dist
 from cfgdiff.config import DemoConfig, PrepareConfig, SweepConfig
-from cfgdiff.files import write_text
+from cfgdiff.files import Owner, check_outputs, claim_folder, is_ours, write_text
+
+OWNER = Owner("demo", "demo")  # the demo claims its --out-dir (cfgdiff.files.claim_folder)
+WRITES = ("report.md",)  # the files the demo itself writes there; the rest are its commands' folders
 
 
 def _prepare(source: str, size: int, count: int, seed: int, out: Path) -> None:
-    from cfgdiff.data.dataset import dataset_info
-    from cfgdiff.data.prepare import prepare
-    from cfgdiff.errors import DataError
+    """The demo's dataset: kept if it is this job's (prepare's own rerun check); an earlier demo's
+    dataset with other options is replaced; a file cfgdiff did not write is refused (one line)."""
+    from cfgdiff.data.prepare import owners, prepare
 
-    if out.exists():
-        try:
-            if dataset_info(out).count == count:
-                return
-        except DataError:
-            pass
-    prepare(PrepareConfig(source=source, size=size, limit=count, seed=seed), out, force=True, workers=0)
+    cfg = PrepareConfig(source=source, size=size, limit=count, seed=seed)
+    mine = is_ours(out, owners(cfg, out)["--out"])
+    prepare(cfg, out, force=not mine, workers=0)
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -52,6 +51,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     run_dir = out / "runs" / f"shapes{cfg.size}-tiny"
     stage = lambda s: dist.print0(f"demo: {s} ({time.monotonic() - t0:.0f} s)")  # noqa: E731
 
+    if dist.is_main():
+        claim_folder(out, OWNER, writes=lambda name: name in WRITES, flag="--out-dir")
+        check_outputs({"--out-dir's report": out / "report.md"}, owners=OWNER)
     stage("1/4 prepare the built-in shapes data set and a held-out reference")
     if dist.is_main():  # under torchrun rank 0 alone writes them; joining the group waits for it
         _prepare("builtin:shapes", cfg.size, cfg.train_images, 0, data)
@@ -122,5 +124,5 @@ Samples with the same seeds and classes across w (rows), as the paper's Fig. 3:
 ![samples across w](sweep/grid.png)
 """
     path = out / "report.md"
-    write_text(path, text)
+    write_text(path, text, owner=OWNER)
     return path

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cfgdiff.files import atomic_write
+from cfgdiff.files import Owner, atomic_write
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -27,12 +27,12 @@ def tile(images: np.ndarray, ncols: int) -> np.ndarray:
     return canvas.reshape(rows, ncols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, ncols * w, c)
 
 
-def save_grid(images: np.ndarray, path: str | Path, ncols: int, record: bool = False) -> Path:
+def save_grid(images: np.ndarray, path: str | Path, ncols: int, owner: Owner | None = None) -> Path:
     """Tile (N, H, W, C) uint8 images into a PNG at `path`, written atomically."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"expected (N, H, W, 1|3) uint8 images, got {images.dtype} {images.shape}")
     grid = tile(images, max(1, ncols))
     path = Path(path)
     picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    atomic_write(path, lambda f: picture.save(f, format="PNG"), record=record)
+    atomic_write(path, lambda f: picture.save(f, format="PNG"), owner=owner)
     return path

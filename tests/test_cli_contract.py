@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from cfgdiff import __version__
 from cfgdiff.cli.app import build_app, main
 from cfgdiff.errors import OutputError
-from cfgdiff.files import check_outputs
+from cfgdiff.files import Owner, check_outputs
+from cfgdiff.metrics import sources
 
 # The envelope's keys, restated here (not imported from cli/envelope.py), as docs/json.md lists them.
 KEYS = ["command", "cfgdiff_version", "ok", "inputs", "outputs", "settings", "results", "provenance"]
@@ -99,6 +100,7 @@ def test_plugins_json(capsys):
 def test_score_json_is_strict_with_nulls(tmp_path, monkeypatch, capsys, random_weights):  # noqa: F811
     monkeypatch.chdir(tmp_path)
     sigma = np.eye(4)
+    monkeypatch.setattr(sources, "STATS_DIMS", {"mu": 4, "mu_s": 4})  # small statistics for the plumbing
     np.savez("gen.npz", mu=np.zeros(4), sigma=sigma)
     np.savez("ref.npz", mu=np.full(4, 2.0), sigma=sigma)
     assert main(["score", "gen.npz", "--ref", "ref.npz", "--inception", str(random_weights[0]), "--json"]) == 0
@@ -118,7 +120,7 @@ def test_every_output_refusal_is_one_class_with_exit_1(tmp_path):
     for outputs, inputs in [({"--out": user}, []), ({"--out": user}, [user]),
                             ({"--a": tmp_path / "x", "--b": tmp_path / "x"}, []), ({"--out": tmp_path}, [])]:
         with pytest.raises(OutputError) as info:
-            check_outputs(outputs, inputs)
+            check_outputs(outputs, inputs, owners=Owner("score-results", "score"))
         assert info.value.exit_code == 1
 
 

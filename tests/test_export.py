@@ -55,11 +55,14 @@ def test_export_holds_the_ema_weights_and_the_config_that_rebuilds_them(run, tmp
 def test_export_refuses_existing_outputs_and_the_source(run, tmp_path):
     out = tmp_path / "w.safetensors"
     out.write_text("mine")
-    with pytest.raises(CfgdiffError, match="pass --force to overwrite it"):
-        export_safetensors(run, out)
-    assert out.read_text() == "mine"
-    export_safetensors(run, out, force=True)
+    for force in (False, True):  # a user's file: never replaced
+        with pytest.raises(CfgdiffError, match="not written by cfgdiff .*even with --force"):
+            export_safetensors(run, out, force=force)
+        assert out.read_text() == "mine"
+    out.unlink()
+    export_safetensors(run, out)
     assert safetensors_torch.load_file(str(out)).keys()
+    export_safetensors(run, out)  # a rerun of the same job replaces its own file
     with pytest.raises(CfgdiffError, match="is an input of this command"):
         export_safetensors(run / "ema-00000002.pt", run / "ema-00000002.pt", force=True)
     assert read_checkpoint(run / "ema-00000002.pt")["step"] == 2

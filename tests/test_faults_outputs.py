@@ -133,11 +133,13 @@ def test_a_replaced_sample_file_is_not_complete_already(tmp_path, monkeypatch, c
     assert "complete already" in capsys.readouterr().err
     shutil.copy(tmp_path / "x.png", tmp_path / "x.npz")  # e.g. what `--preview x.npz` once did
     png = hashlib.sha256((tmp_path / "x.npz").read_bytes()).hexdigest()
-    assert main([*SAMPLE, "--out", "x.npz"]) == 1  # an existing output that is not this job's: exit 1
-    err = capsys.readouterr().err
-    assert "complete already" not in err and "x.npz exists; pass --force" in error_lines(err)[0]
-    assert hashlib.sha256((tmp_path / "x.npz").read_bytes()).hexdigest() == png
-    assert main([*SAMPLE, "--out", "x.npz", "--force"]) == 0
+    for force in ([], ["--force"]):  # a file cfgdiff did not write as it is: never replaced, --force or not
+        assert main([*SAMPLE, "--out", "x.npz", *force]) == 1
+        err = capsys.readouterr().err
+        assert "complete already" not in err and "x.npz exists and was not written by cfgdiff" in error_lines(err)[0]
+        assert hashlib.sha256((tmp_path / "x.npz").read_bytes()).hexdigest() == png
+    (tmp_path / "x.npz").unlink()  # the user moves it away: the same job is done again
+    assert main([*SAMPLE, "--out", "x.npz"]) == 0
     with np.load(tmp_path / "x.npz") as f:
         assert f["arr_0"].shape == (2, 16, 16, 3)
 

@@ -17,6 +17,8 @@ import pytest
 from cfgdiff import files
 from cfgdiff.errors import ConfigError, DataError
 
+OWN = files.Owner("score-results", "score", "job-1")  # a writer for the rules' tests
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -88,17 +90,19 @@ def test_a_dead_writers_temporary_is_removed_by_the_next_write_a_live_ones_is_no
 # ---- ownership ledger and output rules --------------------------------------------------------------------------
 def test_an_existing_output_is_replaced_only_if_cfgdiff_wrote_exactly_those_bytes(tmp_path):
     ours, theirs = tmp_path / "r.json", tmp_path / "user.json"
-    files.write_json(ours, {"fid": 1.0}, record=True)
+    files.write_json(ours, {"fid": 1.0}, owner=OWN)
     theirs.write_text("{}\n")
-    files.check_outputs({"--results": ours})  # ours, unchanged: may be replaced
-    with pytest.raises(ConfigError, match="--results .*user.json exists and was not written by cfgdiff.*--force"):
-        files.check_outputs({"--results": theirs})
-    files.check_outputs({"--results": theirs}, force=True)
+    files.check_outputs({"--results": ours}, owners=OWN)  # ours, unchanged: may be replaced
+    for force in (False, True):  # a user's file: never, not even with --force
+        with pytest.raises(ConfigError, match="--results .*user.json exists and was not written by cfgdiff.*even with"):
+            files.check_outputs({"--results": theirs}, owners=OWN, force=force)
     ours.write_text('{"fid": 2.0}\n')  # replaced by hand: no longer ours
     with pytest.raises(ConfigError, match="not written by cfgdiff"):
-        files.check_outputs({"--results": ours})
-    files.write_json(ours, {"fid": 3.0}, record=True)
-    files.check_outputs({"--results": ours})
+        files.check_outputs({"--results": ours}, owners=OWN)
+    with pytest.raises(ConfigError, match="not written by cfgdiff"):  # and at the commit too: kept as it is
+        files.write_json(ours, {"fid": 3.0}, owner=OWN)
+    assert ours.read_text() == '{"fid": 2.0}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [files.LEDGER, "r.json", "user.json"]  # no temporary
 
 
 @pytest.mark.parametrize("alias", ["same", "symlink", "hardlink", "dotted"])
@@ -115,7 +119,7 @@ def test_an_output_that_is_an_input_is_refused_even_with_force(tmp_path, alias):
         os.link(src, out)
     for force in (False, True):
         with pytest.raises(ConfigError, match="is an input of this command"):
-            files.check_outputs({"--results": out}, [src], force=force)
+            files.check_outputs({"--results": out}, [src], force=force, owners=OWN)
     assert _sha(src) == before
 
 
@@ -125,21 +129,21 @@ def test_two_outputs_on_one_file_are_refused(tmp_path):
     b = tmp_path / "link"
     b.symlink_to(tmp_path / "g")
     with pytest.raises(ConfigError, match="--grid .* is also --out"):
-        files.check_outputs({"--out": a, "--grid": a})
+        files.check_outputs({"--out": a, "--grid": a}, owners=OWN)
     with pytest.raises(ConfigError, match="is also --out"):
-        files.check_outputs({"--out": a, "--grid": b / "x.npz"})  # the same file through a linked folder
+        files.check_outputs({"--out": a, "--grid": b / "x.npz"}, owners=OWN)  # the same file through a linked folder
 
 
 def test_an_output_folder_must_exist_or_be_creatable(tmp_path):
     with pytest.raises(DataError, match="folder .*missing does not exist"):
-        files.check_outputs({"--grid": tmp_path / "missing" / "g.png"})
-    files.check_outputs({"--out": tmp_path / "new" / "deeper" / "d.h5"}, make_folders=True)
+        files.check_outputs({"--grid": tmp_path / "missing" / "g.png"}, owners=OWN)
+    files.check_outputs({"--out": tmp_path / "new" / "deeper" / "d.h5"}, make_folders=True, owners=OWN)
     assert not (tmp_path / "new").exists()  # checking creates nothing
     (tmp_path / "afile").write_text("")
     with pytest.raises(DataError, match="cannot create the output folder .*afile of --out .*afile is not a folder"):
-        files.check_outputs({"--out": tmp_path / "afile" / "d.h5"}, make_folders=True)
+        files.check_outputs({"--out": tmp_path / "afile" / "d.h5"}, make_folders=True, owners=OWN)
     with pytest.raises(ConfigError, match="is a folder"):
-        files.check_outputs({"--out": tmp_path}, force=True)
+        files.check_outputs({"--out": tmp_path}, force=True, owners=OWN)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
@@ -149,7 +153,7 @@ def test_an_unwritable_folder_is_one_line(tmp_path):
     ro.chmod(0o555)
     try:
         with pytest.raises(DataError, match="is not writable"):
-            files.check_outputs({"--results": ro / "r.json"})
+            files.check_outputs({"--results": ro / "r.json"}, owners=OWN)
         with pytest.raises(DataError, match="cannot write .*r.json: Permission denied"):
             files.write_text(ro / "r.json", "x")
     finally:
@@ -220,7 +224,7 @@ def test_npz_rows_reads_the_count_from_the_header_and_rejects_other_files(tmp_pa
 def test_the_ledger_vouches_for_the_file_at_every_step_of_a_recorded_write(tmp_path, monkeypatch):
     """A kill between the ledger update and the rename must not make our own file look foreign."""
     path = tmp_path / "sweep.jsonl"
-    files.write_text(path, "old\n", record=True)
+    files.write_text(path, "old\n", owner=OWN)
     seen = []
     real = os.replace
 
@@ -232,7 +236,7 @@ def test_the_ledger_vouches_for_the_file_at_every_step_of_a_recorded_write(tmp_p
             seen.append(files.is_ours(path))
 
     monkeypatch.setattr(os, "replace", spy)
-    files.write_text(path, "new\n", record=True)
+    files.write_text(path, "new\n", owner=OWN)
     assert seen == [True, True] and files.is_ours(path)
     files.forget_output(path)
     assert not files.is_ours(path)

@@ -126,7 +126,7 @@ def test_existing_output_needs_force_unless_it_is_this_finished_job(tmp_path):
     before = out.read_bytes()
     again = prepare(cfg, out, workers=1)  # the same command again: nothing to do
     assert (again.count, again.resumed, again.size, again.num_classes) == (20, 20, SIZE, 10)
-    with pytest.raises(OutputError, match="exists; pass --force"):
+    with pytest.raises(OutputError, match="holds the output of another prepare job; pass --force"):
         prepare(dataclasses.replace(cfg, limit=21), out, workers=1)
     assert out.read_bytes() == before
     assert prepare(dataclasses.replace(cfg, limit=21), out, workers=1, force=True).count == 21
@@ -196,6 +196,8 @@ def test_cli_under_torchrun_only_rank_0_prepares(tmp_path, capsys, monkeypatch):
     """N torchrun copies must not write the same parts and output: rank 0 works, the others exit 0."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # as torchrun sets them
+    monkeypatch.setenv("MASTER_PORT", "29500")
     args = ("builtin:shapes", "--limit", 20, "--size", 16, "--workers", 1)
     monkeypatch.setenv("RANK", "1")
     code, out, err = _cli(capsys, *args)

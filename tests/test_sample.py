@@ -90,7 +90,7 @@ def test_refuses_existing_output_and_discards_foreign_parts(model, tmp_path, cap
     first = run_sample(model, _job(2), out, CPU)
     mtime = out.stat().st_mtime_ns
     assert run_sample(model, _job(2), out, CPU) == first and out.stat().st_mtime_ns == mtime  # rerun: no-op
-    with pytest.raises(ConfigError, match="exists; pass --force"):
+    with pytest.raises(ConfigError, match="holds the output of another sample job; pass --force"):
         run_sample(model, _job(2, w=0.5), out, CPU)
     run_sample(model, _job(2, w=0.5), out, CPU, force=True)
     other = tmp_path / "g.npz"

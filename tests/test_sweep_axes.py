@@ -143,8 +143,9 @@ def test_a_single_axis_sweep_folder_is_refused_in_one_line(run_and_ref, random_w
     out = tmp_path / "old"
     out.mkdir()
     from cfgdiff.files import write_json
+    from cfgdiff.sampling.sweep_files import OWNER
 
-    write_json(out / "settings.json", {"checkpoint_sha256": "x", "sampler": {"steps": 2}}, record=True)
+    write_json(out / "settings.json", {"checkpoint_sha256": "x", "sampler": {"steps": 2}}, owner=OWNER)
     assert main(_args(run_and_ref, random_weights, out, "--w", "0", "--steps", "2")) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "older cfgdiff" in err[0] and not (out / "sweep.jsonl").exists()

@@ -33,7 +33,7 @@ from cfgdiff.data.parts import Part, PartStore, part_length
 from cfgdiff.data.pool import cpu_count, run_tasks
 from cfgdiff.data.sources import Member, Source, output_stem, select
 from cfgdiff.errors import ConfigError, DataError, OutputError
-from cfgdiff.files import atomic_path, check_outputs, is_ours, output_lock, write_json, write_text
+from cfgdiff.files import Owner, atomic_path, require_regular, check_outputs, is_ours, job_id, output_lock, write_json, write_text
 from cfgdiff.launch import print0
 
 
@@ -67,8 +67,10 @@ def open_source(cfg: PrepareConfig) -> Source:
             raise DataError(f"unknown built-in data set '{name}' (known: {known})")
         return ShapesSource(cfg.limit or DEFAULT_COUNT, cfg.classes or len(SHAPES), cfg.seed)
     path = Path(spec)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise DataError(f"source not found: {spec}")
+    if not path.is_dir():
+        require_regular(path, "source")
     if path.is_dir():
         if any(path.glob("*.npz")):
             return NpzSource(path, cfg.class_map)
@@ -83,8 +85,22 @@ def open_source(cfg: PrepareConfig) -> Source:
 
 
 def default_output(cfg: PrepareConfig) -> Path:
-    """data/<source name><size>.h5 under the current directory (where `cfgdiff train` looks)."""
-    return Path("data") / f"{output_stem(cfg.source, cfg.split or '')}{cfg.size}.h5"
+    """data/<source name><size>[-<what differs>].h5 under the current directory (where `cfgdiff train`
+    looks): every option that changes the pixels or the classes (the resize, draft decoding, fewer
+    classes, a builtin's seed) is in the name, so that no two of them propose the same file. A --limit
+    only takes fewer of the same images: its name is the full set's, and a run with another limit is
+    refused there as another job's output."""
+    tags = [cfg.resize if cfg.resize != "area" else "", "draft" if cfg.draft else "",
+            f"classes{cfg.classes}" if cfg.classes else "", f"seed{cfg.seed}" if cfg.seed else ""]
+    tail = "".join(f"-{t}" for t in tags if t)
+    return Path("data") / f"{output_stem(cfg.source, cfg.split or '')}{cfg.size}{tail}.h5"
+
+
+def owners(cfg: PrepareConfig, out: Path) -> dict[str, Owner]:
+    """Who writes each of `side_outputs(out)`: prepare, for this job (its options)."""
+    job = job_id("prepare", to_dict(cfg))
+    kinds = ("dataset", "dataset-summary", "skipped-list")
+    return {flag: Owner(kind, "prepare", job) for flag, kind in zip(side_outputs(out), kinds)}
 
 
 def _plan_id(cfg: PrepareConfig, members: list[Member], part_len: int) -> dict[str, Any]:
@@ -137,7 +153,7 @@ def _convert(
             store.write(k, _part(members, np.concatenate([d.images for d in decoded]), reasons))
 
 
-def _write_report(out: Path, store: PartStore, parts: range) -> tuple[int, Path | None]:
+def _write_report(out: Path, store: PartStore, parts: range, owner: Owner) -> tuple[int, Path | None]:
     """List the skipped images beside the output (name, tab, reason); their count and the file."""
     report = out.with_name(out.stem + ".skipped.tsv")
     lines = []
@@ -145,10 +161,10 @@ def _write_report(out: Path, store: PartStore, parts: range) -> tuple[int, Path 
         p = store.read(k, "skipped_names", "skipped_reasons")
         lines += [f"{n}\t{r}" for n, r in zip(p["skipped_names"], p["skipped_reasons"])]
     if not lines:
-        if is_ours(report):
+        if is_ours(report, owner, same_job=False):
             report.unlink()  # a stale report of an earlier run would mislead (a user's file is left alone)
         return 0, None
-    write_text(report, "name\treason\n" + "\n".join(lines) + "\n", record=True)
+    write_text(report, "name\treason\n" + "\n".join(lines) + "\n", owner=owner)
     return len(lines), report
 
 
@@ -171,6 +187,11 @@ def _attributes(cfg: PrepareConfig, source: Source, num_classes: int, skipped: i
     }
 
 
+def _summary(result: dict[str, Any], cfg: PrepareConfig, count: int, skipped: int) -> dict[str, Any]:
+    """The summary JSON written beside a dataset."""
+    return {**result, "count": count, "skipped": skipped, "config": to_dict(cfg), "cfgdiff_version": __version__}
+
+
 def _finished_earlier(out: Path, cfg: PrepareConfig) -> PrepareResult:
     """The result of an earlier run of this same job if `out` is its complete file (a rerun then has
     nothing to do, and only clears partial work a kill left behind after the final rename); else
@@ -188,6 +209,12 @@ def _finished_earlier(out: Path, cfg: PrepareConfig) -> PrepareResult:
     if not same:
         raise OutputError(f"{out} exists; pass --force to replace it")
     PartStore(out, {}).remove()
+    summary = out.with_suffix(".json")
+    if not is_ours(summary, owners(cfg, out)["the summary of --out"]):  # a kill before the sidecar was written
+        result = dict(output=str(out), size=int(attrs["size"]), num_classes=int(attrs["num_classes"]),
+                      kind=str(attrs["source_kind"]), split=str(attrs["split"]) or None)
+        write_json(summary, _summary(result, cfg, int(attrs["count"]), int(attrs["skipped"])),
+                   owner=owners(cfg, out)["the summary of --out"])
     print0(f"prepare: {out} is already complete with these options; nothing to do (--force redoes it)")
     report = out.with_name(out.stem + ".skipped.tsv")
     return PrepareResult(
@@ -211,10 +238,9 @@ def prepare(
     t0 = time.monotonic()
     out = Path(out) if out is not None else default_output(cfg)
     if not dry_run:  # before listing, which takes minutes on ImageNet
-        check_outputs({"--out": out}, [cfg.source], force=force, replaceable=[out], make_folders=True)
+        check_outputs(side_outputs(out), [cfg.source], owners=owners(cfg, out), force=force, make_folders=True)
         if out.exists() and not force:
             return _finished_earlier(out, cfg)
-        check_outputs(side_outputs(out), [cfg.source], force=force, make_folders=True)
     source = open_source(cfg)
     members = select(source.members, cfg.classes, cfg.limit)
     num_classes = min(len(source.class_ids), cfg.classes or len(source.class_ids))
@@ -248,14 +274,15 @@ def _write(cfg: PrepareConfig, out: Path, source: Source, members: list[Member],
     with Progress("prepare", total=len(members), unit="img", start=resumed) as progress:
         _convert(source, groups, store, ImageSpec(cfg.size, cfg.resize, cfg.draft), workers or cpu_count(), progress)
 
-    skipped, report = _write_report(out, store, range(n_parts))
+    own = owners(cfg, out)
+    skipped, report = _write_report(out, store, range(n_parts), own["the skipped-images list of --out"])
     if skipped == len(members):
         store.remove()
         raise DataError(f"none of the {len(members)} images could be decoded; see {report}")
-    with atomic_path(out, record=True) as tmp:  # the output path only ever holds a complete file
+    with atomic_path(out, owner=own["--out"]) as tmp:  # the output path only ever holds a complete file
         count = write_dataset(tmp, store, range(n_parts), cfg.size, _attributes(cfg, source, num_classes, skipped))
-        summary = {**result, "count": count, "skipped": skipped, "config": to_dict(cfg), "cfgdiff_version": __version__}
-        write_json(out.with_suffix(".json"), summary, record=True)
+    write_json(out.with_suffix(".json"), _summary(result, cfg, count, skipped),  # a sidecar after its file
+               owner=own["the summary of --out"])
     store.remove()
 
     seconds = time.monotonic() - t0

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from cfgdiff import dist
-from cfgdiff.files import write_npz
-from cfgdiff.metrics.cache import cache_root, memo_content_sha256
+from cfgdiff.files import Owner, write_npz
+from cfgdiff.metrics.cache import cache_root, cache_write, memo_content_sha256
 from cfgdiff.metrics.detector import InceptionDetector
 from cfgdiff.metrics.extract import statistics_from_arrays, statistics_of
 from cfgdiff.metrics.sources import open_input
@@ -62,7 +62,8 @@ def load_reference(ref: str | Path, detector: InceptionDetector, cache_dir: str 
         stats = statistics_of(inp.images, detector, keep_pool=need_pool, keep_logits=False, batch_size=batch_size,
                               desc="reference")
         if dist.is_main():
-            save_statistics(stats, cache_file, with_features=True, extra={"content_sha256": sha256})
+            arrays = statistics_arrays(stats, with_features=True, extra={"content_sha256": sha256})
+            cache_write(cache_file, lambda tmp: _savez(tmp, arrays))
     if inp.stats is not None:  # ADM's convention: stored mu/sigma win over recomputed ones
         stored = statistics_from_arrays(inp.stats)
         stats = dataclasses.replace(stats, pool=stored.pool, spatial=stored.spatial or stats.spatial)
@@ -70,12 +71,23 @@ def load_reference(ref: str | Path, detector: InceptionDetector, cache_dir: str 
 
 
 def save_statistics(stats: Statistics, path: str | Path, with_features: bool = False,
-                    extra: dict[str, str] | None = None, record: bool = False) -> None:
+                    extra: dict[str, str] | None = None, owner: Owner | None = None) -> None:
     """Write an ADM-style statistics npz (mu, sigma, mu_s, sigma_s, count) atomically.
 
     `--ref` reads it back; so do pytorch-fid (mu, sigma) and ADM's `read_statistics`. With
     `with_features`, the pool features and the weights hash go in too (the reference cache's format).
     """
+    write_npz(Path(path), owner=owner, **statistics_arrays(stats, with_features, extra))
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would add .npz to a name
+        np.savez(f, **arrays)
+
+
+def statistics_arrays(stats: Statistics, with_features: bool = False,
+                      extra: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a statistics npz (see `save_statistics`)."""
     arrays: dict[str, np.ndarray] = {"mu": stats.pool.mu, "sigma": stats.pool.sigma}
     if stats.spatial is not None:
         arrays.update(mu_s=stats.spatial.mu, sigma_s=stats.spatial.sigma)
@@ -86,7 +98,7 @@ def save_statistics(stats: Statistics, path: str | Path, with_features: bool = F
             arrays["pool_features"] = stats.pool_features
         arrays["weights_sha256"] = np.array(stats.weights_sha256 or "")
         arrays.update({k: np.array(v) for k, v in (extra or {}).items()})
-    write_npz(Path(path), record=record, **arrays)
+    return arrays
 
 
 def read_cached(path: Path, need_pool: bool) -> Statistics | None:

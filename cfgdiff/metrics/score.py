@@ -12,7 +12,7 @@ from pathlib import Path
 from cfgdiff import __version__, dist
 from cfgdiff.config import ScoreConfig, to_dict
 from cfgdiff.errors import ConfigError, MetricsError, WeightsError
-from cfgdiff.files import check_outputs, write_json
+from cfgdiff.files import Owner, check_outputs, job_id, write_json
 from cfgdiff.metrics import registry
 from cfgdiff.metrics.cache import cache_root, memo_content_sha256
 from cfgdiff.metrics.detector import load_detector
@@ -35,8 +35,10 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
     metrics = cfg.resolved_metrics(ref_path)
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root()
     samples = open_input(cfg.samples)  # fail on a bad path before any expensive work
+    job = job_id("score", {k: v for k, v in to_dict(cfg).items() if k not in ("force", "batch", "cache_dir")})
+    owners = {"--results": Owner("score-results", "score", job), "--save-stats": Owner("reference-stats", "score", job)}
     check_outputs({"--results": cfg.results_path(), "--save-stats": cfg.save_stats},
-                  [cfg.samples, ref_path, cfg.inception], force=cfg.force)
+                  [cfg.samples, ref_path, cfg.inception], owners=owners, force=cfg.force)
     count = samples.images.count if samples.images is not None else _stored_count(samples.stats)
     if count is not None and count < 2 and not cfg.force:
         raise MetricsError(f"{cfg.samples}: {count} image(s); need at least 2 images to score "
@@ -78,8 +80,8 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
         record["reference"]["default"] = f"the samples' training dataset, recorded in {cfg.samples}.json"
     if dist.is_main():
         if cfg.save_stats:
-            save_statistics(gen, cfg.save_stats, record=True)
-        write_json(cfg.results_path(), record, record=True)
+            save_statistics(gen, cfg.save_stats, owner=owners["--save-stats"])
+        write_json(cfg.results_path(), record, owner=owners["--results"])
     failed = results["unavailable"]
     if cfg.metrics is not None and failed:  # each metric asked for must succeed; the others are kept
         metric, reason = next(iter(failed.items()))

@@ -35,9 +35,9 @@ def run_sample_command(req: SampleConfig) -> dict[str, Any]:
     """Load the checkpoint (and the autoguidance guide, checked against it before any sampling),
     then either estimate (dry run) or draw the samples. Returns the `--json` envelope's parts."""
     from cfgdiff.diffusion.sampler import grid_advice
-    from cfgdiff.sampling.generate import check_guide_model, seconds_per_step
+    from cfgdiff.sampling.generate import check_guide_model, nfe, seconds_per_step
     from cfgdiff.sampling.model import load_model
-    from cfgdiff.sampling.shards import SampleJob, check_output, guide_record, provenance, run_sample
+    from cfgdiff.sampling.shards import SampleJob, SampleOwners, check_output, guide_record, provenance, run_sample
 
     sampler = req.sampler_config()
     npz, png_dir = out_paths(req)
@@ -54,9 +54,15 @@ def run_sample_command(req: SampleConfig) -> dict[str, Any]:
     if req.guide is not None:
         guide = load_model(req.guide, device)
         check_guide_model(model, guide)  # one line naming the mismatch, before any sampling
-    seeds, labels = seeds_and_labels(req.n, req.seeds, model.num_classes, req.balanced, req.classes)
-    job = SampleJob(tuple(seeds), tuple(labels), sampler, batch=req.batch, shard_size=req.shard_size, guide=guide)
-    prov = provenance(model, job)
+    if req.dry_run:  # the plan needs n, not the seeds: no list of up to 10^8 seeds is made for it
+        job, prov = None, {"seeds": req.seeds or f"0-{req.n - 1}", "nfe_per_sample": nfe(sampler, 1, model.diffusion_cfg)}
+    else:
+        seeds, labels = seeds_and_labels(req.n, req.seeds, model.num_classes, req.balanced, req.classes)
+        job = SampleJob(tuple(seeds), tuple(labels), sampler, batch=req.batch, shard_size=req.shard_size, guide=guide)
+        prov = provenance(model, job)
+        # now that the job is known: every output again, --preview included, with the job's identity
+        check_output(npz, req.preview, tuple(inputs), force=req.force, png_dir=png_dir,
+                     owners=SampleOwners("sample").for_job(prov))
     parts = {
         "inputs": {"checkpoint": str(model.path), "guide": None if guide is None else str(guide.path)},
         "outputs": {"samples": str(npz), "provenance": str(npz.with_name(npz.name + ".json")),
@@ -91,7 +97,7 @@ def run_sample_command(req: SampleConfig) -> dict[str, Any]:
         return {**parts, "results": plan}
     done = run_sample(model, job, npz, device, force=req.force, png_dir=png_dir)
     if req.preview is not None and dist.is_main():
-        _write_preview(npz, req.preview)
+        _write_preview(npz, req.preview, SampleOwners("sample").for_job(done).of("preview"))
     dist.print0(f"wrote {npz} ({req.n} samples, {sampler.sampler}, w={sampler.w}, T={sampler.steps}, "
                 f"NFE {per_sample}/sample)" + (f" and {png_dir}/" if png_dir is not None else ""))
     return {**parts, "results": {"out": str(npz), **done}}
@@ -104,11 +110,11 @@ def plan_line(plan: dict[str, Any]) -> str:
             f"~{plan['estimated_seconds'] / 3600:.2f} h on {plan['processes']}× {plan['device']}")
 
 
-def _write_preview(npz: Path, png: Path, count: int = 64) -> None:
+def _write_preview(npz: Path, png: Path, owner: Any, count: int = 64) -> None:
     import numpy as np
 
     from cfgdiff.images import save_grid
 
     with np.load(npz) as f:
         images = f["arr_0"][:count]
-    save_grid(images, png, ncols=int(math.ceil(math.sqrt(len(images)))), record=True)
+    save_grid(images, png, ncols=int(math.ceil(math.sqrt(len(images)))), owner=owner)

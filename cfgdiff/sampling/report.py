@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cfgdiff.files import atomic_write
+from cfgdiff.sampling.sweep_files import OWNER
 
 if TYPE_CHECKING:  # torch only where sampling runs
     from cfgdiff.runs import SamplingModel
@@ -30,7 +31,7 @@ def _pyplot():
 
 
 def _save(fig: Any, path: Path) -> None:
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), record=True)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), owner=OWNER)
 
 
 def plot_axes(rows: dict[Any, dict[str, Any]]) -> tuple[str, str, list[Any]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import dataclasses
 import json
 import os
 import re
@@ -33,7 +34,7 @@ from cfgdiff.config import SamplerConfig, to_dict
 from cfgdiff.console import Progress
 from cfgdiff.errors import CfgdiffError, ConfigError, DataError, OutputError
 from cfgdiff.files import (
-    PartStore, check_outputs, forget_output, is_ours, npz_rows, output_lock, publish, write_json, write_npz,
+    Owner, PartStore, check_outputs, is_ours, job_id, npz_rows, output_lock, publish, recorded, write_json, write_npz,
 )
 from cfgdiff.runs import SamplingModel
 from cfgdiff.sampling.generate import nfe, sample_batch
@@ -80,6 +81,7 @@ def provenance(model: SamplingModel, job: SampleJob) -> dict[str, Any]:
         "checkpoint_sha256": model.sha256,
         "kimg": model.kimg,
         "dataset": model.dataset,
+        "dataset_fingerprint": model.dataset_fingerprint,
         "resolution": model.resolution,
         "num_classes": model.num_classes,
         "sampler": to_dict(job.sampler),
@@ -133,18 +135,39 @@ def png_name(i: int) -> str:
     return f"{i:06d}.png"
 
 
+@dataclass(frozen=True)
+class SampleOwners:
+    """Who writes a samples file and its provenance sidecar (and the preview): `sample`'s kinds, or a
+    sweep's when the sweep keeps its samples; `job` is `job_id` of the job's identity (None: not known
+    yet, before the checkpoint is read; then only the job-independent rules are checked)."""
+
+    command: str = "sample"
+    job: str | None = None
+
+    def of(self, what: str) -> Owner:
+        kind = {"samples": "samples", "provenance": "provenance", "preview": "preview"}[what]
+        return Owner(kind if self.command == "sample" else self.command, self.command, self.job or "")
+
+    def for_job(self, prov: dict[str, Any]) -> SampleOwners:
+        return dataclasses.replace(self, job=job_id(self.command, _identity(prov)))
+
+
 def check_output(out: Path, preview: Path | None = None, inputs: tuple[Path | None, ...] = (), force: bool = False,
-                 png_dir: Path | None = None) -> None:
+                 png_dir: Path | None = None, owners: SampleOwners = SampleOwners()) -> None:
     """The output rules for `out` (and the `preview` PNG and the `png_dir` folder), before any work:
-    see `cfgdiff.files`. With `png_dir`, out's folder may still have to be created."""
+    see `cfgdiff.files`. With `png_dir`, out's folder may still have to be created. Before the job is
+    known (`owners.job` None), a file of another job of the same kind passes here; `run_sample` checks
+    again with the job."""
     if out.suffix != ".npz":
         raise ConfigError(f"--out must end in .npz, got {out} (or name a folder: DIR/)")
     if png_dir is None and not out.parent.exists():
         raise DataError(f"output folder {out.parent} does not exist")
     sidecar = out.with_name(out.name + ".json")
     # an existing --out (and its provenance) is judged by `finished_earlier`: same job, nothing to do
-    check_outputs({"--out": out, "--out's provenance": sidecar, "--preview": preview}, inputs, force=force,
-                  replaceable=[out, sidecar] if out.exists() else [], make_folders=png_dir is not None)
+    check_outputs({"--out": out, "--out's provenance": sidecar, "--preview": preview}, inputs,
+                  owners={"--out": owners.of("samples"), "--out's provenance": owners.of("provenance"),
+                          "--preview": owners.of("preview")},
+                  force=force or owners.job is None, make_folders=png_dir is not None)
     if png_dir is not None and (png_dir.exists() or png_dir.is_symlink()):
         if png_dir.is_symlink() or not png_dir.is_dir():
             raise ConfigError(f"--out's PNG folder {png_dir} exists and is not a folder cfgdiff wrote")
@@ -156,36 +179,44 @@ def check_output(out: Path, preview: Path | None = None, inputs: tuple[Path | No
             raise ConfigError(f"--out's PNG folder {png_dir} exists; pass --force to overwrite it")
 
 
-def finished_earlier(out: Path, prov: dict[str, Any]) -> dict[str, Any] | None:
+def finished_earlier(out: Path, prov: dict[str, Any], owners: SampleOwners) -> dict[str, Any] | None:
     """The provenance of `out` if it exists and is the verified result of this same job (so a rerun
     has nothing to do); None if there is no such file; OutputError (exit 1) if `out` holds something else.
-    Verified: the npz itself is the one cfgdiff wrote (size and SHA-256 in the folder's ledger) and
-    holds n samples; a provenance file alone proves nothing."""
+    Verified: the npz itself is the one cfgdiff wrote for this job (kind, job, size and SHA-256 in the
+    folder's ledger) and holds n samples; a provenance file alone proves nothing. A sidecar that is
+    missing or not this npz's (a kill between the npz and its sidecar) is written again."""
     if not out.exists():
         return None
-    sidecar = out.with_name(out.name + ".json")
+    if is_ours(out, owners.of("samples")) and npz_rows(out) == prov["n"]:
+        sidecar = out.with_name(out.name + ".json")
+        done = {**prov, "samples_sha256": recorded(out)["sha256"]}
+        if not is_ours(sidecar, owners.of("provenance")) or _read_json(sidecar) != json.loads(json.dumps(done)):
+            write_json(sidecar, done, indent=1, owner=owners.of("provenance"))
+        return done
+    raise OutputError(f"{out} holds other samples; pass --force to overwrite it")
+
+
+def _read_json(path: Path) -> Any:
     try:
-        done = json.loads(sidecar.read_text())
-        if (_identity(done) == _identity(prov) and is_ours(out) and is_ours(sidecar)
-                and npz_rows(out) == prov["n"]):
-            return done
-    except (OSError, ValueError, KeyError):
-        pass
-    raise OutputError(f"{out} exists; pass --force to overwrite it")
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def run_sample(model: SamplingModel, job: SampleJob, out: Path, device: torch.device,
-               force: bool = False, png_dir: Path | None = None) -> dict[str, Any]:
+               force: bool = False, png_dir: Path | None = None, command: str = "sample") -> dict[str, Any]:
     """Draw every sample of `job` into `out`, resuming from finished parts; returns the provenance.
-    `png_dir`: also write the samples as a PNG folder (`write_png_folder`)."""
+    `png_dir`: also write the samples as a PNG folder (`write_png_folder`). `command`: whose files
+    they are (`sample`, or `sweep` for the samples a sweep keeps)."""
     out = Path(out)
-    check_output(out, force=force, png_dir=png_dir)
+    prov = provenance(model, job)
+    owners = SampleOwners(command).for_job(prov)
+    check_output(out, force=force, png_dir=png_dir, owners=owners)
     if png_dir is not None and dist.is_main():
         out.parent.mkdir(parents=True, exist_ok=True)
     dist.barrier()
-    prov = provenance(model, job)
-    store = PartStore(out, _identity(prov), "sample")
-    done = None if force else finished_earlier(out, prov)
+    store = PartStore(out, _identity(prov), command)
+    done = None if force else finished_earlier(out, prov, owners)
     if done is not None:  # the same command ran to the end before (perhaps killed while cleaning up)
         if dist.is_main():
             store.remove()
@@ -194,7 +225,7 @@ def run_sample(model: SamplingModel, job: SampleJob, out: Path, device: torch.de
             dist.print0(f"{out} is complete already (same checkpoint, seeds, labels and sampler); nothing to do")
         return done
     with output_lock(out, "sample") if dist.is_main() else contextlib.nullcontext():
-        prov = _run(model, job, out, device, prov, store)
+        prov = _run(model, job, out, device, prov, store, owners)
         if png_dir is not None and dist.is_main():
             write_png_folder(out, png_dir, fresh=True)
         return prov
@@ -245,7 +276,8 @@ def _read_plan(folder: Path) -> Any:
         return None
 
 
-def _run(model: Any, job: SampleJob, out: Path, device: torch.device, prov: dict[str, Any], store: PartStore) -> dict[str, Any]:
+def _run(model: Any, job: SampleJob, out: Path, device: torch.device, prov: dict[str, Any], store: PartStore,
+         owners: SampleOwners) -> dict[str, Any]:
     if dist.is_main():
         store.open()
     dist.barrier()
@@ -269,12 +301,13 @@ def _run(model: Any, job: SampleJob, out: Path, device: torch.device, prov: dict
             })
     dist.barrier()
     if dist.is_main():
-        _assemble(store, shards, out, prov)
+        prov = _assemble(store, shards, out, prov, owners)
     dist.barrier()
     return prov
 
 
-def _assemble(store: PartStore, shards: list[tuple[int, int]], out: Path, prov: dict[str, Any]) -> None:
+def _assemble(store: PartStore, shards: list[tuple[int, int]], out: Path, prov: dict[str, Any],
+              owners: SampleOwners) -> dict[str, Any]:
     arrays, labels = [], []
     for a, b in shards:
         part = _read_part(store, a, b)  # read once: checked and kept
@@ -283,10 +316,12 @@ def _assemble(store: PartStore, shards: list[tuple[int, int]], out: Path, prov: 
         arrays.append(part[0])
         labels.append(part[1])
     arr = np.concatenate(arrays)
-    # The npz is the commit point: its provenance goes first, and an older npz (a --force rerun) loses
-    # the ledger's word first, so that a kill between any two steps never passes for a finished job.
-    forget_output(out)
-    write_json(out.with_name(out.name + ".json"), prov, indent=1, record=True)
-    write_npz(out, arr_0=arr, arr_1=np.concatenate(labels), record=True)
+    # The npz is the commit point; its sidecar follows and names the npz's SHA-256, so a sidecar always
+    # says which file it describes: a failed write (a full disk) leaves the old pair as it was, and a
+    # kill between the two leaves an npz whose sidecar a rerun writes again (`finished_earlier`).
+    write_npz(out, arr_0=arr, arr_1=np.concatenate(labels), owner=owners.of("samples"))
+    prov = {**prov, "samples_sha256": recorded(out)["sha256"]}
+    write_json(out.with_name(out.name + ".json"), prov, indent=1, owner=owners.of("provenance"))
     store.remove()
+    return prov
 

@@ -23,13 +23,14 @@ from cfgdiff import __version__, dist
 from cfgdiff.config import SweepConfig
 from cfgdiff.console import Progress
 from cfgdiff.errors import ConfigError, DataError, OutputError
-from cfgdiff.files import check_outputs, is_ours, output_lock, run_inputs, write_json, write_text
+from cfgdiff.files import check_outputs, claim_folder, is_ours, output_lock, run_inputs, write_json, write_text
 from cfgdiff.runs import SamplingModel, newest_run, resolve_weights_file
 from cfgdiff.sampling.command import seeds_and_labels
 from cfgdiff.sampling.generate import nfe, sample_batch
 from cfgdiff.sampling.shards import SampleJob, _compact_seeds, provenance, run_sample
 from cfgdiff.sampling.sweep_files import (  # noqa: F401  (columns, write_rows, markdown_table: the public names)
     FORMAT,
+    OWNER,
     OUTPUTS,
     SHARED,
     Key,
@@ -37,6 +38,7 @@ from cfgdiff.sampling.sweep_files import (  # noqa: F401  (columns, write_rows, 
     _f,
     _ordered,
     _recorded_settings,
+    sweep_writes,
     columns,
     default_out_dir,
     describe,
@@ -75,7 +77,7 @@ def _check_settings(out_dir: Path, settings: dict[str, Any], write: bool = True)
             raise OutputError(f"{out_dir} holds a sweep with other settings (checkpoint, n, seeds, v, eta, rescale, "
                               "threshold, metrics or reference); choose another --out-dir")
     elif write:
-        write_json(path, settings, indent=1, record=True)
+        write_json(path, settings, indent=1, owner=OWNER)
 
 
 # ---- where the sweep goes, before anything loads ------------------------------------------------------------------
@@ -109,8 +111,7 @@ def score_row(model: SamplingModel, job: SampleJob, detector: Any, device: Any, 
 
     acc = FeatureAccumulator(keep_pool=True, keep_logits=detector.has_logits)
     if keep is not None:  # samples kept on disk: draw them resumably, then score the file
-        if not keep.exists():
-            run_sample(model, job, keep, device)
+        run_sample(model, job, keep, device, command="sweep")  # a file the sweep did not write is refused
         with np.load(keep) as f:
             images = f["arr_0"]
         for a in my_batches(len(images), job.batch):
@@ -198,25 +199,30 @@ def run_sweep(req: SweepConfig) -> SweepResult:
     if out_dir is None:
         out_dir = default_out_dir(file, model.step)
         _recorded_settings(out_dir)
-    seeds, labels = seeds_and_labels(req.n, req.seeds, model.num_classes, req.balanced, None)
-    ref = default_reference(req.ref, model.dataset)
+    ref = req.ref
+    if ref is None and model.dataset:  # the recorded dataset, found near the checkpoint and verified
+        from cfgdiff.runs import locate_dataset
+
+        ref, why = locate_dataset(model.dataset, model.dataset_fingerprint, file.parent)
+        if ref is None:
+            raise DataError(f"{why} (recorded in {file}); pass --ref")
+    ref = default_reference(ref, None)
     if not ref:
         raise ConfigError("no --ref given and the checkpoint records no training dataset")
-    if req.dry_run:
+    if req.dry_run:  # the plan needs n, not the seeds (up to 10^8 of them)
         plan = plan_rows(req, model, read_rows(out_dir / "sweep.jsonl"), device, ref)
         meta = {"checkpoint": plan["checkpoint"], "reference": {"path": ref, "sha256": None}, "inception": None}
         return SweepResult(out_dir, [], meta, plan=plan)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create {out_dir}: {e.strerror}") from None
+    seeds, labels = seeds_and_labels(req.n, req.seeds, model.num_classes, req.balanced, None)
+    claim_folder(out_dir, OWNER, writes=sweep_writes, flag="--out-dir", create=False)  # checked now, made below
     check_outputs({f"--out-dir {out_dir}: {name}": out_dir / name for name in OUTPUTS},
-                  [*run_inputs(req.checkpoint), file, ref, req.inception], hint="choose another --out-dir")
+                  [*run_inputs(req.checkpoint), file, ref, req.inception], owners=OWNER, make_folders=True)
     base = SampleJob(tuple(seeds), tuple(labels), combos[0], req.batch)
     _check_settings(out_dir, _shared_settings(model, base, None, None, req.metrics), write=False)  # before Inception
     detector = load_detector(req.inception, device)
     reference = load_reference(ref, detector)
-    if dist.is_main():
+    if dist.is_main():  # the inputs are good: the folder is made and claimed now, never left behind empty
+        claim_folder(out_dir, OWNER, writes=sweep_writes, flag="--out-dir")
         _check_settings(out_dir, _shared_settings(model, base, reference.sha256, detector.sha256, req.metrics))
     meta = _meta(model, req, seeds, reference, detector)
     dist.barrier()
@@ -249,15 +255,15 @@ def run_sweep(req: SweepConfig) -> SweepResult:
                 dist.print0(f"{label}: " + " ".join(f"{k}={_f(row.get(k), 4)}" for k in shown))
             dist.barrier()
         if dist.is_main():
-            write_text(out_dir / "table.md", f"# cfgdiff sweep\n\n{markdown_table(rows, meta)}", record=True)
+            write_text(out_dir / "table.md", f"# cfgdiff sweep\n\n{markdown_table(rows, meta)}", owner=OWNER)
             write_plots(rows, out_dir, describe(meta))
             grid = out_dir / "grid.png"
             line = line_of(key_of(combos[0]))  # Fig. 3 for the first line's settings, redrawn when it changed
-            if not is_ours(grid) or any(line_of(k) == line for k in computed):
+            if not is_ours(grid, OWNER) or any(line_of(k) == line for k in computed):
                 first = [r for r in _ordered(rows) if line_of(row_key(r)) == line]
                 write_figure_grid(model, base, [r["w"] for r in first], grid, device, req.figure_ws)
             summary = {"meta": meta, "request": fingerprint(req, file, ref), "rows": _ordered(rows)}
-            write_json(out_dir / "sweep.json", summary, indent=1, record=True)
+            write_json(out_dir / "sweep.json", summary, indent=1, owner=OWNER)
     dist.barrier()
     return SweepResult(out_dir, _ordered(rows), meta, len(computed))
 

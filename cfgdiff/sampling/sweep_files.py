@@ -18,13 +18,20 @@ from typing import Any
 
 from cfgdiff.config import SamplerConfig, SweepConfig
 from cfgdiff.errors import OutputError
-from cfgdiff.files import is_ours, write_text
+from cfgdiff.files import Owner, is_ours, write_text
 
 FORMAT = 2  # settings.json: 2 = axes in every row's key (1, unmarked: one sampler and T per folder)
 AXES = ("sampler", "steps", "grid", "guidance_interval", "w")  # a row's key, in table order
 PLOTS = ("fid_vs_is.png", "fid_vs_w.png", "fid_vs_nfe.png")
 OUTPUTS = ("settings.json", "sweep.jsonl", "sweep.csv", "table.md", *PLOTS, "grid.png", "sweep.json")  # in --out-dir
 SHARED = ("v", "clip_x", "eta", "rescale", "threshold")  # sampler settings that are the same in every row
+OWNER = Owner("sweep", "sweep")  # every file of a sweep folder, which the sweep claims (cfgdiff.files.claim_folder)
+_KEPT = re.compile(r"^samples_.+\.npz(\.json)?$")  # samples a sweep keeps (--keep-samples) and their sidecars
+
+
+def sweep_writes(name: str) -> bool:
+    """Whether a sweep writes a file of this name in its folder."""
+    return name in OUTPUTS or bool(_KEPT.match(name))
 
 Key = tuple[str, int, str, tuple[float, ...], float]
 _STEP_FILE = re.compile(r"^(ema|checkpoint)-(\d+)\.pt$")  # as cfgdiff.runs names them
@@ -91,14 +98,14 @@ def _ordered(rows: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
 def write_rows(out_dir: Path, rows: dict[Any, dict[str, Any]]) -> None:
     """sweep.jsonl and sweep.csv in key order, each written to a temporary name then renamed."""
     ordered = _ordered(rows)
-    write_text(out_dir / "sweep.jsonl", "".join(json.dumps(r) + "\n" for r in ordered), record=True)
+    write_text(out_dir / "sweep.jsonl", "".join(json.dumps(r) + "\n" for r in ordered), owner=OWNER)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns(), extrasaction="ignore")
     writer.writeheader()
     for r in ordered:
         interval = r.get("guidance_interval")
         writer.writerow({**r, "guidance_interval": f"{interval[0]!r}:{interval[1]!r}" if interval else ""})
-    write_text(out_dir / "sweep.csv", buf.getvalue(), record=True)
+    write_text(out_dir / "sweep.csv", buf.getvalue(), owner=OWNER)
 
 
 # ---- what the outputs say about themselves ------------------------------------------------------------------------
@@ -166,16 +173,19 @@ def default_out_dir(file: Path, step: int | None = None) -> Path | None:
 
 
 def _stat(path: str | Path | None) -> list[Any] | None:
+    """An input's identity for the "finished earlier" check: its real path and content key (the key the
+    reference cache's memo uses), so a reference folder rewritten in place is never taken as the same."""
+    from cfgdiff.metrics.cache import content_key
+
     try:
-        st = Path(path).stat() if path else None
+        return None if not path else [str(Path(path).resolve()), content_key(path)]
     except OSError:
         return None
-    return None if st is None else [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
 
 
 def fingerprint(req: SweepConfig, file: Path, ref: str | None) -> dict[str, Any]:
     """What a finished sweep must match to be reused without loading anything: the request's shared
-    settings and the identity (path, size, mtime) of the checkpoint file and the reference."""
+    settings and the identity (`_stat`: real path and content key) of the checkpoint file and the reference."""
     shared = {k: getattr(req, k) for k in ("n", "seeds", "balanced", "v", "eta", "rescale", "threshold", "clip",
                                             "inception", "keep_samples", "figure_ws", "metrics")}
     return {**shared, "checkpoint": _stat(file), "ref": req.ref, "reference": _stat(ref)}
@@ -185,7 +195,7 @@ def finished(out_dir: Path, req: SweepConfig, file: Path) -> dict[str, Any] | No
     """The recorded summary (sweep.json) when every row of `req` exists and every output is the one this
     sweep wrote for these rows; None when anything is to do."""
     summary_file = out_dir / "sweep.json"
-    if not (summary_file.is_file() and all(is_ours(out_dir / name) for name in OUTPUTS)):
+    if not (summary_file.is_file() and all(is_ours(out_dir / name, OWNER) for name in OUTPUTS)):
         return None
     try:
         summary = json.loads(summary_file.read_text())

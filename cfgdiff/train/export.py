@@ -24,12 +24,13 @@ def export_safetensors(run: str | Path, out: str | Path | None = None, force: bo
     import torch
     from safetensors.torch import save_file
 
-    from cfgdiff.files import atomic_path, check_outputs, run_inputs, sha256_file
+    from cfgdiff.files import Owner, atomic_path, check_outputs, job_id, run_inputs, sha256_file
     from cfgdiff.runs import read_checkpoint, resolve_weights_file
 
     source = resolve_weights_file(Path(run))
     out = Path(out) if out is not None else source.with_suffix(".safetensors")
-    check_outputs({"--out": out}, [source, *run_inputs(run)], force=force)  # before any work (cfgdiff.files)
+    owner = Owner("export", "export", job_id("export", str(source.resolve())))
+    check_outputs({"--out": out}, [source, *run_inputs(run)], owners=owner, force=force)  # before any work
     state = read_checkpoint(source)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state["ema"].items()}
     metadata = {
@@ -38,7 +39,7 @@ def export_safetensors(run: str | Path, out: str | Path | None = None, force: bo
         "images_seen": str(int(state["images_seen"])), "source": source.name, "source_sha256": sha256_file(source),
         "cfgdiff_version": __version__,
     }
-    with atomic_path(out, record=True) as tmp:
+    with atomic_path(out, owner=owner) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return {"source": str(source), "out": str(out), "step": int(state["step"]),
             "kimg": int(state["images_seen"]) / 1000, "tensors": len(tensors),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,34 @@ import torch
 from cfgdiff import dist
 from cfgdiff.config import TrainConfig, override
 from cfgdiff.errors import CfgdiffError
+from cfgdiff.files import Owner, claim_folder
+
+RUN_OWNER = Owner("run", "train")  # a run folder is train's (cfgdiff.files.claim_folder)
+_RUN_FILE = re.compile(r"^((checkpoint|ema)-\d+\.pt|grid-\d+\.png|config\.json|log\.txt|stats\.jsonl|tb)$")
+
+
+def run_writes(name: str) -> bool:
+    """Whether `train` writes a file of this name in its run folder."""
+    return bool(_RUN_FILE.match(name))
+
+
+def _legacy_run(folder: Path) -> bool:
+    """A run folder an earlier cfgdiff made (before folders were claimed): it has checkpoints."""
+    return any(folder.glob("checkpoint-*.pt"))
+
+
+def claim_run_dir(run_dir: Path, create: bool) -> None:
+    claim_folder(run_dir, RUN_OWNER, writes=run_writes, legacy=_legacy_run, flag="--run-dir", create=create)
 
 
 def check_creatable(run_dir: Path) -> None:
-    """One line now if the run directory cannot be made or written later; creates nothing (the run
-    directory appears once the first optimiser step has succeeded)."""
-    if run_dir.exists():
+    """One line now if the run directory cannot be made or written later, or holds files train would
+    replace that cfgdiff did not write (a user's config.json); creates nothing (the run directory
+    appears once the first optimiser step has succeeded)."""
+    if run_dir.exists() or run_dir.is_symlink():
         if not run_dir.is_dir() or not os.access(run_dir, os.W_OK | os.X_OK):
             raise CfgdiffError(f"the run directory {run_dir} is not a writable directory")
+        claim_run_dir(run_dir, create=False)
         return
     parent = run_dir.absolute().parent
     while not parent.exists():
@@ -32,10 +53,12 @@ def check_creatable(run_dir: Path) -> None:
 
 
 def make_run_dir(run_dir: Path) -> None:
+    """Make (or keep) the run folder and claim it as train's."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CfgdiffError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
+    claim_run_dir(run_dir, create=True)
 
 
 def with_micro_batch(cfg: TrainConfig, run_dir: Path, device: torch.device, world: int) -> tuple[TrainConfig, str]:

@@ -44,6 +44,17 @@ class RunLog:
         self.elapsed_before = 0.0  # training seconds of the earlier sessions of this run
         self.t0 = time.monotonic()
         self.writer: Any = None
+        self.lock: Any = None
+
+    def hold_lock(self) -> None:
+        """Hold the run folder's lock (`.train.lock` in it) until `close`: a second `train` on the same
+        folder stops with one line naming this one. Rank 0; idempotent."""
+        from cfgdiff.files import output_lock
+
+        if self.main and self.lock is None and self.run_dir.is_dir():
+            lock = output_lock(self.run_dir / "train", "train")
+            lock.__enter__()
+            self.lock = lock
 
     def line(self, text: str, echo: bool = True) -> None:
         """Report `text`: on stderr (rank 0, when echo) and in log.txt (once the folder exists)."""
@@ -61,17 +72,19 @@ class RunLog:
     def begin(self, cfg: TrainConfig, start: int) -> None:
         """After the first successful step: make the folder, write config.json, drop stats rows past
         the resumed step, and write the lines reported so far."""
-        from cfgdiff.train.resume import trim_stats
+        from cfgdiff.train.resume import stats_rows, trim_stats
         from cfgdiff.train.start import make_run_dir
 
         if self.main:
             make_run_dir(self.run_dir)
+            self.hold_lock()
             save_json(cfg, self.run_dir / "config.json")
             stats = self.run_dir / "stats.jsonl"
             trim_stats(stats, start)
             if stats.exists():
-                rows = [json.loads(ln) for ln in stats.read_text().splitlines() if ln.strip()]
-                self.elapsed_before = float(rows[-1].get("elapsed_s", 0.0)) if rows else 0.0
+                rows = stats_rows(stats)
+                elapsed = rows[-1].get("elapsed_s", 0.0) if rows else 0.0
+                self.elapsed_before = float(elapsed) if isinstance(elapsed, (int, float)) else 0.0
             if "tensorboard" in self.loggers:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -101,3 +114,6 @@ class RunLog:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.lock is not None:
+            lock, self.lock = self.lock, None
+            lock.__exit__(None, None, None)
