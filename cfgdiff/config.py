@@ -316,6 +316,27 @@ class ModelConfig:
                 f"({len(self.channel_mult)} levels)"
             )
         check_range("model.dropout", self.dropout, 0.0, 0.99)
+        for name, most in MODEL_MAXIMA.items():  # before any network is built: a damaged or hostile config
+            value = getattr(self, name)           # (from --set or a checkpoint) is one line, not 17 TB
+            if (max(value) if isinstance(value, tuple) and value else value) > most:
+                raise ConfigError(f"model.{name} = {value!r} is above its bound {most}")
+        if len(self.channel_mult) > 8:
+            raise ConfigError(f"model.channel_mult has {len(self.channel_mult)} levels; at most 8")
+        if self.approx_params() > MAX_PARAMS:
+            raise ConfigError(f"the model config asks for about {self.approx_params() / 1e9:.3g} billion parameters "
+                              f"({self.approx_params() * 4 / 2**30:,.0f} GiB in float32); at most "
+                              f"{MAX_PARAMS / 1e9:g} billion")
+
+    def approx_params(self) -> int:
+        """The residual blocks' convolutions (two 3×3 per block, 2·num_res_blocks + 1 blocks a level):
+        within a factor 2 of the real count (adm64: 139M of 296M), and computed without building."""
+        return sum((2 * self.num_res_blocks + 1) * 18 * (self.model_channels * m) ** 2 for m in self.channel_mult)
+
+
+MODEL_MAXIMA = {"resolution": 1024, "in_channels": 64, "out_channels": 64, "model_channels": 4096,
+                "num_res_blocks": 64, "head_channels": 4096, "emb_mult": 64, "norm_groups": 4096,
+                "num_classes": 1_000_000, "channel_mult": 64}
+MAX_PARAMS = 10_000_000_000  # the estimate above; about 20 billion real parameters, 80 GB in float32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -699,10 +720,14 @@ class ScoreConfig:
         from cfgdiff.metrics.reference import default_reference
         from cfgdiff.metrics.sources import recorded_dataset
 
-        recorded = recorded_dataset(self.samples) if self.ref is None else None
-        if recorded and not Path(recorded).exists():
-            return None, (f"the samples' training dataset {recorded} (recorded in {self.samples}.json) is not there; "
-                          "scoring without a reference (pass --ref)")
+        from cfgdiff.runs import locate_dataset
+
+        recorded, fingerprint = recorded_dataset(self.samples) if self.ref is None else (None, None)
+        if recorded:  # relative to the sidecar's folder too, and only the very dataset it records
+            found, why = locate_dataset(recorded, fingerprint, Path(self.samples).parent)
+            if found is None:
+                return None, f"{why} (recorded in {self.samples}.json); scoring without a reference (pass --ref)"
+            recorded = found
         return default_reference(self.ref, recorded), None
 
     def resolved_metrics(self, ref: str | None) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ import torch
 
 from cfgdiff.config import DiffusionConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from cfgdiff.errors import CheckpointError, ConfigError, DataError
-from cfgdiff.files import atomic_write, sha256_file
+from cfgdiff.files import atomic_write, require_regular, sha256_file
 
 TRAIN_FORMAT, EMA_FORMAT = "cfgdiff-train-state", "cfgdiff-ema"
 VERSION = 1
@@ -64,9 +64,40 @@ def checkpoint_files(run_dir: Path, kind: str = "checkpoint") -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def content_digest(obj: Any) -> str:
+    """SHA-256 of everything in a checkpoint's dict (keys, values, and every tensor's dtype, shape and
+    bytes), in key order, without its own `content_sha256`. torch's zip reader checks no CRC, so a
+    flipped bit in a weight would load silently: this is what catches it."""
+    h = hashlib.sha256()
+
+    def feed(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k in sorted(value, key=str):
+                if prefix or k != "content_sha256":
+                    feed(f"{prefix}/{k}", value[k])
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                feed(f"{prefix}[{i}]", v)
+        elif isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{prefix}:{t.dtype}:{tuple(t.shape)}\0".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(f"{prefix}={value!r}\0".encode())
+
+    feed("", obj)
+    return h.hexdigest()
+
+
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save through `cfgdiff.files.atomic_write`: a temporary name, fsynced, then renamed."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save through `cfgdiff.files.atomic_write`: a temporary name, fsynced, then renamed. A
+    checkpoint dict carries its `content_digest`, checked by `read_checkpoint`."""
+    from cfgdiff import stops
+
+    if isinstance(obj, dict) and "format" in obj:
+        obj = {**obj, "content_sha256": content_digest(obj)}
+    with stops.critical():  # torch.save must not be interrupted: its writer then raises its own error
+        atomic_write(path, lambda f: torch.save(obj, f))
 
 
 # ---- writing (train) ---------------------------------------------------------------------------
@@ -106,6 +137,32 @@ def dataset_fingerprint(path: str | Path) -> dict[str, Any]:
                 "rows_sha256": h.hexdigest()}
 
 
+def locate_dataset(recorded: str, fingerprint: dict[str, Any] | None, near: Path) -> tuple[str | None, str]:
+    """The training dataset a checkpoint or a samples sidecar recorded, found and verified: the recorded
+    path as it is (absolute, or relative to the current folder), else relative to `near` (the folder of
+    the file that recorded it) and its parents; the first candidate whose fingerprint equals the
+    recorded one. Returns (path or None, why not)."""
+    path = Path(recorded)
+    bases = [Path("."), *([] if path.is_absolute() else [near, *Path(near).absolute().parents][:5])]
+    seen, mismatched = set(), []
+    for base in bases:
+        candidate = path if path.is_absolute() else base / path
+        key = os.path.realpath(candidate)
+        if key in seen or not candidate.exists():
+            continue
+        seen.add(key)
+        try:
+            same = fingerprint is None or dataset_fingerprint(candidate) == fingerprint
+        except (OSError, KeyError, ValueError):
+            same = False
+        if same:
+            return str(candidate), ""
+        mismatched.append(str(candidate))
+    if mismatched:
+        return None, f"{mismatched[0]} is not the recorded training dataset (its fingerprint differs)"
+    return None, f"the recorded training dataset {recorded} is not there"
+
+
 def dataset_record(path: str | Path, size: int, num_classes: int, class_names: list[str]) -> dict[str, Any]:
     """The `dataset_info` written into every checkpoint: where the data was, what it holds, its fingerprint."""
     return {"path": str(path), "size": int(size), "num_classes": int(num_classes), "class_names": list(class_names),
@@ -133,7 +190,7 @@ def read_checkpoint(path: str | Path, formats: tuple[str, ...] = (TRAIN_FORMAT, 
     if state.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {state.get('version')!r} is not one this cfgdiff "
                               f"reads ({VERSION})")
-    _check_keys(state, KEYS_BY_FORMAT[state["format"]], path, "")
+    _check_keys(state, KEYS_BY_FORMAT[state["format"]], path, "", optional={"content_sha256": str})
     _check_keys(state["dataset_info"], DATASET_KEYS, path, "dataset_info.", optional={"fingerprint": dict})
     if "fingerprint" in state["dataset_info"]:
         _check_keys(state["dataset_info"]["fingerprint"], FINGERPRINT_KEYS, path, "dataset_info.fingerprint.")
@@ -141,6 +198,10 @@ def read_checkpoint(path: str | Path, formats: tuple[str, ...] = (TRAIN_FORMAT, 
         raise CheckpointError(f"{path}: damaged checkpoint: key 'rng.torch' is missing or not a tensor")
     if "optimizer" in state and not {"state", "param_groups"} <= set(state["optimizer"]):
         raise CheckpointError(f"{path}: damaged checkpoint: key 'optimizer' lacks 'state' or 'param_groups'")
+    recorded = state.get("content_sha256")  # absent in checkpoints made before it existed
+    if recorded is not None and recorded != content_digest(state):
+        raise CheckpointError(f"{path}: damaged checkpoint: its contents do not match their recorded SHA-256 "
+                              "(a changed bit); use another checkpoint")
     return state
 
 
@@ -234,6 +295,7 @@ class SamplingModel:
     sha256: str  # of that file
     dataset: str  # the training dataset's path, as recorded
     class_names: tuple[str, ...] = ()
+    dataset_fingerprint: dict[str, Any] | None = None  # as recorded (absent in runs made before it existed)
 
     @property
     def model_cfg(self) -> ModelConfig:
@@ -283,6 +345,12 @@ def resolve_weights_file(path: str | Path) -> Path:
         if not files:
             raise CheckpointError(f"{path}: no checkpoint in this run directory (expected ema-*.pt)")
         return files[-1]
+    if not path.exists() and not path.is_symlink():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        require_regular(path)
+    except DataError as e:
+        raise CheckpointError(str(e)) from None
     return path
 
 
@@ -345,4 +413,5 @@ def load_for_sampling(path: str | Path, device: torch.device | str = "cpu") -> S
         sha256=sha256_file(file),
         dataset=info["path"],
         class_names=tuple(str(c) for c in info["class_names"]),
+        dataset_fingerprint=info.get("fingerprint"),
     )

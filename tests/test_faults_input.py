@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from cfgdiff.cli.app import main
+from cfgdiff.runs import content_digest
 from faults_support import cfgdiff, env_for, error_lines, file_size_limit, workspace
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread"),
@@ -86,7 +87,14 @@ def _checkpoints(d: Path, ws: Path) -> None:
     (d / "trunc.pt").write_bytes(data[: len(data) // 2])
     (d / "run" / "checkpoint-00000004.pt").write_bytes(data[: len(data) // 3])  # resume from a torn file
     state = torch.load(ema, weights_only=True)
-    state["config"]["model"]["model_channels"] *= 2  # weights of a twice wider network
+    flipped = {**state, "ema": dict(state["ema"])}
+    key = next(k for k, v in state["ema"].items() if v.dtype == torch.float32 and v.numel())
+    weights = state["ema"][key].clone()
+    weights.view(torch.int32).view(-1)[0] ^= 1 << 30  # one exponent bit of one weight
+    flipped["ema"][key] = weights
+    torch.save(flipped, d / "flip.pt")
+    state["config"]["model"]["model_channels"] *= 2  # weights of a twice wider network, consistently recorded
+    state["content_sha256"] = content_digest(state)
     torch.save(state, d / "wide.pt")
     (d / "evil.pt").write_bytes(pickle.dumps(_Evil(d / MARKER)))
     torch.save({"format": "cfgdiff-ema", "ema": _Evil(d / MARKER)}, d / "evil-zip.pt")
@@ -143,7 +151,7 @@ CASES = [
     Case("an unknown builtin source", None, ("prepare", "builtin:faces", "--out", "d.h5"), 1,
          "unknown built-in data set 'faces'"),
     Case("an output that exists", _exists, ("prepare", "builtin:shapes", "--out", "d.h5"), 1,
-         "d.h5 exists; pass --force to replace it"),
+         "--out d.h5 exists and was not written by cfgdiff"),
     Case("a size out of range", None, ("prepare", "builtin:shapes", "--size", "4"), 2, "Invalid value for '--size'"),
     # train
     Case("a dataset that is not HDF5", _h5_files, ("train", "--data", "text.h5", *TRAIN), 1, "is not an HDF5 file"),
@@ -171,6 +179,8 @@ CASES = [
          "trunc.pt: truncated or not a cfgdiff checkpoint"),
     Case("a checkpoint for another architecture", _checkpoints, ("sample", "wide.pt", "--n", "2", "--out", "s.npz"),
          1, "wide.pt: weights of another architecture"),
+    Case("a checkpoint with one flipped bit", _checkpoints, ("sample", "flip.pt", "--n", "2", "--out", "s.npz"),
+         1, "flip.pt: damaged checkpoint: its contents do not match their recorded SHA-256"),
     Case("a pickle that runs code (raw pickle)", _checkpoints, ("sample", "evil.pt", "--n", "2", "--out", "s.npz"), 1,
          "evil.pt: not a cfgdiff checkpoint: it pickles objects other than tensors"),
     Case("a pickle that runs code (torch zip)", _checkpoints,

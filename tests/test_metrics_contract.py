@@ -17,6 +17,7 @@ from cfgdiff.metrics import registry
 from cfgdiff.config import ScoreConfig
 from cfgdiff.sampling.report import plot_axes, write_plot
 from cfgdiff.sampling.sweep import columns, write_rows
+from cfgdiff.metrics import sources
 
 
 def _trace(gen, ref, opts):
@@ -39,9 +40,10 @@ def test_sweep_csv_has_a_column_for_every_row(tmp_path, extra_row):
     assert set(keys) <= set(read[0]) and read[0]["trace"] == "7.5" and read[1]["trace"] == ""
 
 
-def test_registered_row_reaches_the_results_json_and_the_plain_output(tmp_path, capsys, extra_row,
+def test_registered_row_reaches_the_results_json_and_the_plain_output(tmp_path, capsys, extra_row, monkeypatch,
                                                                        random_weights):  # noqa: F811
-    sigma = np.diag(np.arange(1.0, 17.0))  # stored statistics of any dimension D = 16
+    sigma = np.diag(np.arange(1.0, 17.0))  # stored statistics of dimension D = 16 (the network's, for this test)
+    monkeypatch.setattr(sources, "STATS_DIMS", {"mu": 16, "mu_s": 16})  # small statistics for the plumbing
     np.savez(tmp_path / "gen.npz", mu=np.zeros(16), sigma=sigma)
     np.savez(tmp_path / "ref.npz", mu=np.ones(16), sigma=sigma)
     args = ["score", str(tmp_path / "gen.npz"), "--ref", str(tmp_path / "ref.npz"), "--inception",

@@ -17,6 +17,7 @@ from cfgdiff.metrics.detector import load_detector
 from cfgdiff.metrics.reference import load_reference
 from cfgdiff.metrics.sources import open_input
 from cfgdiff.metrics.weights import ENV_VAR, fid_helper_file
+from cfgdiff.metrics import sources
 
 
 def _images(n: int, size: int = 8, seed: int = 0) -> np.ndarray:
@@ -46,7 +47,8 @@ def test_npz_images_stream_in_shards(tmp_path, save):
     assert [len(b) for b in inp.images.batches(0, 11, 4)] == [4, 4, 3]
 
 
-def test_stats_and_adm_reference_npz(tmp_path):
+def test_stats_and_adm_reference_npz(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "STATS_DIMS", {"mu": 4, "mu_s": 2})  # small statistics for the reader
     np.savez(tmp_path / "stats.npz", mu=np.zeros(4), sigma=np.eye(4))
     assert open_input(tmp_path / "stats.npz").kind == "npz-stats"
     np.savez(tmp_path / "ref.npz", arr_0=_images(3), mu=np.zeros(4), sigma=np.eye(4), mu_s=np.ones(2),

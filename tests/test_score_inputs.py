@@ -23,11 +23,13 @@ from cfgdiff.metrics.reference import load_reference
 from cfgdiff.metrics.sources import open_input
 from cfgdiff.metrics.weights import fid_helper_file, read_torchscript_tensors, read_weights
 from cfgdiff.parse import first_seeds, parse_seeds
+from cfgdiff.metrics import sources
 
 
 # ---- malformed files: one line each -------------------------------------------------------------------------------
 @pytest.mark.parametrize("count", [np.arange(3), np.array([5]), np.array(2.5), np.array(-1)])
-def test_stats_file_whose_count_is_not_one_integer(tmp_path, count):
+def test_stats_file_whose_count_is_not_one_integer(tmp_path, count, monkeypatch):
+    monkeypatch.setattr(sources, "STATS_DIMS", {"mu": 4, "mu_s": 4})  # small statistics for the reader
     np.savez(tmp_path / "s.npz", mu=np.zeros(4), sigma=np.eye(4), count=count)
     with pytest.raises(DataError, match="count must be one non-negative integer"):
         open_input(tmp_path / "s.npz")

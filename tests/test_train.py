@@ -19,6 +19,7 @@ from cfgdiff.runs import checkpoint_files, load_for_sampling, read_checkpoint
 from cfgdiff.train.data import PermutationStream, StepSampler
 from cfgdiff.train.loop import train
 from cfgdiff.train.setup import resolve_config
+from cfgdiff.runs import content_digest
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -129,6 +130,10 @@ def test_broken_checkpoints_are_one_clear_error(tmp_path):
     state = read_checkpoint(ema)
     state["config"]["model"]["model_channels"] = 64  # weights of a 32-channel net, config of a 64-channel one
     foreign = tmp_path / "foreign.pt"
+    torch.save(state, foreign)  # edited without its content hash: damaged
+    with pytest.raises(CheckpointError, match="do not match their recorded SHA-256"):
+        load_for_sampling(foreign)
+    state["content_sha256"] = content_digest(state)  # consistently recorded: the architecture is wrong
     torch.save(state, foreign)
     with pytest.raises(CheckpointError, match="another architecture"):
         load_for_sampling(foreign)

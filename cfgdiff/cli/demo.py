@@ -6,18 +6,20 @@ from typing import Annotated
 
 import typer
 
+from cfgdiff import limits
+
 from cfgdiff.cli import options as o
 
 
 def demo(
     out_dir: Annotated[str, typer.Option("--out-dir", "-o", metavar="DIR",
                                          help="Folder for everything the demo writes.")] = "demo",
-    kimg: Annotated[float, typer.Option("--kimg", min=0.001, metavar="KIMG", help="Training budget.")] = 60.0,
-    n: Annotated[int, typer.Option("--n", min=10, metavar="IMAGES", help="Samples per w.")] = 200,
+    kimg: Annotated[float, typer.Option("--kimg", min=limits.KIMG[0], max=limits.KIMG[1], metavar="KIMG", help="Training budget.")] = 60.0,
+    n: Annotated[int, typer.Option("--n", min=limits.DEMO_N[0], max=limits.DEMO_N[1], metavar="IMAGES", help="Samples per w.")] = 200,
     sampler: Annotated[str, typer.Option("--sampler", metavar="NAME",
                                          help="Sampler (ancestral, ddim, dpmpp-2m, heun, dpmpp-2m-sde); the "
                                               "documented results use ancestral.")] = "ancestral",
-    steps: Annotated[int, typer.Option("--steps", "-T", min=2, metavar="T",
+    steps: Annotated[int, typer.Option("--steps", "-T", min=limits.STEPS[0], max=limits.STEPS[1], metavar="T",
                                        help="Sampling steps T (NFE per sample = T, 2T where guided).")] = 32,
     grid: Annotated[str, typer.Option("--grid", metavar="NAME", help="λ grid: paper, linear or edm.")] = "paper",
     w: o.Grid = "0,1,2,4",

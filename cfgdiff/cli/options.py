@@ -12,6 +12,8 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from cfgdiff import limits
+
 from cfgdiff.config import TrainConfig, check_grid_name, check_sampler_name, check_sets
 from cfgdiff.errors import ConfigError
 from cfgdiff.parse import MAX_SEEDS, check_w, parse_classes, parse_grid, parse_interval, parse_seeds
@@ -55,7 +57,7 @@ Checkpoint = Annotated[
     typer.Argument(help="Run directory, checkpoint file or exported .safetensors (default: the newest run "
                         "under runs/).", show_default=False),
 ]
-Steps = Annotated[int, typer.Option("--steps", "-T", min=2,
+Steps = Annotated[int, typer.Option("--steps", "-T", min=limits.STEPS[0], max=limits.STEPS[1],
                                     help="T: sampling steps (λ grid points). NFE per sample = T, 2T when guided "
                                          "(heun 2T−1, doubled); --dry-run prints the exact count.")]
 V = Annotated[float, typer.Option("--v", min=0.0, max=1.0, help="Variance interpolation v of Eq. 4.")]
@@ -101,6 +103,6 @@ Rescale = Annotated[float, typer.Option("--rescale", metavar="PHI", min=0.0, max
 Threshold = Annotated[float, typer.Option("--threshold", metavar="P", min=0.0, max=1.0,
                                           help="Dynamic thresholding of x̂ at percentile P (e.g. 0.995); 0 = off.")]
 BatchPerDevice = Annotated[
-    int, typer.Option("--batch-per-device", min=1, metavar="IMAGES",
+    int, typer.Option("--batch-per-device", min=1, max=limits.BATCH_PER_DEVICE[1], metavar="IMAGES",
                       help="Images per network batch per process (a guided batch is a 2·IMAGES forward).")
 ]

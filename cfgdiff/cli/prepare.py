@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from cfgdiff import limits
+
 from cfgdiff.cli.options import rule
 from cfgdiff.config import RESIZE_METHODS, check_size
 
@@ -55,7 +57,8 @@ def prepare(
         Optional[int],
         typer.Option(
             help="At most this many images, spread evenly over the classes (builtin: the count).",
-            min=1,
+            min=limits.LIMIT[0],
+            max=limits.LIMIT[1],
             metavar="IMAGES",
             show_default="all; builtin: 20000",
         ),
@@ -63,7 +66,8 @@ def prepare(
     first_classes: Annotated[
         Optional[int],
         typer.Option("--first-classes", help="Only the first K classes in label order (a count; sample's --classes "
-                     "is a list of ids).", min=1, metavar="K", show_default="all"),
+                     "is a list of ids).", min=limits.CLASSES[0], max=limits.CLASSES[1], metavar="K",
+                     show_default="all"),
     ] = None,
     draft: Annotated[
         Optional[bool],
@@ -82,7 +86,8 @@ def prepare(
         ),
     ] = None,
     seed: Annotated[
-        Optional[int], typer.Option(help="Random seed of builtin sources.", min=0, metavar="INT", show_default="0")
+        Optional[int], typer.Option(help="Random seed of builtin sources.", min=limits.SEED[0], max=limits.SEED[1],
+                                    metavar="INT", show_default="0")
     ] = None,
     preset: Annotated[
         Optional[str],
@@ -94,7 +99,8 @@ def prepare(
     ] = None,
     workers: Annotated[
         int,
-        typer.Option(help="Decoding processes; 0: one per core (the fastest), 1: decode in the main process.", min=0, metavar="COUNT"),
+        typer.Option(help="Decoding processes; 0: one per core (the fastest), 1: decode in the main process.",
+                     min=limits.WORKERS[0], max=limits.WORKERS[1], metavar="COUNT"),
     ] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
     dry_run: Annotated[

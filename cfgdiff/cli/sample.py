@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from cfgdiff import limits
+
 from cfgdiff.cli import options as o
 
 
@@ -19,7 +21,7 @@ def sample(
              "mild guidance (paper Fig. 1: FID 3.03, IS 92.8; best FID at w = 0.1, best IS at w ≥ 4).")] = 0.3,
     n: o.N = 50000,
     steps: Annotated[int, typer.Option(
-        "--steps", "-T", min=2,
+        "--steps", "-T", min=limits.STEPS[0], max=limits.STEPS[1],
         help="T: sampling steps (λ grid points). NFE per sample: T, 2T when guided (heun: 2T−1, doubled when "
              "guided), "
              "less with --guidance-interval; --dry-run prints it. Default 256: the paper's.")] = 256,
@@ -43,7 +45,7 @@ def sample(
     classes: o.Classes = None,
     batch_per_device: o.BatchPerDevice = 64,
     shard_size: Annotated[
-        int, typer.Option("--shard-size", min=1, metavar="IMAGES", help="Images per part file (the unit of resume).")
+        int, typer.Option("--shard-size", min=limits.SHARD[0], max=limits.SHARD[1], metavar="IMAGES", help="Images per part file (the unit of resume).")
     ] = 1000,
     preview: Annotated[Optional[Path], typer.Option(
         "--preview", metavar="FILE.png", help="Also write a PNG grid of the first 64 samples.")] = None,

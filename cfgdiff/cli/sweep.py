@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from cfgdiff import limits
+
 from cfgdiff.cli import options as o
 from cfgdiff.config import parse_axis, parse_interval_axis, parse_steps_axis
 from cfgdiff.metrics import registry  # standard library only: --help stays fast
@@ -51,7 +53,7 @@ def sweep(
     seeds: o.Seeds = None,
     balanced: o.Balanced = False,
     batch_per_device: Annotated[
-        int, typer.Option("--batch-per-device", min=1, metavar="IMAGES", help="Images per sampling batch (per process).")
+        int, typer.Option("--batch-per-device", min=1, max=limits.BATCH_PER_DEVICE[1], metavar="IMAGES", help="Images per sampling batch (per process).")
     ] = 64,
     inception: Annotated[Optional[str], typer.Option("--inception", help="Inception weights file.")] = None,
     metrics: Annotated[

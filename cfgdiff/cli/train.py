@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from cfgdiff import limits
+
 from cfgdiff.cli import options as o
 from cfgdiff.config import train_preset
 
@@ -26,24 +28,24 @@ def train(
     ] = None,
     kimg: Annotated[
         Optional[float],
-        typer.Option("--kimg", min=0.001, metavar="KIMG", help="Training duration in thousands of images (default: the preset's; adm64: the paper's 540K steps of 2048)."),
+        typer.Option("--kimg", min=limits.KIMG[0], max=limits.KIMG[1], metavar="KIMG", help="Training duration in thousands of images (default: the preset's; adm64: the paper's 540K steps of 2048)."),
     ] = None,
     batch: Annotated[
         Optional[int],
-        typer.Option("--batch", min=1, metavar="IMAGES", help="Global batch, all processes and accumulation rounds together (default: the preset's; adm64: 2048 as the paper)."),
+        typer.Option("--batch", min=limits.BATCH[0], max=limits.BATCH[1], metavar="IMAGES", help="Global batch, all processes and accumulation rounds together (default: the preset's; adm64: 2048 as the paper)."),
     ] = None,
     batch_per_device: Annotated[
         Optional[int],
-        typer.Option("--batch-per-device", min=1, metavar="IMAGES",
+        typer.Option("--batch-per-device", min=1, max=limits.BATCH_PER_DEVICE[1], metavar="IMAGES",
                      help="Micro-batch per process; below batch/processes, gradients accumulate (default: the largest that fits the device)."),
     ] = None,
     lr: Annotated[
         Optional[float],
-        typer.Option("--lr", min=0.0, metavar="RATE", help="AdamW learning rate (default: the preset's; adm64: 3e-4 as ADM)."),
+        typer.Option("--lr", min=limits.LR[0], max=limits.LR[1], metavar="RATE", help="AdamW learning rate (default: the preset's; adm64: 3e-4 as ADM)."),
     ] = None,
     lr_warmup_kimg: Annotated[
         Optional[float],
-        typer.Option("--lr-warmup", min=0.0, metavar="KIMG", help="Linear learning-rate warm-up (default: the preset's; ADM uses none)."),
+        typer.Option("--lr-warmup", min=0.0, max=limits.KIMG[1], metavar="KIMG", help="Linear learning-rate warm-up (default: the preset's; ADM uses none)."),
     ] = None,
     ema_decay: Annotated[
         Optional[float],
@@ -59,23 +61,23 @@ def train(
     ] = None,
     grad_clip: Annotated[
         Optional[float],
-        typer.Option("--grad-clip", min=0.0, metavar="NORM", help="Max gradient norm; 0: no clipping (default: 0, as ADM)."),
+        typer.Option("--grad-clip", min=limits.GRAD_CLIP[0], max=limits.GRAD_CLIP[1], metavar="NORM", help="Max gradient norm; 0: no clipping (default: 0, as ADM)."),
     ] = None,
     seed: Annotated[
         Optional[int],
-        typer.Option("--seed", min=0, metavar="INT", help="Seed of weights, data order and noise (default: 0)."),
+        typer.Option("--seed", min=limits.SEED[0], max=limits.SEED[1], metavar="INT", help="Seed of weights, data order and noise (default: 0)."),
     ] = None,
     tick_kimg: Annotated[
         Optional[float],
-        typer.Option("--tick", min=0.001, metavar="KIMG", help="Interval of the progress line and stats.jsonl rows (default: the preset's)."),
+        typer.Option("--tick", min=limits.KIMG[0], max=limits.KIMG[1], metavar="KIMG", help="Interval of the progress line and stats.jsonl rows (default: the preset's)."),
     ] = None,
     snapshot_kimg: Annotated[
         Optional[float],
-        typer.Option("--snapshot", min=0.001, metavar="KIMG", help="Interval of checkpoints, the resume points (default: the preset's)."),
+        typer.Option("--snapshot", min=limits.KIMG[0], max=limits.KIMG[1], metavar="KIMG", help="Interval of checkpoints, the resume points (default: the preset's)."),
     ] = None,
     grid_kimg: Annotated[
         Optional[float],
-        typer.Option("--preview-every", min=0.001, metavar="KIMG",
+        typer.Option("--preview-every", min=limits.KIMG[0], max=limits.KIMG[1], metavar="KIMG",
                      help="Interval of the preview PNGs (fixed seeds at w = 0 and w = grid_w) "
                      "(default: the preset's)."),
     ] = None,
@@ -83,11 +85,11 @@ def train(
     grid_schedule: o.GridName = None,
     keep: Annotated[
         Optional[int],
-        typer.Option("--keep", min=1, metavar="COUNT", help="Checkpoints kept, the oldest removed first (default: 3)."),
+        typer.Option("--keep", min=limits.KEEP[0], max=limits.KEEP[1], metavar="COUNT", help="Checkpoints kept, the oldest removed first (default: 3)."),
     ] = None,
     workers: Annotated[
         Optional[int],
-        typer.Option("--workers", min=0, metavar="COUNT", help="Data-loading processes per rank (default: the preset's)."),
+        typer.Option("--workers", min=limits.WORKERS[0], max=limits.WORKERS[1], metavar="COUNT", help="Data-loading processes per rank (default: the preset's)."),
     ] = None,
     compile_: Annotated[
         Optional[bool],
@@ -105,7 +107,7 @@ def train(
     ] = None,
     hours: Annotated[
         float,
-        typer.Option("--hours", min=0.001, metavar="HOURS", help="With --dry-run: the wall time to plan for."),
+        typer.Option("--hours", min=limits.HOURS[0], max=limits.HOURS[1], metavar="HOURS", help="With --dry-run: the wall time to plan for."),
     ] = 24.0,
     dry_run: Annotated[
         bool,

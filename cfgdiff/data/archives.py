@@ -41,6 +41,7 @@ from cfgdiff.data.sources import (
     member_path,
 )
 from cfgdiff.errors import DataError
+from cfgdiff.files import open_regular
 
 BATCH_IMAGES = 64  # images per task: enough to amortise the inter-process hop for CIFAR-sized files
 BATCH_BYTES = 8 << 20  # ... but bounded in bytes for large photos
@@ -115,7 +116,7 @@ class RandomAccess:
             os.close(fd)
 
     def _read_file(self, rel: str) -> bytes:
-        with open(Path(self.path, rel), "rb") as f:
+        with open_regular(Path(self.path, rel)) as f:  # a FIFO or a link to a device: unreadable, not a hang
             return read_capped(f, os.fstat(f.fileno()).st_size)
 
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from cfgdiff.data.decode import Decoded, ImageSpec
 from cfgdiff.errors import DataError
+from cfgdiff.files import require_regular
 
 IMAGE_SUFFIXES = frozenset(
     ".jpg .jpeg .jpe .jfif .png .bmp .gif .webp .tif .tiff .ppm .pgm .pbm .pnm .tga".split()
@@ -146,6 +147,7 @@ def read_class_map(path: Path) -> ClassMap:
     """Parse `n02119789 1 kit_fox` (map_clsloc.txt) or `n01440764 tench, Tinca tinca` lines."""
     names: dict[str, str] = {}
     index: dict[int, str] = {}
+    require_regular(path, "class map")
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:

@@ -13,9 +13,32 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from cfgdiff.errors import CfgdiffError
 from cfgdiff.files import atomic_path, sha256_file
+
+_NOTED: set[str] = set()
+
+
+def cache_write(path: Path, write: Callable[[Path], None]) -> bool:
+    """The cache rule: the cache only saves time, so a cache that cannot be written (read-only, full,
+    not a folder) degrades to no cache, with one note per process; `write(tmp)` fills a temporary
+    file that is renamed onto `path`. Returns whether it was written."""
+    try:
+        with atomic_path(path) as tmp:
+            write(tmp)
+        return True
+    except (OSError, CfgdiffError) as e:
+        root = str(Path(path).parent.parent)
+        if root not in _NOTED:
+            _NOTED.add(root)
+            reason = getattr(e, "strerror", None) or str(e)
+            print(f"cfgdiff: note: the cache {root} cannot be written ({reason}); going on without it",
+                  file=sys.stderr)
+        return False
 
 
 def cache_root() -> Path:
@@ -36,14 +59,27 @@ def content_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _stamp(st: os.stat_result) -> str:
+    # ctime cannot be set by a user (touch -d, cp -p and tar restore mtime, not ctime) and changes with
+    # every write, rename or chmod; with the inode, an in-place rewrite always changes the stamp (Git's index
+    # keys on the same fields)
+    return f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}"
+
+
 def _listing(path: Path) -> str:
-    """What the memo is keyed on: size and mtime_ns of a file, or of every file of a folder with its relative
-    name (a folder's own size and mtime do not change when an image is rewritten in place)."""
+    """What the memo is keyed on: size, mtime, ctime and inode of a file, or of every file of a folder
+    with its relative name (a folder's own stamp does not change when an image is rewritten in place)."""
     if path.is_file():
-        st = path.stat()
-        return f"{st.st_size}\0{st.st_mtime_ns}"
+        return _stamp(path.stat())
     files = sorted(p for p in path.rglob("*") if p.is_file())
-    return "\0".join(f"{p.relative_to(path)}\0{p.stat().st_size}\0{p.stat().st_mtime_ns}" for p in files)
+    return "\0".join(f"{p.relative_to(path)}\0{_stamp(p.stat())}" for p in files)
+
+
+def content_key(path: Path | str) -> str:
+    """The key every "done earlier" check compares an input by (the memo's key): a digest of its real path
+    and `_listing`; any change to the content changes it."""
+    path = Path(path).resolve()
+    return hashlib.sha256(f"{path}\0{_listing(path)}".encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def memo_content_sha256(path: Path, cache_dir: Path | None) -> str:
@@ -51,13 +87,11 @@ def memo_content_sha256(path: Path, cache_dir: Path | None) -> str:
     path = Path(path).resolve()
     if cache_dir is None:
         return content_sha256(path)
-    key = hashlib.sha256(f"{path}\0{_listing(path)}".encode()).hexdigest()[:32]
-    memo = Path(cache_dir) / "hashes" / f"{key}.json"
+    memo = Path(cache_dir) / "hashes" / f"{content_key(path)}.json"
     try:
         return json.loads(memo.read_text())["sha256"]
     except (OSError, ValueError, KeyError):
         pass
     digest = content_sha256(path)
-    with atomic_path(memo) as tmp:
-        tmp.write_text(json.dumps({"path": str(path), "sha256": digest}) + "\n")
+    cache_write(memo, lambda tmp: tmp.write_text(json.dumps({"path": str(path), "sha256": digest}) + "\n"))
     return digest

@@ -27,9 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from cfgdiff.errors import DataError
+from cfgdiff.files import is_regular, require_regular
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 STATS_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
+# The feature dimensions every statistics file must have: the FID Inception's pool_3 (2048) and ADM's
+# sFID spatial features (7 channels of mixed_6/conv at 17×17 = 2023); cfgdiff.metrics.inception's
+# POOL_DIM and SPATIAL_DIM (torch-free here). Statistics of another network or another layer are
+# refused: an FID between them would be a number that means nothing.
+STATS_DIMS = {"mu": 2048, "mu_s": 2023}
 
 
 class ImageSource:
@@ -141,8 +147,9 @@ def image_files(root: Path) -> list[Path]:
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(folder) / f for f in files
-                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+        found += [Path(folder) / f for f in files  # regular files only: a FIFO named x.png would block
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+                  and is_regular(Path(folder) / f)]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -172,8 +179,7 @@ def open_input(path: str | Path) -> Input:
     path = Path(path)
     if path.is_dir():
         return Input(path, "folder", FolderImages(path), None)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file or folder")
+    require_regular(path)
     if zipfile.is_zipfile(path):
         return _open_zip(path)
     with open(path, "rb") as f:
@@ -226,6 +232,9 @@ def check_stats(stats: dict[str, np.ndarray], name: str) -> None:
         if mu in stats and (stats[mu].ndim != 1 or stats[sigma].shape != (len(stats[mu]),) * 2):
             raise DataError(f"{name}: {mu} must be (D,) and {sigma} (D, D), got {stats[mu].shape} and "
                             f"{stats[sigma].shape}")
+        if mu in stats and len(stats[mu]) != STATS_DIMS[mu]:
+            raise DataError(f"{name}: {mu} has {len(stats[mu])} dimensions, not the Inception network's "
+                            f"{STATS_DIMS[mu]}; statistics of another network cannot be compared")
     if "count" in stats:
         count = stats["count"]
         if count.shape != () or count.dtype.kind not in "iu" or count < 0:
@@ -233,14 +242,17 @@ def check_stats(stats: dict[str, np.ndarray], name: str) -> None:
                             f"{count.shape}")
 
 
-def recorded_dataset(samples: str | Path) -> str | None:
-    """The training dataset that `cfgdiff sample` recorded in `<samples>.json`, or None (no or unreadable file)."""
+def recorded_dataset(samples: str | Path) -> tuple[str | None, dict | None]:
+    """The training dataset that `cfgdiff sample` recorded in `<samples>.json` and its fingerprint, or
+    (None, None) (no or unreadable file)."""
     try:
         meta = json.loads(Path(f"{samples}.json").read_text())
     except (OSError, ValueError):
-        return None
+        return None, None
     dataset = meta.get("dataset") if isinstance(meta, dict) else None
-    return dataset if isinstance(dataset, str) and dataset else None
+    fingerprint = meta.get("dataset_fingerprint") if isinstance(meta, dict) else None
+    return (dataset if isinstance(dataset, str) and dataset else None,
+            fingerprint if isinstance(fingerprint, dict) else None)
 
 
 def _npy_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:

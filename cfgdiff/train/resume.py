@@ -4,6 +4,7 @@ may change (`RESUMABLE_CHANGES`: duration, intervals, workers, compile)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,34 @@ def load_state(run_dir: Path, cfg: TrainConfig, m: StepModel, dataset: dict[str,
     return restore_training(state, path, m.net, m.ema, m.opt)
 
 
+def stats_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a stats.jsonl; a row that is not a JSON object (torn by a kill or a full disk
+    mid-append) is dropped, with one note. The one reader of the file."""
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("step", 0), int):
+            rows.append(row)
+    if len(rows) != len(lines):
+        print(f"cfgdiff: note: {path}: dropped {len(lines) - len(rows)} damaged row(s)", file=sys.stderr)
+    return rows
+
+
 def trim_stats(path: Path, step: int) -> None:
-    """Drop stats rows past the resumed step (written after the checkpoint by a run that then died)."""
+    """Drop stats rows past the resumed step (written after the checkpoint by a run that then died), and
+    damaged rows."""
     if not path.exists():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = [line for line in rows if json.loads(line).get("step", 0) <= step]
-    if len(keep) != len(rows):
-        write_text(path, "".join(line + "\n" for line in keep))
+    text = path.read_text(errors="replace")
+    rows = stats_rows(path)
+    keep = [row for row in rows if row.get("step", 0) <= step]
+    new = "".join(json.dumps(row) + "\n" for row in keep)
+    if new != text:
+        write_text(path, new)
