@@ -200,6 +200,9 @@ def atomic_path(path: Path, *, owner: Owner | None = None) -> Iterator[Path]:
     except OSError as e:  # permissions changed mid-run, a read-only mount: one line, not a traceback
         if e.errno in _DENIED and e.filename is not None and Path(e.filename).parent == path.parent:
             raise DataError(f"cannot write {path}: {e.strerror}") from None
+        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):  # a full disk: one line naming the file
+            raise DataError(f"cannot write {path}: {e.strerror} (disk full or over a size limit); the file it "
+                            "would replace is kept, and completed work is saved: free space and rerun") from None
         raise
     finally:
         with contextlib.suppress(OSError):
@@ -212,6 +215,18 @@ def atomic_write(path: Path, write: Callable[[Any], None], *, owner: Owner | Non
     with atomic_path(path, owner=owner) as tmp, open(tmp, "wb") as f:
         write(f)
         f.flush()
+
+
+@contextlib.contextmanager
+def serializer_errors(path: Path, *kinds: type[BaseException]) -> Iterator[None]:
+    """A third-party serializer (torch.save, safetensors) that reports a failed write (a full disk, a
+    file-size limit) as an error of its own type: one line naming the file, never a traceback."""
+    try:
+        yield
+    except kinds as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise DataError(f"cannot write {path}: {reason} (disk full or over a size limit?); "
+                        "the file it would replace is kept") from None
 
 
 def publish(tmp: Path, path: Path, *, sync: bool = True) -> None:

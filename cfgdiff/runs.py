@@ -35,7 +35,7 @@ import torch
 
 from cfgdiff.config import DiffusionConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from cfgdiff.errors import CheckpointError, ConfigError, DataError
-from cfgdiff.files import atomic_write, require_regular, sha256_file
+from cfgdiff.files import atomic_write, require_regular, serializer_errors, sha256_file
 
 TRAIN_FORMAT, EMA_FORMAT = "cfgdiff-train-state", "cfgdiff-ema"
 VERSION = 1
@@ -96,7 +96,7 @@ def atomic_save(obj: Any, path: Path) -> None:
 
     if isinstance(obj, dict) and "format" in obj:
         obj = {**obj, "content_sha256": content_digest(obj)}
-    with stops.critical():  # torch.save must not be interrupted: its writer then raises its own error
+    with stops.critical(), serializer_errors(path, RuntimeError):  # torch.save must not be interrupted
         atomic_write(path, lambda f: torch.save(obj, f))
 
 

@@ -276,7 +276,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_part(command, tmp_path):
     r = cfgdiff(args, tmp_path, env_for(ws), preexec=file_size_limit(2000))
     lines = error_lines(r.stderr)
     assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    assert lines[0].startswith("cfgdiff: error: cannot write: File too large (disk full or over a size limit)")
+    part = f".d.{'h5' if command == 'prepare' else 'npz'}.partial/part-000000000.npz"
+    assert lines[0].startswith(f"cfgdiff: error: cannot write {part}: File too large (disk full or over a size limit)")
     # only the resumable bookkeeping remains, no partly written part
     partial = tmp_path / (".d.h5.partial" if command == "prepare" else ".d.npz.partial")
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted([partial.name, "plan.json"])

@@ -24,7 +24,9 @@ def export_safetensors(run: str | Path, out: str | Path | None = None, force: bo
     import torch
     from safetensors.torch import save_file
 
-    from cfgdiff.files import Owner, atomic_path, check_outputs, job_id, run_inputs, sha256_file
+    from safetensors import SafetensorError
+
+    from cfgdiff.files import Owner, atomic_path, check_outputs, job_id, run_inputs, serializer_errors, sha256_file
     from cfgdiff.runs import read_checkpoint, resolve_weights_file
 
     source = resolve_weights_file(Path(run))
@@ -39,7 +41,7 @@ def export_safetensors(run: str | Path, out: str | Path | None = None, force: bo
         "images_seen": str(int(state["images_seen"])), "source": source.name, "source_sha256": sha256_file(source),
         "cfgdiff_version": __version__,
     }
-    with atomic_path(out, owner=owner) as tmp:
+    with serializer_errors(out, SafetensorError), atomic_path(out, owner=owner) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return {"source": str(source), "out": str(out), "step": int(state["step"]),
             "kimg": int(state["images_seen"]) / 1000, "tensors": len(tensors),

@@ -25,6 +25,7 @@ global batch is reached by gradient accumulation: the optimiser step is the pres
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -82,8 +83,9 @@ def available_bytes(device: torch.device) -> int:
 
 def fit_micro_batch(per_process: int, params: int, per_image: int, budget: int) -> int | None:
     """The largest divisor b of `per_process` with need(b) ≤ budget; None when not even b = 1 fits."""
-    fits = [b for b in range(1, per_process + 1)
-            if per_process % b == 0 and training_bytes(params, per_image, b) <= budget]
+    small = [d for d in range(1, math.isqrt(per_process) + 1) if per_process % d == 0]
+    divisors = {*small, *(per_process // d for d in small)}  # O(sqrt) of a batch up to 2^20
+    fits = [b for b in divisors if training_bytes(params, per_image, b) <= budget]
     return max(fits) if fits else None
 
 
