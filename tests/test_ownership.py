@@ -20,6 +20,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,3 +229,27 @@ def test_private_names_fit_name_max_for_every_legal_output_name(tmp_path, length
     store.write(0, {"a": np.ones(1)})
     assert store.read(0)["a"].tolist() == [1.0] and files.is_ours(out)
     assert {p.name for p in tmp_path.iterdir()} == {name, files.LEDGER, store.dir.name}
+
+
+def test_a_second_train_on_a_run_folder_in_use_is_one_line(tmp_path):
+    """Two `train` runs on one folder both exited 0, with duplicate stats rows: the folder is locked."""
+    from faults_support import env_for
+
+    ws = workspace()
+    args = [sys.executable, "-m", "cfgdiff", "train", "--data", str(ws / "data" / "shapes16.h5"), "--preset", "tiny",
+            "--run-dir", "run", "--kimg", "100", "--batch", "64", "--batch-per-device", "8", "--workers", "0",
+            "--preview-every", "100"]
+    first = subprocess.Popen(args, cwd=tmp_path, env=env_for(ws), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "run" / "config.json").exists():  # the first has made and locked its folder
+            assert time.monotonic() < deadline and first.poll() is None, first.stderr.read()
+            time.sleep(0.05)
+        second = subprocess.run(args, cwd=tmp_path, env=env_for(ws), capture_output=True, text=True, timeout=120)
+        lines = [ln for ln in second.stderr.splitlines() if "error:" in ln]
+        assert second.returncode == 1 and len(lines) == 1, second.stderr
+        assert f"is being written by another cfgdiff run: pid {first.pid}" in lines[0] and "(train)" in lines[0]
+    finally:
+        first.kill()
+        first.wait()
