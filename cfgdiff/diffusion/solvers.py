@@ -161,9 +161,10 @@ def _multistep_2m(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg:
     D_0 = x̂_0;  D_i = (1 + 1/(2r_i)) x̂_i − 1/(2r_i) x̂_{i−1},  r_i = h_{i−1}/h_i,
     then z_{i+1} = update(z_i, D_i, h_i, α_{i+1}, σ_i, σ_{i+1}). Returns x̂ at λ_T.
 
-    The step into λ_T is first order, D = x̂ (DPM-Solver's `lower_order_final`; k-diffusion and
-    diffusers also take the step that lands on the grid's end at first order). Grids that widen
-    toward λ_max make the last step many times its predecessor: on the paper's grid at T = 16,
+    The step into λ_T is first order, D = x̂, at every T: cfgdiff's own choice (DPM-Solver's code
+    lowers the final order only below 10 steps; k-diffusion and diffusers only for the final step to
+    σ = 0; docs/math.md). Grids that widen toward λ_max make the last step many times its
+    predecessor: on the paper's grid at T = 16,
     r = 0.09, and the 2M extrapolation would be D = 6.5 x̂_i − 5.5 x̂_{i−1}, which leaves the
     network's error in x̂ amplified in the image (docs/benchmarks.md measures it).
     """
