@@ -96,6 +96,16 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def duration(seconds: float) -> str:
+    """A plan's duration for people: 42 s, 7.5 min, 3.2 h, 12 days, 134 years (never "0.00 h")."""
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size * (1.5 if unit in ("years", "days") else 1):
+            return f"{seconds / size:.2g} {unit}" if seconds / size < 10 else f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+
+
 def _duration(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf"):
         return "?"

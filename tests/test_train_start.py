@@ -142,7 +142,9 @@ def test_header_log_stats_and_tensorboard_scalars(tmp_path, capsys):
     header = [ln for ln in err.splitlines() if ln.startswith("train: preset")]
     assert len(header) == 2 and "1.37M parameters" in header[0] and "micro-batch 4 × 1 accumulation = batch 4" \
         in header[0] and "(new)" in header[0] and "(resuming at step 2)" in header[1], err
-    assert "s/kimg over the first tick; ETA" in err
+    assert "train: plan on cpu: a micro-batch of 4 takes" in err and "; ETA " in err
+    ticks = [ln for ln in err.splitlines() if ln.startswith("tick: step ")]  # the first tick of each session, echoed
+    assert len(ticks) == 2 and all(" ETA " in ln for ln in ticks), err
     run = tmp_path / "run"
     log = (run / "log.txt").read_text().splitlines()
     assert sum("train: preset tiny" in ln for ln in log) == 2 and sum(" tick: step " in ln for ln in log) == 3 + 2
@@ -181,3 +183,29 @@ def test_sample_grid_is_captioned_with_w_and_kimg(tmp_path):
     for top in (0, CAPTION_HEIGHT + 16):  # each band: black with white text
         band = px[top:top + CAPTION_HEIGHT]
         assert set(np.unique(band)) - {0} and (band == 0).mean() > 0.5
+
+
+def test_the_plan_is_measured_and_a_far_too_slow_zero_flag_plan_is_refused_with_one_that_fits(tmp_path, monkeypatch,
+                                                                                               capsys):
+    from cfgdiff.train import estimate
+
+    monkeypatch.setattr(estimate, "MAX_STEP_SECONDS", 0.0)  # every plan is "far too slow" on this machine
+    with pytest.raises(CfgdiffError) as e:
+        train(tiny_config(tmp_path, "refused"), refuse_slow=True)
+    message = str(e.value)
+    assert "\n" not in message and "this plan is far too slow here: one optimiser step takes" in message
+    assert f"cfgdiff train --data {tmp_path / 'toy.h5'} --preset tiny --batch 64 --kimg " in message
+    assert not (tmp_path / "refused").exists()  # refused before the first step: nothing written
+    summary = train(tiny_config(tmp_path, "warned", kimg=0.008))  # explicit flags: a warning, and it runs
+    assert summary["steps"] == 2 and "cfgdiff: warning: this plan is far too slow" in capsys.readouterr().err
+
+
+def test_measuring_the_plan_leaves_the_run_bit_identical(tmp_path, monkeypatch):
+    measured = train(tiny_config(tmp_path, "measured", kimg=0.008))
+    monkeypatch.setattr(loop, "plan_check", lambda *args, **kwargs: None)
+    plain = train(tiny_config(tmp_path, "plain", kimg=0.008))
+    assert measured["steps"] == plain["steps"] == 2
+    a = read_checkpoint(tmp_path / "measured" / "checkpoint-00000002.pt")
+    b = read_checkpoint(tmp_path / "plain" / "checkpoint-00000002.pt")
+    for key in ("model", "ema"):
+        assert all(torch.equal(a[key][n], b[key][n]) for n in a[key]), key

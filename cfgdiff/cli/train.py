@@ -141,7 +141,10 @@ def train(
     from cfgdiff.train.setup import plan, resolve_config
 
     cfg = resolve_config(data, preset, run_dir, overrides)
-    result = plan(cfg, hours) if dry_run else run_training(cfg, log or [])
+    # zero-flag: the preset's plan was not asked for by the user, so a plan far too slow for this device
+    # is refused with a command that fits (cfgdiff.train.estimate); explicit sizing flags are obeyed
+    zero_flag = preset is None and kimg is None and batch is None and batch_per_device is None and not sets
+    result = plan(cfg, hours) if dry_run else run_training(cfg, log or [], refuse_slow=zero_flag)
     if not dist.is_main():  # under torchrun, rank 0 alone reports
         return
     if as_json:
@@ -153,6 +156,8 @@ def train(
             f"(training ≈ 3×), {result['steps']} steps × {cfg.batch} images; "
             f"{result['img_per_s_needed']:.1f} img/s ({result['tflops_needed']:.3g} TFLOP/s) to finish in {hours:g} h"
         )
+        if result.get("estimate"):
+            typer.echo(result["estimate"]["line"])
     else:
         loss = "n/a" if result["loss"] is None else f"{result['loss']:.4g}"
         typer.echo(f"trained {result['kimg']:g} kimg in {cfg.run_dir} (loss {loss})", err=True)

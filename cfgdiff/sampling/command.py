@@ -105,9 +105,11 @@ def run_sample_command(req: SampleConfig) -> dict[str, Any]:
 
 def plan_line(plan: dict[str, Any]) -> str:
     """The dry run's plan in one line (stdout)."""
+    from cfgdiff.console import duration
+
     return (f"plan: {plan['n']} samples with {plan['sampler']} on the {plan['grid']} grid, T = {plan['steps']}, "
             f"w = {plan['w']:g}: NFE = {plan['nfe_per_sample']} per sample, {plan['nfe']:,} in all; "
-            f"~{plan['estimated_seconds'] / 3600:.2f} h on {plan['processes']}× {plan['device']}")
+            f"~{duration(plan['estimated_seconds'])} on {plan['processes']}× {plan['device']}")
 
 
 def _write_preview(npz: Path, png: Path, owner: Any, count: int = 64) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cfgdiff.config import SamplerConfig, SweepConfig
+from cfgdiff.console import duration
 from cfgdiff.errors import OutputError
 from cfgdiff.files import Owner, is_ours, write_text
 
@@ -232,7 +233,7 @@ def format_plan(plan: dict[str, Any], out_dir: Path) -> str:
         gi = f", λ∈{r['guidance_interval']}" if r["guidance_interval"] else ""
         lines.append(f"  {r['sampler']}, T={r['steps']}, {r['grid']} grid{gi}, w={r['w']:g}: "
                      f"NFE {r['nfe_per_sample']} per sample")
-    lines.append(f"NFE = {plan['nfe']:,} in all; ~{plan['estimated_seconds'] / 3600:.2f} h of sampling on "
+    lines.append(f"NFE = {plan['nfe']:,} in all; ~{duration(plan['estimated_seconds'])} of sampling on "
                  f"{plan['processes']}× {plan['device']} ({plan['seconds_per_forward'] * 1000:.1f} ms per forward of "
                  f"{plan['forward_batch']} images; Inception scoring not included); disk ~{plan['disk_bytes'] / 1e6:.0f} MB")
     return "\n".join(lines)

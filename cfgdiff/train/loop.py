@@ -26,15 +26,16 @@ import torch
 from cfgdiff import dist, stops
 from cfgdiff.config import TrainConfig, to_dict
 from cfgdiff.console import Progress, _duration
-from cfgdiff.errors import Interrupted, NumericalError
+from cfgdiff.errors import CfgdiffError, Interrupted, NumericalError
 from cfgdiff.runs import checkpoint_files, dataset_record, save_checkpoint
+from cfgdiff.train import estimate
 from cfgdiff.train.data import StepSampler, chunk_seed
 from cfgdiff.train.grid import write_sample_grid
 from cfgdiff.train.resume import load_state
 from cfgdiff.train.start import check_creatable, header, with_micro_batch
 from cfgdiff.train.step import StepModel, accumulate_gradients, apply_gradients, setup_model
 from cfgdiff.train.tracking import RunLog, check_loggers
-from cfgdiff.train.workers import worker_init
+from cfgdiff.train.workers import usable_cores, usable_workers, worker_init
 
 
 def total_steps(cfg: TrainConfig) -> int:
@@ -48,24 +49,27 @@ def crossed(interval_kimg: float, batch: int, step: int) -> bool:
     return (step + 1) * batch // every > step * batch // every
 
 
-def train(cfg: TrainConfig, loggers: list[str] | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, loggers: list[str] | None = None, refuse_slow: bool = False) -> dict[str, Any]:
     """Train the run `cfg.run_dir` up to cfg.kimg, resuming from its newest checkpoint; returns a
     summary (steps, kimg, last loss, files written, throughput). The micro-batch, when not set, is
     resolved from the device (cfgdiff.train.start); the run folder appears after the first step.
-    Stops follow cfgdiff.stops; the run folder is claimed as train's and locked while it trains."""
+    Stops follow cfgdiff.stops; the run folder is claimed as train's and locked while it trains.
+    Before the first step one micro-batch is timed (cfgdiff.train.estimate): the plan's step time,
+    img/s and ETA are printed, and a far too slow plan is refused (`refuse_slow`: zero-flag `train`)
+    or warned about."""
     old_handlers = stops.install()
     run_dir = Path(cfg.run_dir)
     check_creatable(run_dir)
     log = RunLog(run_dir, loggers)
     log.hold_lock()  # an existing folder now; a new one once the first step has made it
     try:
-        return _train(cfg, loggers, log)
+        return _train(cfg, loggers, log, refuse_slow)
     finally:
         log.close()
         stops.restore(old_handlers)
 
 
-def _train(cfg: TrainConfig, loggers: list[str] | None, log: RunLog) -> dict[str, Any]:
+def _train(cfg: TrainConfig, loggers: list[str] | None, log: RunLog, refuse_slow: bool) -> dict[str, Any]:
     from cfgdiff.data.dataset import ImageDataset
     from cfgdiff.nn import build_unet, count_params
 
@@ -96,10 +100,15 @@ def _train(cfg: TrainConfig, loggers: list[str] | None, log: RunLog) -> dict[str
         ctx.log.close()
         return _summary(cfg, run_dir, start, start, ctx, None)
     sampler = StepSampler(len(dataset), cfg.seed, cfg.batch, micro, rank, world, start, stop)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
+    workers = usable_workers(cfg.workers, device.type)  # the data order does not depend on it
+    if workers < cfg.workers:
+        ctx.log.line(f"train: {workers} data-loading workers, not {cfg.workers}: {usable_cores()} usable cores"
+                     f"{', one left to training on the CPU' if device.type != 'cuda' else ''}", echo=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                          pin_memory=device.type == "cuda", worker_init_fn=worker_init())
     ctx.log.line(header(cfg, count_params(m.net), device, m.autocast, world, why, {**info, "count": len(dataset)},
                         start))
+    ctx.estimate = plan_check(cfg, m, dataset, micro, rounds, stop - start, device, world, refuse_slow, ctx.log)
     t0 = time.monotonic()
     done = start  # optimiser steps applied so far
     try:
@@ -133,6 +142,22 @@ def _train(cfg: TrainConfig, loggers: list[str] | None, log: RunLog) -> dict[str
     return _summary(cfg, run_dir, start, stop, ctx, (stop - start) * cfg.batch / seconds if seconds > 0 else None)
 
 
+def plan_check(cfg: TrainConfig, m: StepModel, dataset: Any, micro: int, rounds: int, steps_left: int,
+               device: torch.device, world: int, refuse_slow: bool, log: RunLog) -> estimate.Estimate:
+    """Time one micro-batch here and print the plan; refuse (`refuse_slow`) or warn when it is far too slow."""
+    est, x, labels = estimate.measure(m, cfg, dataset, micro, rounds, steps_left)
+    log.line(estimate.line(est, device, steps_left * cfg.batch / 1000))
+    if est.too_slow():
+        hint = (estimate.suggestion(cfg, estimate.tiny_img_per_s(cfg, x, labels, device)) if world == 1
+                else "a smaller --preset or --kimg, or more GPUs")
+        message = (f"this plan is far too slow here: one optimiser step takes {estimate.duration(est.step_seconds)} "
+                   f"and the run {estimate.duration(est.eta_seconds)}; to start now, run {hint}")
+        if refuse_slow:
+            raise CfgdiffError(message)
+        log.line(f"cfgdiff: warning: {message} (starting, as the flags ask)")
+    return est
+
+
 def _summary(cfg: TrainConfig, run_dir: Path, start: int, stop: int, ctx: _Loop,
              img_per_s: float | None) -> dict[str, Any]:
     """What `train` returns (and `--json` prints): strict JSON values, None where there is none (a
@@ -155,6 +180,7 @@ class _Loop:
         self.tick_start = time.monotonic()
         files = checkpoint_files(run_dir)
         self.last_checkpoint: Path | None = files[-1] if files else None
+        self.estimate: estimate.Estimate | None = None  # the plan measured before the first step
 
     def nonfinite_message(self, loss: float, step: int) -> str:
         last = self.last_checkpoint or "none (no checkpoint was written yet)"
@@ -193,14 +219,11 @@ class _Loop:
             row["max_mem_gib"] = torch.cuda.max_memory_allocated(self.m.device) / 2**30
         self.tick_losses, self.tick_start = [], now
         self.log.row(row)
+        left = max(0.0, total_steps(cfg) * cfg.batch / 1000 - row["kimg"])
         self.log.line(f"tick: step {row['step']} kimg {row['kimg']:g} loss {row['loss']:.4g} "
-                      f"{row['img_per_s']:.1f} img/s {row['s_per_kimg']:.3g} s/kimg elapsed {_duration(row['elapsed_s'])}",
-                      echo=False)
+                      f"{row['img_per_s']:.1f} img/s {row['s_per_kimg']:.3g} s/kimg elapsed {_duration(row['elapsed_s'])}"
+                      f" ETA {estimate.duration(left * row['s_per_kimg'])}", echo=self.ticks == 0)
         self.ticks += 1
-        if self.ticks == 1 and step < total_steps(cfg) - 1:  # the ETA, from the first tick's pace
-            left = cfg.kimg - row["kimg"]
-            self.log.line(f"train: {row['s_per_kimg']:.3g} s/kimg over the first tick; "
-                          f"ETA {_duration(left * row['s_per_kimg'])} for the remaining {left:g} kimg")
 
     def snapshot(self, step: int) -> None:
         if dist.is_main():

@@ -51,6 +51,24 @@ def resolve_config(data: str | None, preset: str | None, run_dir: str | None,
     return apply_overrides(base, overrides)
 
 
+def _measured(cfg: TrainConfig, micro: int, steps: int) -> dict[str, Any]:
+    """The estimate `train` prints before its first step (cfgdiff.train.estimate), for the plan."""
+    import torch
+
+    from cfgdiff.data.dataset import ImageDataset
+    from cfgdiff.nn import build_unet
+    from cfgdiff.train import estimate
+    from cfgdiff.train.step import setup_model
+
+    device = dist.device()
+    with torch.random.fork_rng(devices=[]):
+        m = setup_model(cfg, build_unet(cfg.model), device)
+        rounds = max(1, cfg.batch // micro)
+        est, _, _ = estimate.measure(m, cfg, ImageDataset(cfg.dataset), micro, rounds, steps)
+    return {**est.as_dict(), "line": estimate.line(est, device, steps * cfg.batch / 1000),
+            "too_slow": est.too_slow()}
+
+
 def plan(cfg: TrainConfig, hours: float) -> dict[str, Any]:
     """What --dry-run prints: the resolved config, parameters, FLOPs per image, and the throughput
     needed to train cfg.kimg within `hours`."""
@@ -65,7 +83,9 @@ def plan(cfg: TrainConfig, hours: float) -> dict[str, Any]:
     cfg, why = with_micro_batch(cfg, Path(cfg.run_dir), dist.device(), world)  # as training will resolve it
     micro = cfg.batch_per_device or max(1, cfg.batch // world)
     img_per_s = steps * cfg.batch / (hours * 3600)
+    measured = _measured(cfg, micro, steps) if world == 1 else None
     return {
+        "estimate": measured,
         "config": to_dict(cfg),
         "params": count_params(build_unet(cfg.model, "meta")),
         "flops_per_image_forward": flops,

@@ -41,6 +41,21 @@ def _init(parent: int, worker_id: int) -> None:
     _die_with_parent(parent)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask: a container's or a batch slot's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def usable_workers(asked: int, device_type: str) -> int:
+    """Data-loading processes that fit this machine: never more than its usable cores (torch warns
+    past that), and on a CPU device one core is left to the training itself."""
+    cores = usable_cores()
+    return min(asked, cores if device_type == "cuda" else max(0, cores - 1))
+
+
 def worker_init() -> Callable[[int], None]:
     """A DataLoader `worker_init_fn` for workers forked by this process (see the module docstring)."""
     return functools.partial(_init, os.getpid())
