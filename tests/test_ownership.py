@@ -94,6 +94,7 @@ def _cases() -> list[tuple[Writer, str, str, bool]]:
     cases = [(w, v, "same", force) for w in WRITERS for v in VICTIMS for force in (False, True)
              if v != "ledger" or w.target in w.args]  # the ledger as the output the option names
     cases += [(w, v, rel, True) for w in WRITERS for v in ("user", w.kind) for rel in RELATIONS[1:]]
+    cases += [(w, "user", "inside a run's folder", True) for w in WRITERS if w.target in w.args]
     return cases
 
 
@@ -121,6 +122,11 @@ def test_every_writer_on_every_kind_of_file(case, tmp_path, monkeypatch, capsys)
             target = tmp_path / files.LEDGER
         else:
             _victim(tmp_path, writer.target, victim)
+    elif relation == "inside a run's folder":  # a file in a folder another kind of job owns
+        (tmp_path / "claimed").mkdir()
+        files.claim_folder(tmp_path / "claimed", files.Owner("run", "train"), writes=lambda n: False, flag="test")
+        (tmp_path / "claimed" / writer.target).write_bytes(b"the run's own file\n")
+        args = [f"claimed/{a}" if a == writer.target else a for a in writer.args]
     else:
         (tmp_path / "elsewhere").mkdir()
         linked = _victim(tmp_path / "elsewhere", writer.target, victim)
