@@ -100,10 +100,10 @@ def _train(cfg: TrainConfig, loggers: list[str] | None, log: RunLog, refuse_slow
         ctx.log.close()
         return _summary(cfg, run_dir, start, start, ctx, None)
     sampler = StepSampler(len(dataset), cfg.seed, cfg.batch, micro, rank, world, start, stop)
-    workers = usable_workers(cfg.workers, device.type)  # the data order does not depend on it
+    workers = usable_workers(cfg.workers)  # the data order does not depend on it
     if workers < cfg.workers:
-        ctx.log.line(f"train: {workers} data-loading workers, not {cfg.workers}: {usable_cores()} usable cores"
-                     f"{', one left to training on the CPU' if device.type != 'cuda' else ''}", echo=False)
+        ctx.log.line(f"train: {workers} data-loading workers, not {cfg.workers}: {usable_cores()} usable cores",
+                     echo=False)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                          pin_memory=device.type == "cuda", worker_init_fn=worker_init())
     ctx.log.line(header(cfg, count_params(m.net), device, m.autocast, world, why, {**info, "count": len(dataset)},
@@ -222,7 +222,7 @@ class _Loop:
         left = max(0.0, total_steps(cfg) * cfg.batch / 1000 - row["kimg"])
         self.log.line(f"tick: step {row['step']} kimg {row['kimg']:g} loss {row['loss']:.4g} "
                       f"{row['img_per_s']:.1f} img/s {row['s_per_kimg']:.3g} s/kimg elapsed {_duration(row['elapsed_s'])}"
-                      f" ETA {estimate.duration(left * row['s_per_kimg'])}", echo=self.ticks == 0)
+                      f" ETA {estimate.duration(left * row['s_per_kimg'])}", echo=False)  # the bar shows its own
         self.ticks += 1
 
     def snapshot(self, step: int) -> None:

@@ -49,11 +49,10 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def usable_workers(asked: int, device_type: str) -> int:
+def usable_workers(asked: int) -> int:
     """Data-loading processes that fit this machine: never more than its usable cores (torch warns
-    past that), and on a CPU device one core is left to the training itself."""
-    cores = usable_cores()
-    return min(asked, cores if device_type == "cuda" else max(0, cores - 1))
+    past that, and more only contend for the same cores)."""
+    return min(asked, usable_cores())
 
 
 def worker_init() -> Callable[[int], None]:
