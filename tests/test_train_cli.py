@@ -52,7 +52,7 @@ def test_no_arguments_finds_the_dataset_and_picks_the_preset(tmp_path, monkeypat
     "setup, args, code, message",
     [
         ("none", [], 1, "no dataset under data/"),
-        ("two", [], 1, "several datasets under data/: a.h5, b.h5"),
+        ("two", [], 2, "several datasets under data/: a.h5, b.h5"),
         ("text", [], 1, "is not an HDF5 file"),
         ("one", ["--preset", "huge"], 2, "unknown preset 'huge'"),
         ("one16", [], 2, "no preset for 16×16 data"),

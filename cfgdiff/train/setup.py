@@ -28,7 +28,8 @@ def find_dataset(data_dir: Path = Path("data")) -> Path:
         return found[0]
     if not found:
         raise DataError(f"no dataset under {data_dir}/ (make one with `cfgdiff prepare`, or pass --data FILE)")
-    raise DataError(f"several datasets under {data_dir}/: {', '.join(p.name for p in found)}; pick one with --data")
+    # a usage error (exit 2): the command line must say which
+    raise ConfigError(f"several datasets under {data_dir}/: {', '.join(p.name for p in found)}; pick one with --data")
 
 
 def resolve_config(data: str | None, preset: str | None, run_dir: str | None,
