@@ -129,3 +129,15 @@ def test_plot_never_fails_on_a_missing_metric(tmp_path, rows, xkey):
     path = write_plot(rows, tmp_path / "p.png")
     with Image.open(path) as im:
         assert im.format == "PNG" and im.width > 300
+
+
+def test_score_shows_kid_times_1000_as_the_sweep_and_report_do(tmp_path, capsys, random_weights):  # noqa: F811
+    """The terminal shows KID ×10³ (its label says so); the results file keeps the raw value."""
+    np.savez(tmp_path / "gen.npz", arr_0=_images(6, seed=3))
+    np.savez(tmp_path / "ref.npz", arr_0=_images(6, seed=4))
+    assert main(["score", str(tmp_path / "gen.npz"), "--ref", str(tmp_path / "ref.npz"), "--inception",
+                 str(random_weights[0]), "--metrics", "kid", "--results", str(tmp_path / "r.json")]) == 0
+    shown = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
+    raw = json.loads((tmp_path / "r.json").read_text())["metrics"]
+    assert float(shown["KID ×10³"]) == pytest.approx(1e3 * raw["kid"], rel=1e-5)
+    assert float(shown["KID std ×10³"]) == pytest.approx(1e3 * raw["kid_std"], rel=1e-5)

@@ -82,7 +82,7 @@ def score(
     else:
         for key, label in registry.labels():
             if values.get(key) is not None:
-                typer.echo(f"{label}\t{values[key]:.6g}")
+                typer.echo(f"{_label(key, label)}\t{_shown(key, values[key]):.6g}")
     print(f"cfgdiff: results written to {cfg.results_path()}", file=sys.stderr)
 
 
@@ -101,6 +101,18 @@ def _emit(cfg, record: dict) -> None:
     )
 
 
+SHOWN_SCALE = {"kid": 1e3, "kid_std": 1e3}  # KID is shown ×10³, as the sweep's table and the report show it
+
+
+def _label(key: str, label: str) -> str:
+    return f"{label} ×10³" if key in SHOWN_SCALE else label
+
+
+def _shown(key: str, value: float) -> float:
+    """A metric as the terminal shows it (the results file and --json keep the raw value)."""
+    return value * SHOWN_SCALE.get(key, 1.0)
+
+
 def _print_table(record: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -112,7 +124,7 @@ def _print_table(record: dict) -> None:
     table.add_column("value", justify="right")
     for key, label in registry.labels():
         if key in values:  # requested: a value, or n/a (its reason is on stderr)
-            table.add_row(label, f"{values[key]:.6g}" if values[key] is not None else "n/a")
+            table.add_row(_label(key, label), f"{_shown(key, values[key]):.6g}" if values[key] is not None else "n/a")
     console = Console()
     console.print(table)
     ref = record["reference"]

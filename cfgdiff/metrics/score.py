@@ -55,7 +55,7 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
     need_pool = registry.needs(metrics, "pool_features")
     ref = (load_reference(ref_path, detector, root, need_pool=need_pool, batch_size=cfg.batch)
            if ref_path is not None else None)
-    warnings = _warnings(count, metrics) + ([missing_ref] if missing_ref else [])
+    warnings = small_n_warnings(count, metrics) + ([missing_ref] if missing_ref else [])
     for line in warnings:  # after the inputs and weights are known good: an error stays one line
         dist.print0(f"cfgdiff: warning: {line}")
     if samples.images is not None:
@@ -93,7 +93,7 @@ def _stored_count(stats: dict | None) -> int | None:
     return int(stats["count"]) if stats is not None and "count" in stats else None
 
 
-def _warnings(count: int | None, metrics: tuple[str, ...]) -> list[str]:
+def small_n_warnings(count: int | None, metrics: tuple[str, ...]) -> list[str]:
     """One line per caveat the results carry (also printed on stderr)."""
     biased = [registry.METRICS[m].labels[0] for m in metrics if registry.METRICS[m].biased_small_n]
     if count is not None and count < RELIABLE_COUNT and biased:

@@ -182,6 +182,7 @@ def run_sweep(req: SweepConfig) -> SweepResult:
 
     from cfgdiff.diffusion.sampler import check_sampler_config, grid_advice
     from cfgdiff.metrics import compute_metrics, load_detector, load_reference
+    from cfgdiff.metrics.score import small_n_warnings
     from cfgdiff.metrics.reference import default_reference
     from cfgdiff.sampling.model import load_model
     from cfgdiff.sampling.report import write_figure_grid, write_plots
@@ -225,6 +226,8 @@ def run_sweep(req: SweepConfig) -> SweepResult:
         claim_folder(out_dir, OWNER, writes=sweep_writes, flag="--out-dir")
         _check_settings(out_dir, _shared_settings(model, base, reference.sha256, detector.sha256, req.metrics))
     meta = _meta(model, req, seeds, reference, detector)
+    for line in small_n_warnings(req.n, req.metrics or ("fid", "is")):  # once the inputs are known good
+        dist.print0(f"cfgdiff: warning: {line} (per w here: the best w the plots mark is a rough guide)")
     dist.barrier()
     computed: list[Key] = []
     with output_lock(out_dir / "sweep.jsonl", "sweep") if dist.is_main() else contextlib.nullcontext():
