@@ -104,3 +104,16 @@ def test_refuses_existing_output_and_discards_foreign_parts(model, tmp_path, cap
     assert "sample: discarding partial work" in capsys.readouterr().err
     with np.load(other) as f:
         assert f["arr_0"].std() > 5
+
+
+def test_a_plan_over_a_day_gets_a_first_look_that_fits():
+    """64 samples of the stochastic 2M at T = 16 (2 × 16 = 32 evaluations a guided sample) instead
+    of 50,000 of the paper's T = 256 (512): the estimate scales by 64/50000 × 32/512."""
+    from cfgdiff.config import DiffusionConfig, SamplerConfig
+    from cfgdiff.sampling.command import smaller_plan
+
+    paper = SamplerConfig(steps=256, w=0.3)
+    assert smaller_plan(86_000.0, 50_000, 512, paper, DiffusionConfig(), CPU) is None  # under a day: no note
+    note = smaller_plan(1e6, 50_000, 512, paper, DiffusionConfig(), CPU)
+    assert note == ("this plan takes ~12 days on cpu; for a first look: --n 64 --sampler dpmpp-2m-sde --steps 16 "
+                    "(~1.3 min), or a GPU")  # 1e6 s × 64/50000 × 32/512 = 80 s

@@ -75,11 +75,15 @@ def run_sample_command(req: SampleConfig) -> dict[str, Any]:
                        "dataset": model.dataset},
     }
     per_sample = prov["nfe_per_sample"]
-    if req.dry_run:
+    if req.dry_run or device.type != "cuda":  # on a CPU every run says first what it will cost
         t = seconds_per_step(model, min(req.batch, req.n), sampler.w != 0, device)
         batches = math.ceil(req.n / (req.batch * dist.world_size()))
         # t is one forward of the guided (2B) batch when w > 0: half of it per network evaluation
         per_eval = t / 2 if sampler.w != 0 else t
+        note = smaller_plan(per_eval * per_sample * batches, req.n, per_sample, sampler, model.diffusion_cfg, device)
+        if note:
+            dist.print0(f"cfgdiff: note: {note}")
+    if req.dry_run:
         plan = {
             "n": req.n,
             "nfe_per_sample": per_sample,
@@ -101,6 +105,28 @@ def run_sample_command(req: SampleConfig) -> dict[str, Any]:
     dist.print0(f"wrote {npz} ({req.n} samples, {sampler.sampler}, w={sampler.w}, T={sampler.steps}, "
                 f"NFE {per_sample}/sample)" + (f" and {png_dir}/" if png_dir is not None else ""))
     return {**parts, "results": {"out": str(npz), **done}}
+
+
+LONG_PLAN_S = 24 * 3600  # a plan longer than this gets a smaller suggestion
+FIRST_LOOK = {"n": 64, "sampler": "dpmpp-2m-sde", "steps": 16}  # the fast solver benchmarks.md measured
+
+
+def smaller_plan(seconds: float, n: int, per_sample: int, sampler: Any, diffusion: Any, device: Any,
+                 rows: int = 1) -> str | None:
+    """One line when a plan takes over a day here: what it costs, and a first look that fits (64
+    samples with the stochastic 2M at T = 16, the same w; `rows` of them for a sweep whose
+    `per_sample` NFE sums its rows), with its estimate at the measured speed."""
+    if seconds <= LONG_PLAN_S:
+        return None
+    from dataclasses import replace
+
+    from cfgdiff.console import duration
+    from cfgdiff.sampling.generate import nfe
+
+    small = replace(sampler, sampler=FIRST_LOOK["sampler"], steps=FIRST_LOOK["steps"], grid="paper")
+    quick = seconds * min(n, FIRST_LOOK["n"]) / n * nfe(small, 1, diffusion) * rows / per_sample
+    return (f"this plan takes ~{duration(seconds)} on {device.type}; for a first look: --n {FIRST_LOOK['n']} "
+            f"--sampler {FIRST_LOOK['sampler']} --steps {FIRST_LOOK['steps']} (~{duration(quick)}), or a GPU")
 
 
 def plan_line(plan: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from cfgdiff.console import Progress
 from cfgdiff.errors import ConfigError, DataError, OutputError
 from cfgdiff.files import check_outputs, claim_folder, is_ours, output_lock, run_inputs, write_json, write_text
 from cfgdiff.runs import SamplingModel, newest_run, resolve_weights_file
-from cfgdiff.sampling.command import seeds_and_labels
+from cfgdiff.sampling.command import seeds_and_labels, smaller_plan
 from cfgdiff.sampling.generate import nfe, sample_batch
 from cfgdiff.sampling.shards import SampleJob, _compact_seeds, provenance, run_sample
 from cfgdiff.sampling.sweep_files import (  # noqa: F401  (columns, write_rows, markdown_table: the public names)
@@ -212,6 +212,11 @@ def run_sweep(req: SweepConfig) -> SweepResult:
         raise ConfigError("no --ref given and the checkpoint records no training dataset")
     if req.dry_run:  # the plan needs n, not the seeds (up to 10^8 of them)
         plan = plan_rows(req, model, read_rows(out_dir / "sweep.jsonl"), device, ref)
+        todo = plan["rows_to_compute"]
+        note = todo and smaller_plan(plan["estimated_seconds"], req.n, plan["nfe"] // req.n, combos[0],
+                                     model.diffusion_cfg, device, rows=len(todo))
+        if note:
+            dist.print0(f"cfgdiff: note: {note}")
         meta = {"checkpoint": plan["checkpoint"], "reference": {"path": ref, "sha256": None}, "inception": None}
         return SweepResult(out_dir, [], meta, plan=plan)
     seeds, labels = seeds_and_labels(req.n, req.seeds, model.num_classes, req.balanced, None)
