@@ -143,6 +143,7 @@ def test_header_log_stats_and_tensorboard_scalars(tmp_path, capsys):
     assert len(header) == 2 and "1.37M parameters" in header[0] and "micro-batch 4 × 1 accumulation = batch 4" \
         in header[0] and "(new)" in header[0] and "(resuming at step 2)" in header[1], err
     assert "train: plan on cpu: a micro-batch of 4 takes" in err and "; ETA " in err
+    assert "preview grid grid-00000004.png: 4/4 step (100.0%)" in err  # the final grid is never silent work
     ticks = [ln for ln in (tmp_path / "run" / "log.txt").read_text().splitlines() if " tick: step " in ln]
     assert len(ticks) == 5 and all(" ETA " in ln for ln in ticks)  # every tick line carries the ETA
     run = tmp_path / "run"

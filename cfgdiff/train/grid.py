@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cfgdiff.config import SamplerConfig, TrainConfig
+from cfgdiff.console import Progress
 from cfgdiff.files import atomic_write
 from cfgdiff.images import tile
 from cfgdiff.sampling.generate import images_for_seeds
@@ -39,15 +40,34 @@ def write_sample_grid(net: torch.nn.Module, cfg: TrainConfig, path: Path, autoca
     ncols = min(n, 16)
     per_block = math.ceil(n / ncols) * ncols
     blocks, ws = [], (0.0, cfg.grid_w) if k and cfg.grid_w > 0 else (0.0,)
-    for w in ws:
-        sampler = SamplerConfig(steps=cfg.grid_steps, w=w, sampler=cfg.grid_sampler, grid=cfg.grid_schedule)
-        images = images_for_seeds(net, cfg, seeds, labels, sampler, device, autocast, require_finite=False)
-        images = images[..., :3]
-        pad = np.zeros((per_block - n, *images.shape[1:]), dtype=np.uint8)
-        blocks.append(tile(np.concatenate([images, pad]), ncols))
+    with Progress(f"preview grid {path.name}", total=len(ws) * cfg.grid_steps, unit="step") as bar:  # never silent
+        for w in ws:
+            sampler = SamplerConfig(steps=cfg.grid_steps, w=w, sampler=cfg.grid_sampler, grid=cfg.grid_schedule)
+            images = images_for_seeds(net, cfg, seeds, labels, sampler, device, autocast, require_finite=False,
+                                      callback=_steps_of(bar, cfg.grid_steps))
+            blocks.append(_block(images, per_block, n, ncols))
     return save_captioned(blocks, [f"w={w:g}  {kimg:g} kimg" for w in ws], path,
                           {"w": ",".join(f"{w:g}" for w in ws), "kimg": f"{kimg:g}", "steps": str(cfg.grid_steps),
                            "seeds": f"0-{n - 1}", "sampler": cfg.grid_sampler, "grid": cfg.grid_schedule})
+
+
+def _steps_of(bar: Progress, steps: int):
+    """A sampler callback (evaluation i of n) that advances `bar` by steps, whatever a step costs."""
+    done = [0]
+
+    def callback(i: int, n: int) -> None:
+        now = i * steps // max(n, 1)
+        bar.advance(now - done[0])
+        done[0] = now
+
+    return callback
+
+
+def _block(images: np.ndarray, per_block: int, n: int, ncols: int) -> np.ndarray:
+    """One w's images tiled, padded with black to whole rows."""
+    images = images[..., :3]
+    pad = np.zeros((per_block - n, *images.shape[1:]), dtype=np.uint8)
+    return tile(np.concatenate([images, pad]), ncols)
 
 
 def save_captioned(blocks: list[np.ndarray], captions: list[str], path: Path, text: dict[str, str]) -> Path:
