@@ -181,3 +181,28 @@ def test_error_lines_escape_control_characters_and_undecodable_names(tmp_path):
     r = subprocess.run([*CFGDIFF, "sample", name], capture_output=True, timeout=120)
     err = r.stderr.decode("utf-8")  # printable: no raw bytes, one line
     assert r.returncode == 1 and len(err.strip().splitlines()) == 1 and "\\n" in err and "\\udcff" in err
+
+
+def test_the_top_level_help_shows_each_commands_first_sentence_whole():
+    from cfgdiff.cli.app import build_app, short_help
+
+    r = run(["--help"])
+    listing = r.stdout.split("Commands:")[1]
+    assert "..." not in listing
+    app, records = build_app()
+    import typer
+
+    for name, command in typer.main.get_command(app).commands.items():
+        words = short_help(command.callback.__doc__).split()
+        assert " ".join(listing.split()).count(" ".join(words)) == 1, name  # whole, however the terminal wraps
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "sample", "sweep", "score", "demo", "export", "plugins"])
+def test_help_fits_80_columns_and_options_name_their_values(command):
+    r = subprocess.run([*CFGDIFF, command, "--help"], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, COLUMNS="80"))
+    assert r.returncode == 0
+    wide = [line for line in r.stdout.splitlines() if len(line) > 80]
+    assert not wide, wide
+    options = [line for line in r.stdout.splitlines() if line.lstrip().startswith("-")]
+    assert not [line for line in options if "<" in line.split("  ")[0]], options  # a metavar, not <float>

@@ -112,7 +112,7 @@ def build_app() -> tuple[typer.Typer, list[PluginRecord]]:
             if isinstance(obj, typer.Typer):
                 app.add_typer(obj, name=ep.name)
             elif callable(obj):
-                app.command(name=ep.name, help=help_text(obj.__doc__))(obj)
+                app.command(name=ep.name, help=help_text(obj.__doc__), short_help=short_help(obj.__doc__))(obj)
             else:
                 raise TypeError(f"{type(obj).__name__} is neither a function nor a typer.Typer")
             records.append(PluginRecord(ep.name, ep.value, _package_of(ep)))
@@ -153,6 +153,16 @@ def help_text(doc: str | None) -> str | None:
             out.append("")
         out.append(line)
     return "\n".join(out)
+
+
+def short_help(doc: str | None) -> str | None:
+    """A command's line in `cfgdiff --help`: its docstring's first sentence, whole (Click would cut it
+    at 45 characters with "..."), the terminal wrapping it."""
+    if not doc:
+        return None
+    first = inspect.cleandoc(doc).split("\n\n")[0].replace("\n", " ")
+    sentence = re.split(r"(?<=[.;:])\s", first, maxsplit=1)[0]
+    return sentence.rstrip(".;:")
 
 
 def loaded_plugins() -> list[PluginRecord]:

@@ -35,7 +35,7 @@ def rule(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 W = Annotated[
-    float, typer.Option("--w", callback=rule(check_w),
+    float, typer.Option("--w", metavar="W", callback=rule(check_w),
                         help="Guidance weight w of Eq. 6 (0 = the conditional model); other tools' scale s = 1 + w.")
 ]
 Grid = Annotated[

@@ -58,7 +58,7 @@ def sample(
 
     Example:  cfgdiff sample RUN --w 0.3 --n 50000 --balanced --out w0.3.npz
 
-    Fast:     cfgdiff sample RUN --sampler dpmpp-2m --steps 20 --out fast/  (NFE 40)
+    Fast:     cfgdiff sample RUN --sampler dpmpp-2m --steps 20 --out fast/
 
     torchrun splits the seeds:  torchrun --nproc_per_node 8 -m cfgdiff sample ...
     """

@@ -44,7 +44,8 @@ def sweep(
                                              help="Dynamic thresholding percentile of |x̂| (0 = off).")] = 0.0,
     ref: Annotated[
         Optional[str],
-        typer.Option("--ref", help="Reference images or statistics (default: the checkpoint's training dataset)."),
+        typer.Option("--ref", metavar="PATH",
+                     help="Reference images or statistics (default: the checkpoint's training dataset)."),
     ] = None,
     out_dir: Annotated[
         Optional[Path], typer.Option("--out-dir", "-o", metavar="DIR",
@@ -55,7 +56,7 @@ def sweep(
     batch_per_device: Annotated[
         int, typer.Option("--batch-per-device", min=1, max=limits.BATCH_PER_DEVICE[1], metavar="IMAGES", help="Images per sampling batch (per process).")
     ] = 64,
-    inception: Annotated[Optional[str], typer.Option("--inception", help="Inception weights file.")] = None,
+    inception: Annotated[Optional[str], typer.Option("--inception", metavar="FILE", help="Inception weights file.")] = None,
     metrics: Annotated[
         Optional[str], typer.Option("--metrics", metavar="LIST", callback=o.rule(lambda t: parse_axis(t, "metrics")),
                                     help=f"Comma-separated subset of {','.join(registry.names())} (default: every "
@@ -74,7 +75,7 @@ def sweep(
     Writes table.md (Fig. 1), fid_vs_is.png (Fig. 2), fid_vs_w.png, fid_vs_nfe.png, grid.png (Fig. 3),
     sweep.jsonl/csv and sweep.json, then prints the table and the paths.
 
-    Example:  cfgdiff sweep runs/imagenet64-adm64 --w 0:4:0.5 --sampler ancestral,dpmpp-2m --steps 256,32,16
+    Example:  cfgdiff sweep runs/in64-adm64 --w 0:4:0.5 --steps 256,32,16
     """
     from cfgdiff.config import SweepConfig
 

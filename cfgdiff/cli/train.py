@@ -78,7 +78,7 @@ def train(
     grid_kimg: Annotated[
         Optional[float],
         typer.Option("--preview-every", min=limits.KIMG[0], max=limits.KIMG[1], metavar="KIMG",
-                     help="Interval of the preview PNGs (fixed seeds at w = 0 and w = grid_w) "
+                     help="Interval of the preview PNGs (fixed seeds at w = 0 and at the preset's grid_w, --set grid_w=W) "
                      "(default: the preset's)."),
     ] = None,
     grid_sampler: o.SamplerName = None,  # None: the preset's (the config checks names from the flags and --set)
