@@ -58,11 +58,11 @@ _cfgdiff() {
         sweep:--eta) COMPREPLY=(); return ;;
         sweep:--rescale) COMPREPLY=(); return ;;
         sweep:--threshold) COMPREPLY=(); return ;;
-        sweep:--ref) COMPREPLY=(); return ;;
+        sweep:--ref) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         sweep:--out-dir|{c.name}:-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         sweep:--seeds) COMPREPLY=(); return ;;
         sweep:--batch-per-device) COMPREPLY=(); return ;;
-        sweep:--inception) COMPREPLY=(); return ;;
+        sweep:--inception) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         sweep:--metrics) COMPREPLY=($(compgen -W "fid is pr sfid kid" -- "$cur")); return ;;
         train:--data) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         train:--preset) COMPREPLY=($(compgen -W "adm64 cifar32 tiny" -- "$cur")); return ;;
