@@ -3,6 +3,7 @@ plans on stdout, one exit code for a refused output, and help that reads at 80 c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -88,6 +89,7 @@ def test_train_and_export_json_after_a_run(tmp_path, capsys):
     doc = envelope(capsys.readouterr().out, "export")
     assert doc["outputs"]["safetensors"] == str(tmp_path / "w.safetensors") and doc["results"]["step"] == 2
     assert doc["inputs"]["run"].endswith("ema-00000002.pt") and doc["provenance"]["torch"]
+    assert doc["provenance"]["checkpoint_sha256"] == hashlib.sha256((run / "ema-00000002.pt").read_bytes()).hexdigest()
 
 
 def test_plugins_json(capsys):

@@ -31,7 +31,7 @@ def export(
         envelope.emit("export", inputs={"run": result["source"]}, outputs={"safetensors": result["out"]},
                       settings={"force": force},
                       results={k: result[k] for k in ("step", "kimg", "tensors", "parameters", "bytes")},
-                      provenance={"torch": result["torch"]})
+                      provenance={"torch": result["torch"], "checkpoint_sha256": result["source_sha256"]})
     else:
         typer.echo(f"wrote {result['out']}: {result['parameters'] / 1e6:.2f}M parameters, step {result['step']} "
                    f"({result['kimg']:g} kimg) of {result['source']}", err=True)

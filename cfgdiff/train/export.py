@@ -43,7 +43,8 @@ def export_safetensors(run: str | Path, out: str | Path | None = None, force: bo
     }
     with serializer_errors(out, SafetensorError), atomic_path(out, owner=owner) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-    return {"source": str(source), "out": str(out), "step": int(state["step"]),
+    return {"source": str(source), "source_sha256": metadata["source_sha256"], "out": str(out),
+            "step": int(state["step"]),
             "kimg": int(state["images_seen"]) / 1000, "tensors": len(tensors),
             "parameters": sum(t.numel() for t in tensors.values()), "bytes": out.stat().st_size,
             "torch": torch.__version__}
