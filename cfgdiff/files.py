@@ -423,15 +423,6 @@ def _replace_recorded(tmp: Path, path: Path, owner: Owner) -> None:
         _save_ledger(path.parent, ledger)
 
 
-def record_output(path: Path, owner: Owner) -> None:
-    """Note `path`, as it is now, as written by `owner`."""
-    path = Path(path)
-    with _ledger_locked(path.parent):
-        ledger = _read_ledger(path.parent)
-        ledger["files"][path.name] = [{**_digest(path), **owner.entry()}]
-        _save_ledger(path.parent, ledger)
-
-
 def forget_output(path: Path) -> None:
     path = Path(path)
     with _ledger_locked(path.parent):
@@ -511,11 +502,6 @@ def claim_folder(folder: Path, owner: Owner, *, writes: Callable[[str], bool],
 
 def _ours_of_kind(path: Path, ledger: dict[str, Any], kind: str) -> bool:
     return any(_matches(path, e) and e.get("kind", kind) == kind for e in ledger["files"].get(path.name, []))
-
-
-def folder_claim(folder: Path) -> dict[str, Any] | None:
-    """The owner entry of a claimed folder, or None."""
-    return _read_ledger(Path(folder))["folder"]
 
 
 # ---- output rules -----------------------------------------------------------------------------------------------
@@ -739,7 +725,7 @@ def npz_rows(path: Path, key: str = "arr_0") -> int | None:
 
 __all__ = [
     "LEDGER", "PartStore", "atomic_path", "atomic_write", "check_outputs", "forget_output", "is_ours", "lock_path",
-    "npz_rows", "output_lock", "publish", "record_output", "remove_stale_temps", "run_inputs", "same_file",
+    "npz_rows", "output_lock", "publish", "remove_stale_temps", "run_inputs", "same_file",
     "sha256_file",
     "temp_path",
     "write_bytes", "write_json", "write_npz", "write_text",
