@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from test_prepare_fixtures import block_mean, encode, expected_pixels, smooth_image
 
-from cfgdiff.data.decode import EncodedBatch, ImageSpec, decode_image
+from cfgdiff.data.decode import EncodedBatch, ImageSpec, decode_image, fast_jpeg
 from cfgdiff.data.resize import adm_center_crop, area_resize
 
 RNG = np.random.default_rng(0)
@@ -36,7 +36,7 @@ def _area_weights(n_in: int, n_out: int) -> np.ndarray:
     return overlap.clip(0) * n_out / n_in
 
 
-@pytest.mark.parametrize("h, w, size", [(375, 500, 64), (37, 23, 16), (10, 7, 16), (300, 9, 8)])
+@pytest.mark.parametrize("h, w, size", [(375, 500, 64), (37, 23, 16), (10, 7, 16), (300, 9, 8), (1030, 600, 4)])
 def test_area_of_any_shape_matches_exact_area_weights(h, w, size):
     a = RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
     wh, ww = _area_weights(h, size), _area_weights(w, size)
@@ -44,6 +44,13 @@ def test_area_of_any_shape_matches_exact_area_weights(h, w, size):
     out = area_resize(a, size).astype(np.float64)
     assert np.abs(out - ref).max() <= 0.5 + 1e-9  # the rounding, nothing more
     assert np.array_equal(out, np.floor(ref + 0.5))
+
+
+@pytest.mark.parametrize("h", [257 * 4, 258 * 4, 1030, 3000])
+def test_area_of_white_stays_white_whatever_the_cell_length(h):
+    # cells of 257 or more whole pixels: their 8-bit sums no longer fit 16 bits
+    assert (area_resize(np.full((h, 9, 3), 255, np.uint8), 4) == 255).all()
+    assert (area_resize(np.full((9, h, 3), 255, np.uint8), 4) == 255).all()
 
 
 def test_adm_crop_of_constant_2x2_blocks_is_exact():
@@ -119,3 +126,89 @@ def test_draft_decodes_at_reduced_scale_and_stays_close():
     assert np.array_equal(exact, expected_pixels(data, 32))
     assert not np.array_equal(drafted, exact)  # not bit-exact, hence an explicit option
     assert np.abs(drafted.astype(int) - exact).mean() < 1.0
+
+
+# --- the libjpeg-turbo fast path gives Pillow's pixels, and leaves every doubtful file to Pillow ---
+
+def _noisy_photo(seed: int, h: int, w: int) -> np.ndarray:
+    """Smooth field plus grain: every DCT coefficient and the chroma upsampling matter."""
+    rng = np.random.default_rng(seed)
+    grain = rng.normal(0, 12, (h, w, 3))
+    return (smooth_image(seed, h, w).astype(np.float64) + grain).clip(0, 255).astype(np.uint8)
+
+
+def _pillow_rgb(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.mark.parametrize(
+    "h, w, kw",
+    [
+        (375, 500, {"quality": 90}),  # 4:2:0, ImageNet's usual
+        (333, 499, {"quality": 75, "subsampling": 1}),  # 4:2:2, odd sides
+        (97, 131, {"quality": 95, "subsampling": 0}),  # 4:4:4
+        (240, 320, {"quality": 85, "progressive": True}),
+        (64, 80, {"quality": 60, "optimize": True}),
+        (1, 17, {"quality": 90}),
+    ],
+)
+def test_fast_jpeg_decodes_pillows_pixels(h, w, kw):
+    data = encode(_noisy_photo(h * w, h, w), "JPEG", **kw)
+    fast = fast_jpeg(data)
+    assert fast is not None and np.array_equal(fast, _pillow_rgb(data))
+
+
+def test_fast_jpeg_matches_pillow_on_cifar10_jpegs():
+    import tarfile
+    from pathlib import Path
+
+    tar = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
+    if not tar.is_file():
+        pytest.skip("../shared/data/cifar10-jpg.tar.gz is absent")
+    seen = 0
+    with tarfile.open(tar) as tf:
+        for member in tf:
+            if member.isfile() and member.name.endswith(".jpg"):
+                data = tf.extractfile(member).read()
+                fast = fast_jpeg(data)
+                assert fast is not None and np.array_equal(fast, _pillow_rgb(data)), member.name
+                seen += 1
+                if seen == 300:
+                    break
+    assert seen == 300
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_fast_jpeg_leaves_other_colour_spaces_to_pillow(mode):
+    assert fast_jpeg(encode(smooth_image(5, 16, 16), "JPEG", mode=mode)) is None
+    assert fast_jpeg(encode(smooth_image(5, 16, 16), "PNG")) is None
+
+
+def test_fast_jpeg_leaves_damaged_files_to_pillow():
+    good = encode(_noisy_photo(6, 120, 160), "JPEG", quality=90)
+    corrupt = bytearray(good)
+    corrupt[len(good) // 2 : len(good) // 2 + 50] = bytes(50)  # libjpeg warns, Pillow decodes anyway
+    for bad in (good[: len(good) // 2], good[:-2], bytes(corrupt), good[:40]):
+        assert fast_jpeg(bad) is None
+    # so the damaged-but-decodable file gives Pillow's pixels, and the truncated one Pillow's reason
+    spec = ImageSpec(size=16, resize="area")
+    out = EncodedBatch([bytes(corrupt), good[:-2]], spec).run()
+    assert out.reasons[0] == "" and np.array_equal(out.images[0], area_resize(_pillow_rgb(bytes(corrupt)), 16))
+    assert "truncated" in out.reasons[1].lower()
+
+
+def test_fast_jpeg_leaves_decompression_bombs_to_pillow(monkeypatch):
+    data = encode(_noisy_photo(7, 40, 50), "JPEG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40 * 50 - 1)
+    assert fast_jpeg(data) is None
+
+
+@pytest.mark.parametrize("resize", ["area", "box"])
+def test_decode_image_is_the_same_with_and_without_the_fast_path(resize, monkeypatch):
+    data = encode(_noisy_photo(8, 375, 500), "JPEG", quality=90)
+    spec = ImageSpec(size=64, resize=resize)
+    fast = decode_image(data, spec)
+    import cfgdiff.data.decode as decode
+
+    monkeypatch.setattr(decode, "fast_jpeg", lambda data: None)
+    assert np.array_equal(fast, decode_image(data, spec))
