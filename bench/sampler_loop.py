@@ -31,6 +31,7 @@ from cfgdiff.config import DiffusionConfig, SamplerConfig
 from cfgdiff.diffusion import BatchNoise, sample
 from cfgdiff.diffusion.network import network_eps
 from cfgdiff.nn import count_params
+from cfgdiff.nn.unet import SAMPLING_LAYOUT
 from sampler_step import build_net, sync  # bench/ sibling (run as a script)
 
 
@@ -135,13 +136,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--resample", choices=("conv", "resnet"), default="conv",
                     help="diffusers' down/upsampling: its default conv, or resnet blocks like cfgdiff's tiny")
+    ap.add_argument("--diffusers-layout", choices=("default", "channels_last"), default="default",
+                    help="diffusers' memory format: its default (NCHW, what its users run) or channels_last")
     ap.add_argument("--profile", default=None, help="append a torch.profiler table of one loop per side to this file")
     args = ap.parse_args()
     torch.manual_seed(0)
     b, r, k, t = args.batch, args.res, args.classes, args.steps
     ours, name = build_net("tiny", r, k, torch.device("cpu"))
     theirs = diffusers_unet(r, k, args.resample)
-    print(f"cfgdiff: {name}; diffusers UNet2DModel ({args.resample} resampling): {count_params(theirs) / 1e6:.2f}M params; "
+    if args.diffusers_layout == "channels_last":
+        theirs = theirs.to(memory_format=torch.channels_last)
+    print(f"cfgdiff: {name}, {SAMPLING_LAYOUT}; diffusers UNet2DModel ({args.resample} resampling, "
+          f"{args.diffusers_layout} layout): {count_params(theirs) / 1e6:.2f}M params; "
           f"B={b}, {r}px, {t} steps, w={args.w}, {torch.get_num_threads()} threads")
     x2 = torch.randn(2 * b, 3, r, r)
     l2 = torch.cat([torch.arange(b) % k, torch.full((b,), k)])

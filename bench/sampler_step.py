@@ -22,12 +22,14 @@ from cfgdiff.config import TRAIN_PRESETS, DiffusionConfig, SamplerConfig
 from cfgdiff.diffusion import PerSampleNoise, ancestral_sample
 from cfgdiff.diffusion.network import network_eps
 from cfgdiff.nn import build_unet, count_params
+from cfgdiff.nn.unet import for_sampling
 
 
 def build_net(preset: str, res: int, num_classes: int, device: torch.device) -> tuple[torch.nn.Module, str]:
-    """The preset's U-Net at this resolution, with a non-zero output layer (a trained net's cost)."""
+    """The preset's U-Net at this resolution, laid out as `cfgdiff sample` lays it out, with a non-zero
+    output layer (a trained net's cost)."""
     cfg = dataclasses.replace(TRAIN_PRESETS[preset].model, resolution=res, num_classes=num_classes)
-    net = build_unet(cfg).to(device).eval()
+    net = for_sampling(build_unet(cfg), device)
     torch.nn.init.normal_(net.conv_out.weight, std=0.02)
     return net, f"{preset} U-Net ({count_params(net) / 1e6:.2f}M params)"
 

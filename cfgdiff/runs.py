@@ -393,7 +393,7 @@ def is_safetensors(path: Path) -> bool:
 def load_for_sampling(path: str | Path, device: torch.device | str = "cpu") -> SamplingModel:
     """The EMA network of a run directory (its newest EMA file), of one checkpoint/EMA file, or of a
     `cfgdiff export` safetensors file (its SHA-256 is then the provenance)."""
-    from cfgdiff.nn import build_unet
+    from cfgdiff.nn.unet import build_unet, for_sampling
 
     file = resolve_weights_file(path)
     if is_safetensors(file) and not file.is_file():
@@ -403,9 +403,8 @@ def load_for_sampling(path: str | Path, device: torch.device | str = "cpu") -> S
     net = build_unet(cfg.model)
     load_weights(net, state["ema"], file)
     info = state["dataset_info"]
-    layout = torch.channels_last if torch.device(device).type == "cuda" else torch.contiguous_format  # as in training
     return SamplingModel(
-        net=net.to(device, memory_format=layout).eval().requires_grad_(False),
+        net=for_sampling(net, device),
         config=cfg,
         step=state["step"],
         images_seen=state["images_seen"],

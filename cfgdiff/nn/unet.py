@@ -81,6 +81,18 @@ def build_unet(cfg: ModelConfig, device: torch.device | str = "cpu") -> UNet:
         return UNet(cfg)
 
 
+# The memory layout of a network that samples: channels_last on every device. cuDNN's and oneDNN's
+# fast convolutions are NHWC; on a CPU (2 cores, AVX512-BF16) the `tiny` forward at 2B = 128 ran
+# 1.5x faster in float32 and 1.2x in bf16 than NCHW, with the same outputs (bench/sampler_loop.py,
+# docs/benchmarks.md). Training keeps NCHW on CPUs, where the backward gained nothing (0.94-1.11x).
+SAMPLING_LAYOUT = torch.channels_last
+
+
+def for_sampling(net: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
+    """`net` on `device` in SAMPLING_LAYOUT, in eval mode and without gradients."""
+    return net.to(device, memory_format=SAMPLING_LAYOUT).eval().requires_grad_(False)
+
+
 def count_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
