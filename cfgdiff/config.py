@@ -692,6 +692,8 @@ class ScoreConfig:
     force: score fewer than 2 samples (every metric then says why it is n/a), or replace an existing
         --results/--save-stats file that cfgdiff did not write (never an input).
     cache_dir: cache root for weights lookups and reference statistics (default: XDG cache).
+    ref_resize: None = refuse reference images of another size than the samples'; "area" = area-resize
+        them to the samples' size first (as `prepare` does); "none" = compare them as they are.
     """
 
     samples: str
@@ -704,10 +706,13 @@ class ScoreConfig:
     results: str | None = None
     cache_dir: str | None = None
     force: bool = False
+    ref_resize: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch, int) or self.batch < 1:
             raise ConfigError(f"batch must be a positive integer, got {self.batch!r}")
+        if self.ref_resize not in (None, "area", "none"):  # cfgdiff.metrics.sources.REF_RESIZES
+            raise ConfigError(f"ref_resize must be area or none, got {self.ref_resize!r}")
         if self.fid_method not in FID_METHODS:
             raise ConfigError(f"fid_method must be one of {', '.join(FID_METHODS)}, got {self.fid_method!r}")
         if self.metrics is not None:

@@ -48,6 +48,7 @@ _cfgdiff() {
         score:--metrics) COMPREPLY=($(compgen -W "fid is pr sfid kid" -- "$cur")); return ;;
         score:--results) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         score:--fid-method) COMPREPLY=($(compgen -W "eigh sqrtm" -- "$cur")); return ;;
+        score:--ref-resize) COMPREPLY=($(compgen -W "area none" -- "$cur")); return ;;
         sweep:--w) COMPREPLY=(); return ;;
         sweep:--n|{c.name}:-n|{c.name}:--num-samples) COMPREPLY=(); return ;;
         sweep:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde" -- "$cur")); return ;;
@@ -93,7 +94,7 @@ _cfgdiff() {
         plugins) opts="--json --help -h" ;;
         prepare) opts="--out -o --size --resize --split --limit --first-classes --draft --no-draft --class-map --seed --preset --workers --force --dry-run --json --help -h" ;;
         sample) opts="--w --n -n --num-samples --steps -T --v --sampler --grid --eta --guidance-interval --guide-with --rescale --threshold --out -o --seeds --balanced --classes --batch-per-device --shard-size --preview --no-clip --force --dry-run --json --help -h" ;;
-        score) opts="--ref --inception --batch-per-device --save-stats --metrics --results --fid-method --json --force --help -h" ;;
+        score) opts="--ref --inception --batch-per-device --save-stats --metrics --results --fid-method --ref-resize --json --force --help -h" ;;
         sweep) opts="--w --n -n --num-samples --sampler --steps -T --grid --guidance-interval --v --eta --rescale --threshold --ref --out-dir -o --seeds --balanced --batch-per-device --inception --metrics --keep-samples --no-clip --dry-run --json --help -h" ;;
         train) opts="--data --preset --run-dir --kimg --batch --batch-per-device --lr --lr-warmup --ema --ema-warmup --no-ema-warmup --dropout --grad-clip --seed --tick --snapshot --preview-every --sampler --grid --keep --workers --compile --no-compile --amp --no-amp --set --log --hours --dry-run --json --help -h" ;;
     esac

@@ -73,6 +73,7 @@ complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l save-stats -r -F -
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l metrics -x -a 'fid is pr sfid kid' -d 'Comma-separated subset of fid,is,pr,sfid,kid; each one listed must succeed'
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l results -r -F -d 'Results JSON with provenance'
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l fid-method -x -a 'eigh sqrtm' -d 'Matrix square root for FID/sFID: eigh (the default: fast) or sqrtm (scipy, the reference ADM uses)'
+complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l ref-resize -x -a 'area none' -d 'When the reference’s images are not the samples’ size: area = area-resize each to the samples’ size first, as prepare makes datasets; none = compare them as they are'
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l json -d 'Print one JSON document (docs/json.md) on stdout'
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l force -d 'Override a safety refusal: score fewer than 2 samples (every metric n/a with its reason), or replace an existing --results/--save-stats file that cfgdiff did not write (never an input)'
 complete -c cfgdiff -n '__fish_seen_subcommand_from score' -l help -s h -d 'Show the help and exit'

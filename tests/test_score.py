@@ -12,7 +12,7 @@ from PIL import Image
 from test_inception import random_weights  # noqa: F401  (a session fixture: pytest puts tests/ on sys.path)
 
 from cfgdiff.cli.app import main
-from cfgdiff.errors import DataError
+from cfgdiff.errors import ConfigError, DataError
 from cfgdiff.metrics.detector import load_detector
 from cfgdiff.metrics.reference import load_reference
 from cfgdiff.metrics.sources import open_input
@@ -202,3 +202,47 @@ def test_features_only_weights_say_how_to_get_is(tmp_path, capsys):
     doc = json.loads(captured.out)
     assert doc["results"]["metrics"]["is_mean"] is None and doc["provenance"]["weights"]["has_logits"] is False
     assert "cfgdiff: note: is not computed: IS needs the Inception 1008-way head" in captured.err
+
+
+# ---- a reference of another size than the samples: refused, or resized as the user says ---------------------------
+def _folder(path, images):
+    path.mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(path / f"{i:02d}.png")
+    return path
+
+
+def test_reference_of_another_size_is_refused_in_one_line(tmp_path, capsys, random_weights):  # noqa: F811
+    np.savez(tmp_path / "gen.npz", arr_0=_images(4, size=8))
+    big = _folder(tmp_path / "big", _images(4, size=16, seed=1))
+    code = main(["score", str(tmp_path / "gen.npz"), "--ref", str(big), "--inception", str(random_weights[0])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "the reference's images are 16x16 (first: 00.png), the samples 8x8" in err[0] and "--ref-resize area" in err[0]
+    assert not (tmp_path / "gen.score.json").exists()
+
+
+def test_reference_with_a_later_image_of_another_size_is_refused(tmp_path, detector):
+    mixed = _folder(tmp_path / "mixed", list(_images(3, size=8)) + [_images(1, size=12, seed=2)[0]])
+    with pytest.raises(ConfigError, match=r"image 3 is 12x12, the samples 8x8"):
+        load_reference(mixed, detector, tmp_path / "cache", size=(8, 8), hint="", batch_size=2)
+
+
+def test_ref_resize_area_equals_scoring_the_downsampled_reference(tmp_path, detector):
+    small = _images(4, size=8, seed=5)
+    # 3x nearest-neighbour upsampling: its exact area mean over each 3x3 block gives back `small` exactly
+    big = _folder(tmp_path / "big", [np.repeat(np.repeat(im, 3, 0), 3, 1) for im in small])
+    _folder(tmp_path / "small", small)
+    resized = load_reference(big, detector, tmp_path / "c1", size=(8, 8), resize="area")
+    direct = load_reference(tmp_path / "small", detector, tmp_path / "c2", size=(8, 8))
+    np.testing.assert_array_equal(resized.stats.pool_features, direct.stats.pool_features)
+    assert resized.provenance()["resized"] == "area8" and direct.provenance()["resized"] is None
+    # "none" compares them as they are: the 24x24 images' own features, not the downsampled ones
+    as_is = load_reference(big, detector, tmp_path / "c3", size=(8, 8), resize="none")
+    assert not np.allclose(as_is.stats.pool_features, direct.stats.pool_features)
+
+
+def test_a_statistics_reference_has_no_size_to_check(tmp_path, detector, monkeypatch):
+    monkeypatch.setattr(sources, "STATS_DIMS", {"mu": 4, "mu_s": 2})
+    np.savez(tmp_path / "stats.npz", mu=np.zeros(4), sigma=np.eye(4))
+    assert load_reference(tmp_path / "stats.npz", detector, tmp_path / "c", size=(8, 8)).stats.count is None

@@ -14,6 +14,7 @@ from cfgdiff import limits
 
 from cfgdiff.metrics import registry  # standard library only: --help stays fast
 
+RefResize = enum.Enum("RefResize", {m: m for m in ("area", "none")}, type=str)  # = metrics.sources.REF_RESIZES
 FidMethod = enum.Enum("FidMethod", {m: m for m in ("eigh", "sqrtm")}, type=str)  # = metrics.frechet.METHODS
 
 
@@ -47,6 +48,11 @@ def score(
     fid_method: Annotated[FidMethod, typer.Option(help="Matrix square root for FID/sFID: eigh (the default: "
                                                  "fast) or sqrtm (scipy, the reference ADM uses).",
                                                   metavar="NAME")] = FidMethod.eigh,
+    ref_resize: Annotated[Optional[RefResize], typer.Option(
+        "--ref-resize", metavar="HOW",
+        help="When the reference's images are not the samples' size: area = area-resize each to the "
+             "samples' size first, as prepare makes datasets; none = compare them as they are (default: "
+             "refuse).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (docs/json.md) on stdout.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Override a safety refusal: score fewer than 2 samples "
                                                         "(every metric n/a with its reason), or replace an existing "
@@ -67,7 +73,7 @@ def score(
         samples=str(samples), ref=str(ref) if ref else None, inception=str(inception) if inception else None,
         batch=batch_per_device, save_stats=str(save_stats) if save_stats else None,
         metrics=tuple(metrics.split(",")) if metrics is not None else None, fid_method=FidMethod(fid_method).value,
-        results=str(results) if results else None, force=force,
+        results=str(results) if results else None, force=force, ref_resize=RefResize(ref_resize).value if ref_resize else None,
     )
     record = run_score(cfg)
     if not dist.is_main():

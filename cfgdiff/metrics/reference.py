@@ -18,7 +18,8 @@ from cfgdiff.files import Owner, write_npz
 from cfgdiff.metrics.cache import cache_root, cache_write, memo_content_sha256
 from cfgdiff.metrics.detector import InceptionDetector
 from cfgdiff.metrics.extract import statistics_from_arrays, statistics_of
-from cfgdiff.metrics.sources import open_input
+from cfgdiff.errors import ConfigError
+from cfgdiff.metrics.sources import AreaResized, SizeChecked, open_input
 from cfgdiff.metrics.stats import Moments, Statistics
 
 
@@ -31,10 +32,11 @@ class Reference:
     kind: str  # the input kind (see cfgdiff.metrics.sources.Input)
     sha256: str  # of the input's content
     cache_file: str | None = None  # the cached statistics used or written, if any
+    resized: str | None = None  # "area64": its images were area-resized to 64x64 first
 
     def provenance(self) -> dict[str, object]:
         return {"path": self.path, "kind": self.kind, "sha256": self.sha256, "count": self.stats.count,
-                "weights_sha256": self.stats.weights_sha256, "cache_file": self.cache_file}
+                "weights_sha256": self.stats.weights_sha256, "cache_file": self.cache_file, "resized": self.resized}
 
 
 def default_reference(ref: str | Path | None, recorded: str | None) -> str | None:
@@ -44,22 +46,33 @@ def default_reference(ref: str | Path | None, recorded: str | None) -> str | Non
 
 
 def load_reference(ref: str | Path, detector: InceptionDetector, cache_dir: str | Path | None = None, *,
-                   need_pool: bool = True, batch_size: int = 64) -> Reference:
+                   need_pool: bool = True, batch_size: int = 64, size: tuple[int, int] | None = None,
+                   resize: str | None = None, hint: str = "") -> Reference:
     """Reference statistics of `ref` (npz of images or statistics, HDF5 dataset, folder of images).
 
     need_pool: also keep the per-image pool features (precision/recall, KID; 8 KiB per image).
     cache_dir: the cache root (default `cfgdiff.metrics.cache.cache_root()`); entries go to `references/`.
+    size: the samples' (H, W). Reference images of another size are refused (ConfigError, one line
+        ending in `hint`) unless `resize` is "area" (each is area-resized to the samples' size, as
+        `prepare` makes datasets) or "none" (compared as they are). See sources.REF_RESIZES.
     A collective call under torchrun: every rank computes its shard, rank 0 writes the cache.
     """
     inp = open_input(ref)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     sha256 = memo_content_sha256(inp.path, root)
-    if inp.images is None:  # a statistics file: nothing to compute
+    if inp.images is None:  # a statistics file: nothing to compute (and no size to check)
         return Reference(statistics_from_arrays(inp.stats), str(ref), inp.kind, sha256)
-    cache_file = root / "references" / f"{sha256[:24]}-{detector.sha256[:12]}.npz"
+    images, tag = inp.images, ""
+    if size is not None and resize == "area":
+        if size[0] != size[1]:
+            raise ConfigError(f"--ref-resize area needs square samples, these are {size[0]}x{size[1]}")
+        images, tag = AreaResized(images, size[0]), f"-area{size[0]}"
+    elif size is not None and resize != "none":
+        images = SizeChecked(images, size, hint)
+    cache_file = root / "references" / f"{sha256[:24]}-{detector.sha256[:12]}{tag}.npz"
     stats = read_cached(cache_file, need_pool)
     if stats is None:
-        stats = statistics_of(inp.images, detector, keep_pool=need_pool, keep_logits=False, batch_size=batch_size,
+        stats = statistics_of(images, detector, keep_pool=need_pool, keep_logits=False, batch_size=batch_size,
                               desc="reference")
         if dist.is_main():
             arrays = statistics_arrays(stats, with_features=True, extra={"content_sha256": sha256})
@@ -67,7 +80,7 @@ def load_reference(ref: str | Path, detector: InceptionDetector, cache_dir: str 
     if inp.stats is not None:  # ADM's convention: stored mu/sigma win over recomputed ones
         stored = statistics_from_arrays(inp.stats)
         stats = dataclasses.replace(stats, pool=stored.pool, spatial=stored.spatial or stats.spatial)
-    return Reference(stats, str(ref), inp.kind, sha256, str(cache_file))
+    return Reference(stats, str(ref), inp.kind, sha256, str(cache_file), tag[1:] or None)
 
 
 def save_statistics(stats: Statistics, path: str | Path, with_features: bool = False,

@@ -19,9 +19,11 @@ from cfgdiff.metrics.detector import load_detector
 from cfgdiff.metrics.evaluate import compute_metrics
 from cfgdiff.metrics.extract import statistics_from_arrays, statistics_of
 from cfgdiff.metrics.reference import load_reference, save_statistics
-from cfgdiff.metrics.sources import open_input
+from cfgdiff.metrics.sources import first_size, open_input
 from cfgdiff.metrics.weights import HOW_TO_GET_HEAD
 
+REF_RESIZE_HINT = ("Pass --ref-resize area to area-resize them to the samples' size (as prepare does), "
+                   "or --ref-resize none to compare them as they are")
 RELIABLE_COUNT = 10_000  # below this FID and IS are strongly biased (the papers use 50,000 samples)
 
 
@@ -53,7 +55,9 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
                                f"1008-way head, which {detector.path.name} lacks; pass --ref, or --save-stats to "
                                "keep the statistics, or " + HOW_TO_GET_HEAD)
     need_pool = registry.needs(metrics, "pool_features")
-    ref = (load_reference(ref_path, detector, root, need_pool=need_pool, batch_size=cfg.batch)
+    size = first_size(samples.images) if samples.images is not None else None
+    ref = (load_reference(ref_path, detector, root, need_pool=need_pool, batch_size=cfg.batch, size=size,
+                          resize=cfg.ref_resize, hint=REF_RESIZE_HINT)
            if ref_path is not None else None)
     warnings = small_n_warnings(count, metrics) + ([missing_ref] if missing_ref else [])
     for line in warnings:  # after the inputs and weights are known good: an error stays one line

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cfgdiff.errors import DataError
+from cfgdiff.errors import ConfigError, DataError
 from cfgdiff.files import is_regular, require_regular
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -162,6 +162,62 @@ def _same_size_batches(images: Iterator[np.ndarray], size: int) -> Iterator[np.n
         run.append(image)
     if run:
         yield np.stack(run)
+
+
+# How a reference whose images are not the samples' size is compared (`score --ref-resize`):
+# area: each image area-downsampled to the samples' size by prepare's exact area resize, as the
+# training data was made; none: as they are (the Inception then resizes both to 299² from different
+# sizes). Without either, a difference in size is refused: FID would measure it too.
+REF_RESIZES = ("area", "none")
+
+
+def first_size(source: ImageSource) -> tuple[int, int]:
+    """(H, W) of the source's first image."""
+    return tuple(next(iter(source.batches(0, 1, 1))).shape[1:3])  # type: ignore[return-value]
+
+
+def size_refusal(path: Path, got: tuple[int, int], want: tuple[int, int], hint: str) -> str:
+    """The one line that refuses a reference of another size than the samples."""
+    return (f"{path}: the reference's images are {got[0]}x{got[1]} (first: {_first_name(path)}), the samples "
+            f"{want[0]}x{want[1]}; FID, KID and precision/recall would measure that difference too. {hint}")
+
+
+def _first_name(path: Path) -> str:
+    return "image 0" if not path.is_dir() else str(next(iter(image_files(path)), path).name)
+
+
+class SizeChecked(ImageSource):
+    """Another source's images, each required to be (H, W) = `want`: a DataError names the first that is not."""
+
+    def __init__(self, inner: ImageSource, want: tuple[int, int], hint: str):
+        self.inner, self.want, self.hint, self.kind = inner, want, hint, inner.kind
+        got = first_size(inner)
+        if got != want:
+            raise ConfigError(size_refusal(inner.path, got, want, hint))
+        super().__init__(inner.path, inner.count)
+
+    def batches(self, start: int, stop: int, size: int) -> Iterator[np.ndarray]:
+        done = start
+        for batch in self.inner.batches(start, stop, size):
+            if batch.shape[1:3] != self.want:
+                raise ConfigError(f"{self.path}: image {done} is {batch.shape[1]}x{batch.shape[2]}, the samples "
+                                  f"{self.want[0]}x{self.want[1]}; {self.hint}")
+            done += len(batch)
+            yield batch
+
+
+class AreaResized(ImageSource):
+    """Another source's images, each resized to size × size by prepare's exact area resize."""
+
+    def __init__(self, inner: ImageSource, size: int):
+        from cfgdiff.data.resize import area_resize  # numpy only
+
+        self.inner, self.size, self.kind, self._resize = inner, size, inner.kind, area_resize
+        super().__init__(inner.path, inner.count)
+
+    def batches(self, start: int, stop: int, size: int) -> Iterator[np.ndarray]:
+        for batch in self.inner.batches(start, stop, size):
+            yield np.stack([self._resize(image, self.size) for image in batch])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -226,7 +226,10 @@ def run_sweep(req: SweepConfig) -> SweepResult:
     base = SampleJob(tuple(seeds), tuple(labels), combos[0], req.batch)
     _check_settings(out_dir, _shared_settings(model, base, None, None, req.metrics), write=False)  # before Inception
     detector = load_detector(req.inception, device)
-    reference = load_reference(ref, detector)
+    res = model.resolution
+    reference = load_reference(ref, detector, size=(res, res), hint=(
+        f"Pass a reference of {res}x{res} images (cfgdiff prepare DATA --size {res} makes one the way the "
+        "training set was made), or score the kept samples with `cfgdiff score --ref-resize`"))
     if dist.is_main():  # the inputs are good: the folder is made and claimed now, never left behind empty
         claim_folder(out_dir, OWNER, writes=sweep_writes, flag="--out-dir")
         _check_settings(out_dir, _shared_settings(model, base, reference.sha256, detector.sha256, req.metrics))
