@@ -221,6 +221,9 @@ class SamplerConfig:
     rescale: CFG-rescale's φ in [0, 1] (Lin et al. 2024); 0 is off.
     threshold: dynamic thresholding of x̂ at this percentile of |x̂| (Saharia et al. 2022; DPM-Solver++
         uses 0.995), in (0, 1]; 0 is off, and then clip_x applies. Every sampler, inside each step.
+    guidance: the guidance method (`cfgdiff.diffusion.methods`: cfg = Eq. 6, apg, cfgpp, or a plugin's).
+    guidance_settings: that method's settings as (name, value) pairs; the ones left out take their
+        declared defaults, so the config always holds every one (what a sweep row's key compares).
     """
 
     steps: int = 256
@@ -233,8 +236,12 @@ class SamplerConfig:
     guidance_interval: tuple[float, float] | None = None
     rescale: float = 0.0
     threshold: float = 0.0
+    guidance: str = "cfg"
+    guidance_settings: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
+        from cfgdiff.diffusion.methods import get_method  # torch-free
+
         if not isinstance(self.steps, int) or self.steps < 2:
             raise ConfigError(f"steps (T) must be an integer >= 2, got {self.steps!r}")
         check_range("v", self.v, 0.0, 1.0)
@@ -255,6 +262,15 @@ class SamplerConfig:
             if not lo < hi:
                 raise ConfigError(f"guidance_interval LO ({lo}) must be below HI ({hi})")
             object.__setattr__(self, "guidance_interval", (float(lo), float(hi)))  # JSON gives a list
+        if not isinstance(self.guidance, str):
+            raise ConfigError(f"guidance must be a method name, got {self.guidance!r}")
+        method = get_method(self.guidance)
+        try:
+            given = dict(self.guidance_settings)  # JSON gives a list of [name, value] pairs
+        except (TypeError, ValueError):
+            raise ConfigError(f"guidance_settings must be (name, value) pairs, got {self.guidance_settings!r}") from None
+        object.__setattr__(self, "guidance_settings", method.resolve(given))
+        method.check_w(self.w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,6 +564,7 @@ class SampleConfig:
         <out>/samples.npz and the PNG folder <out>/png/ (see `out_paths`).
     sampler, grid, eta, guidance_interval ("LO:HI"), rescale, threshold: as in SamplerConfig.
     guide: a run folder or checkpoint whose network replaces the ∅ pass (autoguidance).
+    guidance, guidance_settings: the guidance method and its settings, as in SamplerConfig.
     preview: a PNG grid of the first 64 samples.
     """
 
@@ -573,6 +590,8 @@ class SampleConfig:
     guide: Path | None = None
     rescale: float = 0.0
     threshold: float = 0.0
+    guidance: str = "cfg"
+    guidance_settings: tuple[tuple[str, float], ...] = ()
     out_is_folder: bool = False  # set from the command line's trailing "/" (a Path drops it)
 
     def __post_init__(self) -> None:
@@ -587,7 +606,8 @@ class SampleConfig:
         interval = parse_interval(self.guidance_interval, "--guidance-interval") if self.guidance_interval else None
         return SamplerConfig(steps=self.steps, v=self.v, w=self.w, clip_x=self.clip, sampler=self.sampler,
                              grid=self.grid, eta=self.eta, guidance_interval=interval, rescale=self.rescale,
-                             threshold=self.threshold)
+                             threshold=self.threshold, guidance=self.guidance,
+                             guidance_settings=self.guidance_settings)
 
 
 def parse_axis(text: str, what: str) -> list[str]:
@@ -620,11 +640,13 @@ def parse_interval_axis(text: str) -> list[tuple[float, float] | None]:
 
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
-    """`cfgdiff sweep`: every combination of the axes (sampler, steps, grid, guidance interval, w), each
-    sampled with the same seeds and labels and scored against `ref`.
+    """`cfgdiff sweep`: every combination of the axes (sampler, steps, grid, guidance interval, guidance
+    method with its settings, w), each sampled with the same seeds and labels and scored against `ref`.
 
     w: the guidance weights as `--w` takes them (start:stop:step or a comma list).
     samplers, steps, grids, intervals: the other axes, one value or several each.
+    guidances: (method, settings) pairs, one per line of the table (`cfgdiff.cli.methods.sweep_choices`
+        expands each method's setting axes into them); settings left out take their defaults.
     v, eta, rescale, threshold, clip: sampler settings shared by every row.
     out_dir: the sweep folder (default: sweeps/<run>-step<step>).
     metrics: the metrics of every row (default: all that the inputs allow; the rest are n/a with the reason).
@@ -653,10 +675,18 @@ class SweepConfig:
     figure_ws: int = 5
     metrics: tuple[str, ...] | None = None  # names in cfgdiff.metrics.registry; None: every one the inputs allow
     dry_run: bool = False
+    guidances: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = (("cfg", ()),)
 
     def __post_init__(self) -> None:
+        from cfgdiff.diffusion.methods import get_method  # torch-free
+
         parse_grid(self.w)
-        for name in ("samplers", "steps", "grids", "intervals"):
+        try:  # JSON gives lists; each entry resolved to every setting, duplicates dropped
+            resolved = tuple(dict.fromkeys((str(m), get_method(str(m)).resolve(dict(st))) for m, st in self.guidances))
+        except (TypeError, ValueError):
+            raise ConfigError(f"guidances must be (method, settings) pairs, got {self.guidances!r}") from None
+        object.__setattr__(self, "guidances", resolved)
+        for name in ("samplers", "steps", "grids", "intervals", "guidances"):
             if not getattr(self, name):
                 raise ConfigError(f"{name}: give at least one value")
         self.combinations()
@@ -667,17 +697,16 @@ class SweepConfig:
         return parse_grid(self.w)
 
     def sampler(self, w: float = 0.0, sampler: str = "ancestral", steps: int = 256, grid: str = "paper",
-                interval: tuple[float, float] | None = None) -> SamplerConfig:
+                interval: tuple[float, float] | None = None,
+                guidance: tuple[str, tuple[tuple[str, float], ...]] = ("cfg", ())) -> SamplerConfig:
         return SamplerConfig(steps=steps, v=self.v, w=w, clip_x=self.clip, sampler=sampler, grid=grid, eta=self.eta,
-                             guidance_interval=interval, rescale=self.rescale, threshold=self.threshold)
+                             guidance_interval=interval, rescale=self.rescale, threshold=self.threshold,
+                             guidance=guidance[0], guidance_settings=guidance[1])
 
     def combinations(self) -> list[SamplerConfig]:
-        """One SamplerConfig per row of the sweep, in table order (sampler, steps, grid, interval, w)."""
-        return [self.sampler(w, s, t, g, i) for s in self.samplers for t in self.steps for g in self.grids
-                for i in self.intervals for w in self.ws()]
-
-
-FID_METHODS = ("eigh", "sqrtm")  # the matrix square root of FID (cfgdiff.metrics.frechet)
+        """One SamplerConfig per row of the sweep, in table order (sampler, steps, grid, interval, guidance, w)."""
+        return [self.sampler(w, s, t, g, i, m) for s in self.samplers for t in self.steps for g in self.grids
+                for i in self.intervals for m in self.guidances for w in self.ws()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -713,38 +742,12 @@ class ScoreConfig:
             raise ConfigError(f"batch must be a positive integer, got {self.batch!r}")
         if self.ref_resize not in (None, "area", "none"):  # cfgdiff.metrics.sources.REF_RESIZES
             raise ConfigError(f"ref_resize must be area or none, got {self.ref_resize!r}")
+        from cfgdiff.metrics.registry import FID_METHODS, parse_metrics  # standard library only
+
         if self.fid_method not in FID_METHODS:
             raise ConfigError(f"fid_method must be one of {', '.join(FID_METHODS)}, got {self.fid_method!r}")
         if self.metrics is not None:
-            from cfgdiff.metrics.registry import parse_metrics  # standard library only
-
             object.__setattr__(self, "metrics", parse_metrics(self.metrics))
-
-    def resolved_ref(self) -> tuple[str | None, str | None]:
-        """(--ref, else the samples' recorded training dataset where it exists; a warning if it does not)."""
-        from cfgdiff.metrics.reference import default_reference
-        from cfgdiff.metrics.sources import recorded_dataset
-
-        from cfgdiff.runs import locate_dataset
-
-        recorded, fingerprint = recorded_dataset(self.samples) if self.ref is None else (None, None)
-        if recorded:  # relative to the sidecar's folder too, and only the very dataset it records
-            found, why = locate_dataset(recorded, fingerprint, Path(self.samples).parent)
-            if found is None:
-                return None, f"{why} (recorded in {self.samples}.json); scoring without a reference (pass --ref)"
-            recorded = found
-        return default_reference(self.ref, recorded), None
-
-    def resolved_metrics(self, ref: str | None) -> tuple[str, ...]:
-        """The metrics to compute: those asked for (each needing its inputs), else every one `ref` allows."""
-        from cfgdiff.metrics import registry
-
-        if self.metrics is not None:
-            needs = registry.needs_ref(self.metrics)
-            if needs and ref is None:
-                raise ConfigError(f"{','.join(needs)} need a reference: pass --ref")
-            return self.metrics
-        return tuple(m for m in registry.names() if ref is not None or not registry.METRICS[m].needs_ref)
 
     def results_path(self) -> Path:
         """--results, else `<samples>.score.json` beside the samples."""

@@ -339,7 +339,7 @@ def test_third_party_samplers_load_and_broken_ones_are_reported_in_one_line(tmp_
         (tmp_path / rel).parent.mkdir(exist_ok=True)
         (tmp_path / rel).write_text(text)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sampler_module, "_registry", None)
+    monkeypatch.setattr(sampler_module.SAMPLERS, "_all", None)
     known = sampler_module.samplers()
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [  # one line each, in the order of the names

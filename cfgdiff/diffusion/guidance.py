@@ -5,7 +5,9 @@
 w = 0 is the plain conditional model. Other tools write the same rule with a "guidance scale"
 s = 1 + w: ε̃ = s·ε(z, c) + (1 − s)·ε(z, ∅). cfgdiff's options always take the paper's w.
 
-The variants are off by default, so w keeps the paper's meaning:
+How the two predictions combine is the guidance method (`methods.py`: cfg = Eq. 6, the default;
+apg; cfgpp; plug-ins). The variants below are off by default, so w keeps the paper's meaning, and
+they apply to every method:
 - guidance interval (Kynkäänniemi et al. 2024, Sec. 3): w applies only where λ ∈ [LO, HI]; elsewhere
   the step is a plain B-batch forward of the conditional model;
 - autoguidance (Karras et al. 2024, Eq. 1): the unconditional pass is replaced by a weaker guide
@@ -23,6 +25,8 @@ import torch
 from torch import Tensor
 
 from cfgdiff.config import DiffusionConfig
+from cfgdiff.diffusion.methods import Combine, Step
+from cfgdiff.diffusion.schedule import alpha_sigma_at
 from cfgdiff.errors import ConfigError
 
 EpsFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -86,10 +90,11 @@ def interval_weight(lam: float, w: float, interval: tuple[float, float] | None) 
 
 @dataclass(frozen=True)
 class Guidance:
-    """Which ε̃ a sampler uses at each λ: Eq. 6, or one of its variants (all off by default).
+    """Which ε̃ a sampler uses at each λ: a guidance method (Eq. 6 by default) and the variants.
 
-    w: the paper's guidance weight; null_label: ∅, needed for Eq. 6 with w > 0; interval: (LO, HI)
-    in λ; rescale: CFG-rescale's φ; guide: a guide ε-predictor, which turns Eq. 6 into autoguidance.
+    w: the paper's guidance weight; null_label: ∅, needed for w > 0 without a guide; interval: (LO, HI)
+    in λ; rescale: CFG-rescale's φ; guide: a guide ε-predictor, which replaces the ∅ pass
+    (autoguidance); method, settings: the guidance method and its resolved settings (methods.py).
     """
 
     w: float = 0.0
@@ -97,6 +102,8 @@ class Guidance:
     interval: tuple[float, float] | None = None
     rescale: float = 0.0
     guide: EpsFn | None = None
+    method: str = "cfg"
+    settings: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.w != 0 and self.guide is None and self.null_label is None:
@@ -111,14 +118,42 @@ class Guidance:
         return 2 if self.weight(lam) != 0 else 1
 
     def predictor(self, eps_fn: EpsFn, lam: float) -> EpsFn:
-        """ε̃ to use at λ."""
-        w = self.weight(lam)
-        if w == 0:
+        """ε̃ to use at λ, of a fresh run (see `start`; Eq. 6 and CFG++'s ε_λ keep no state)."""
+        if self.weight(lam) == 0:
             return eps_fn  # one B-batch forward: no ∅ pass, no guide
-        if self.guide is not None:
-            return autoguided_eps(eps_fn, self.guide, w, self.rescale)
-        assert self.null_label is not None  # __post_init__ requires it for w != 0 without a guide
-        return guided_eps(eps_fn, w, self.null_label, self.rescale)
+        run = self.start()
+        return lambda z, lam_b, labels: run(eps_fn, z, lam, lam_b, labels)[0]
+
+    def start(self) -> GuidedRun:
+        """The guidance of one sampling run: a fresh state for the method (APG's momentum)."""
+        from cfgdiff.diffusion.methods import get_method
+
+        return GuidedRun(self, get_method(self.method).make(dict(self.settings)))
+
+
+class GuidedRun:
+    """ε̃ at each λ of one sampling run, and the ε to renoise with (None: ε̃ itself; CFG++: ε_u)."""
+
+    def __init__(self, guidance: Guidance, combine: Combine):
+        self.guidance, self.combine = guidance, combine
+
+    def __call__(self, eps_fn: EpsFn, z: Tensor, lam: float, lam_b: Tensor, labels: Tensor
+                 ) -> tuple[Tensor, Tensor | None]:
+        g = self.guidance
+        w = g.weight(lam)
+        if w == 0:
+            return eps_fn(z, lam_b, labels), None  # one B-batch forward: no ∅ pass, no guide
+        if g.guide is not None:  # autoguidance: the guide network, same label
+            eps_c, eps_u = eps_fn(z, lam_b, labels), g.guide(z, lam_b, labels)
+        else:  # ONE call on a 2B batch: labels, then ∅
+            assert g.null_label is not None  # __post_init__ requires it for w != 0 without a guide
+            null = torch.full_like(labels, g.null_label)
+            eps_c, eps_u = eps_fn(torch.cat([z, z]), torch.cat([lam_b, lam_b]), torch.cat([labels, null])).chunk(2)
+        alpha, sigma = alpha_sigma_at(lam)
+        eps_hat, renoise = self.combine(Step(z, alpha, sigma, w, eps_c, eps_u))
+        if g.rescale:
+            eps_hat = rescale_guided(eps_hat, eps_c, g.rescale)
+        return eps_hat, renoise
 
 
 @dataclass(frozen=True)

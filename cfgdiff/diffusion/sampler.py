@@ -18,10 +18,8 @@ per-step ε̃, then runs the sampler named by cfg.sampler.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from importlib.metadata import entry_points
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -30,7 +28,9 @@ from cfgdiff.config import DiffusionConfig, SamplerConfig
 from cfgdiff.diffusion import solvers
 from cfgdiff.diffusion.grids import check_grid, make_grid
 from cfgdiff.diffusion.guidance import EpsFn, Guidance
+from cfgdiff.diffusion.methods import get_method
 from cfgdiff.errors import ConfigError
+from cfgdiff.registry import Registry
 
 ENTRY_POINT_GROUP = "cfgdiff.samplers"
 
@@ -57,6 +57,9 @@ class Sampler:
     evaluations: Callable[[Sequence[float]], list[float]] = field(default=each_lambda_once)
     summary: str = ""
     max_sigma_ratio: float | None = None  # the widest grid step (σ_e ratio) it handles; see grid_advice
+    # It takes guidance methods that renoise (CFG++): it calls eps(z, lam, labels, with_renoise=True)
+    # and uses the second ε it returns, where not None, for its update's noise direction.
+    renoise: bool = False
 
 
 # Heun's corrector is the trapezoidal rule in EDM's σ_e = e^{−λ/2}. Over a step whose σ_e falls by a
@@ -70,7 +73,8 @@ BUILTIN: dict[str, Sampler] = {
     s.name: s
     for s in (
         Sampler("ancestral", solvers.ancestral, summary="Ho & Salimans 2022 Eq. 4 with v; the paper's sampler"),
-        Sampler("ddim", solvers.ddim, summary="Song et al. 2021 Eq. 12, η = cfg.eta (0: deterministic)"),
+        Sampler("ddim", solvers.ddim, summary="Song et al. 2021 Eq. 12, η = cfg.eta (0: deterministic)",
+                renoise=True),
         Sampler("dpmpp-2m", solvers.dpmpp_2m, summary="DPM-Solver++(2M), Lu et al. 2022 Alg. 2"),
         Sampler("heun", solvers.heun, heun_evaluations, summary="EDM Heun, Karras et al. 2022 Alg. 1",
                 max_sigma_ratio=HEUN_MAX_SIGMA_RATIO),
@@ -80,55 +84,27 @@ BUILTIN: dict[str, Sampler] = {
 }
 
 
-@dataclass(frozen=True)
-class PluginFailure:
-    name: str
-    target: str
-    error: str
-
-
-def load_plugins() -> tuple[dict[str, Sampler], list[PluginFailure]]:
-    """The `cfgdiff.samplers` entry points that load to a `Sampler`, and one record per failure."""
-    found: dict[str, Sampler] = {}
-    failures: list[PluginFailure] = []
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        try:
-            if ep.name in BUILTIN or ep.name in found:
-                raise ValueError(f"the name {ep.name!r} is taken")
-            obj = ep.load()
-            if not isinstance(obj, Sampler):
-                raise TypeError(f"{type(obj).__name__} is not a cfgdiff.diffusion.sampler.Sampler")
-            found[ep.name] = obj if obj.name == ep.name else replace(obj, name=ep.name)
-        except Exception as exc:  # a broken plugin must not break the other samplers
-            failures.append(PluginFailure(ep.name, ep.value, f"{type(exc).__name__}: {exc}".splitlines()[0]))
-    return found, failures
-
-
-_registry: dict[str, Sampler] | None = None
+SAMPLERS: Registry[Sampler] = Registry("sampler", ENTRY_POINT_GROUP, Sampler, BUILTIN)
 
 
 def samplers() -> dict[str, Sampler]:
     """Every sampler by name: the built-ins, then the plugins (loaded once per process)."""
-    global _registry
-    if _registry is None:
-        plugins, failures = load_plugins()
-        for f in failures:
-            print(f"cfgdiff: sampler plugin '{f.name}' ({f.target}) failed to load: {f.error}", file=sys.stderr)
-        _registry = {**BUILTIN, **plugins}
-    return _registry
+    return SAMPLERS.all()
 
 
 def get_sampler(name: str) -> Sampler:
-    known = samplers()
-    if name not in known:
-        raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(known)}")
-    return known[name]
+    return SAMPLERS.get(name)
 
 
 def check_sampler_config(cfg: SamplerConfig) -> None:
-    """Raise ConfigError when cfg names an unknown sampler or grid (for parse-time checks)."""
-    get_sampler(cfg.sampler)
+    """Raise ConfigError when cfg names an unknown sampler or grid, or a guidance method its sampler
+    cannot run (for parse-time checks)."""
+    sampler = get_sampler(cfg.sampler)
     check_grid(cfg.grid)
+    if get_method(cfg.guidance).renoise and not sampler.renoise:
+        takes = ", ".join(s.name for s in samplers().values() if s.renoise)
+        raise ConfigError(f"--guidance {cfg.guidance} renoises inside the sampler's step, which {cfg.sampler} "
+                          f"does not do; samplers that take it: {takes}")
 
 
 def grid_advice(cfg: SamplerConfig, diffusion: DiffusionConfig) -> str | None:
@@ -146,7 +122,8 @@ def grid_advice(cfg: SamplerConfig, diffusion: DiffusionConfig) -> str | None:
 
 
 def guidance_of(cfg: SamplerConfig, null_label: int | None, guide: EpsFn | None = None) -> Guidance:
-    return Guidance(w=cfg.w, null_label=null_label, interval=cfg.guidance_interval, rescale=cfg.rescale, guide=guide)
+    return Guidance(w=cfg.w, null_label=null_label, interval=cfg.guidance_interval, rescale=cfg.rescale, guide=guide,
+                    method=cfg.guidance, settings=cfg.guidance_settings)
 
 
 def nfe_per_sample(cfg: SamplerConfig, diffusion: DiffusionConfig = DiffusionConfig()) -> int:
@@ -173,20 +150,23 @@ def sample(
     z_{λ_min}. `null_label` (∅) is needed when cfg.w > 0 without a `guide` (autoguidance).
     `callback(i, n)` is called after each ε̃ evaluation, n = the evaluations per sample.
     """
+    check_sampler_config(cfg)
     sampler = get_sampler(cfg.sampler)
-    guidance = guidance_of(cfg, null_label, guide)
+    run = guidance_of(cfg, null_label, guide).start()  # one method state (APG's momentum) per run
     lams = make_grid(cfg.grid, cfg.steps, diffusion.lam_min, diffusion.lam_max, device=labels.device)
     total = len(sampler.evaluations(lams.tolist())) if callback is not None else 0
     calls = 0
 
-    def eps(z: Tensor, lam: float, labels: Tensor) -> Tensor:
+    def eps(z: Tensor, lam: float, labels: Tensor, with_renoise: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
         nonlocal calls
         lam_b = torch.full((z.shape[0],), lam, dtype=torch.float64, device=z.device)
-        eps_hat = guidance.predictor(eps_fn, lam)(z, lam_b, labels).double()
+        eps_hat, renoise = run(eps_fn, z, lam, lam_b, labels)
         calls += 1
         if callback is not None:
             callback(calls, total)
-        return eps_hat
+        if with_renoise:
+            return eps_hat.double(), None if renoise is None else renoise.double()
+        return eps_hat.double()
 
     return sampler.run(eps, lams, labels, noise, cfg)
 

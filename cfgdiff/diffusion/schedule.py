@@ -23,6 +23,12 @@ def log_sigma2(lam: Tensor) -> Tensor:
     return F.logsigmoid(-lam)
 
 
+def alpha_sigma_at(lam: float) -> tuple[float, float]:
+    """α_λ, σ_λ (Eq. 1) at one λ as float64 Python scalars, from the log-sigmoids below."""
+    t = torch.tensor(lam, dtype=torch.float64)
+    return math.exp(0.5 * log_alpha2(t).item()), math.exp(0.5 * log_sigma2(t).item())
+
+
 def alpha(lam: Tensor) -> Tensor:
     """α_λ = sqrt(sigmoid(λ))."""
     return torch.exp(0.5 * log_alpha2(lam))

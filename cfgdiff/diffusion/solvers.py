@@ -22,16 +22,13 @@ import torch
 from torch import Tensor
 
 from cfgdiff.config import SamplerConfig
-from cfgdiff.diffusion.schedule import log_alpha2, log_sigma2
+from cfgdiff.diffusion.methods import get_method
+from cfgdiff.diffusion.schedule import alpha_sigma_at, log_alpha2, log_sigma2
 
 StepEps = Callable[[Tensor, float, Tensor], Tensor]
 Noise = Callable[[], Tensor]
 
 
-def _alpha_sigma(lam: float) -> tuple[float, float]:
-    """α_λ, σ_λ (Eq. 1) as float64 scalars, from log-sigmoids like `schedule.alpha`/`sigma`."""
-    t = torch.tensor(lam, dtype=torch.float64)
-    return math.exp(0.5 * log_alpha2(t).item()), math.exp(0.5 * log_sigma2(t).item())
 
 
 def dynamic_threshold(x_hat: Tensor, pct: float) -> Tensor:
@@ -126,23 +123,26 @@ def ddim(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerC
     (Eq. 16's (1−ᾱ_{t−1})/(1−ᾱ_t)·(1 − ᾱ_t/ᾱ_{t−1}) is (1 − e^{λ−λ'}) σ²_{λ'}: at η = 1 this is
     the ancestral sampler with v = 0.) η = 0 is deterministic and draws no noise after z_{λ_min}.
     With clipping, ε̂ is recomputed from the clipped x̂ (ε̂ = (z − α x̂)/σ), so the step stays
-    consistent with z.
+    consistent with z. A renoising guidance method (CFG++) replaces ε̂ in the direction term
+    √(σ²_{λ'} − s²)·ε̂ by the ε it returns beside ε̃ (ε_u), clipped or not.
     """
     z = noise()
     lam_list = lams.tolist()
     eta = cfg.eta
+    renoising = get_method(cfg.guidance).renoise  # CFG++: the direction term takes ε_u (methods.py)
     for lam, lam_next in zip(lam_list[:-1], lam_list[1:]):
-        alpha, sigma = _alpha_sigma(lam)
-        eps_hat = eps(z, lam, labels)
+        alpha, sigma = alpha_sigma_at(lam)
+        eps_hat, renoise = eps(z, lam, labels, with_renoise=True) if renoising else (eps(z, lam, labels), None)
         x_hat = _x_hat(z, eps_hat, alpha, sigma, cfg)
         if cfg.clip_x or cfg.threshold:
             eps_hat = (z - alpha * x_hat) / sigma
-        alpha_next, sigma_next = _alpha_sigma(lam_next)
+        direction = eps_hat if renoise is None else renoise
+        alpha_next, sigma_next = alpha_sigma_at(lam_next)
         var = eta**2 * -math.expm1(lam - lam_next) * sigma_next**2  # s², Eq. 16 in λ
-        z = alpha_next * x_hat + math.sqrt(sigma_next**2 - var) * eps_hat  # Eq. 12
+        z = alpha_next * x_hat + math.sqrt(sigma_next**2 - var) * direction  # Eq. 12
         if eta > 0:
             z = z + math.sqrt(var) * noise()
-    alpha, sigma = _alpha_sigma(lam_list[-1])
+    alpha, sigma = alpha_sigma_at(lam_list[-1])
     return _x_hat(z, eps(z, lam_list[-1], labels), alpha, sigma, cfg)
 
 
@@ -175,9 +175,9 @@ def _multistep_2m(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg:
     last = len(lam_list) - 1
     for i in range(last):
         lam, lam_next = lam_list[i], lam_list[i + 1]
-        alpha, sigma = _alpha_sigma(lam)
+        alpha, sigma = alpha_sigma_at(lam)
         x_hat = _x_hat(z, eps(z, lam, labels), alpha, sigma, cfg)
-        alpha_next, sigma_next = _alpha_sigma(lam_next)
+        alpha_next, sigma_next = alpha_sigma_at(lam_next)
         h = (lam_next - lam) / 2
         if x_prev is None or i == last - 1:  # first order on the first and the last step
             d = x_hat
@@ -186,7 +186,7 @@ def _multistep_2m(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg:
             d = (1 + 1 / (2 * r)) * x_hat - (1 / (2 * r)) * x_prev
         z = update(z, d, h, alpha_next, sigma, sigma_next)
         x_prev, h_prev = x_hat, h
-    alpha, sigma = _alpha_sigma(lam_list[-1])
+    alpha, sigma = alpha_sigma_at(lam_list[-1])
     return _x_hat(z, eps(z, lam_list[-1], labels), alpha, sigma, cfg)
 
 
@@ -254,11 +254,11 @@ def heun(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerC
     sig_e = [math.exp(-lam / 2) for lam in lam_list]
 
     def denoise(x_e: Tensor, lam: float) -> Tensor:
-        alpha, sigma = _alpha_sigma(lam)
+        alpha, sigma = alpha_sigma_at(lam)
         z = alpha * x_e
         return _x_hat(z, eps(z, lam, labels), alpha, sigma, cfg)
 
-    alpha0, _ = _alpha_sigma(lam_list[0])
+    alpha0, _ = alpha_sigma_at(lam_list[0])
     x_e = noise() / alpha0
     for i in range(len(lam_list) - 1):
         d = (x_e - denoise(x_e, lam_list[i])) / sig_e[i]
