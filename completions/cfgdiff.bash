@@ -32,6 +32,7 @@ _cfgdiff() {
         sample:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
         sample:--eta) COMPREPLY=(); return ;;
         sample:--guidance-interval) COMPREPLY=(); return ;;
+        sample:--guidance) COMPREPLY=(); return ;;
         sample:--guide-with) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         sample:--rescale) COMPREPLY=(); return ;;
         sample:--threshold) COMPREPLY=(); return ;;
@@ -41,6 +42,9 @@ _cfgdiff() {
         sample:--batch-per-device) COMPREPLY=(); return ;;
         sample:--shard-size) COMPREPLY=(); return ;;
         sample:--preview) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        sample:--apg-eta) COMPREPLY=(); return ;;
+        sample:--apg-momentum) COMPREPLY=(); return ;;
+        sample:--apg-norm-threshold) COMPREPLY=(); return ;;
         score:--ref) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         score:--inception) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         score:--batch-per-device) COMPREPLY=(); return ;;
@@ -55,6 +59,7 @@ _cfgdiff() {
         sweep:--steps|{c.name}:-T) COMPREPLY=(); return ;;
         sweep:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
         sweep:--guidance-interval) COMPREPLY=(); return ;;
+        sweep:--guidance) COMPREPLY=(); return ;;
         sweep:--v) COMPREPLY=(); return ;;
         sweep:--eta) COMPREPLY=(); return ;;
         sweep:--rescale) COMPREPLY=(); return ;;
@@ -65,6 +70,9 @@ _cfgdiff() {
         sweep:--batch-per-device) COMPREPLY=(); return ;;
         sweep:--inception) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         sweep:--metrics) COMPREPLY=($(compgen -W "fid is pr sfid kid" -- "$cur")); return ;;
+        sweep:--apg-eta) COMPREPLY=(); return ;;
+        sweep:--apg-momentum) COMPREPLY=(); return ;;
+        sweep:--apg-norm-threshold) COMPREPLY=(); return ;;
         train:--data) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         train:--preset) COMPREPLY=($(compgen -W "adm64 cifar32 tiny" -- "$cur")); return ;;
         train:--run-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -93,9 +101,9 @@ _cfgdiff() {
         export) opts="--out -o --force --json --help -h" ;;
         plugins) opts="--json --help -h" ;;
         prepare) opts="--out -o --size --resize --split --limit --first-classes --draft --no-draft --class-map --seed --preset --workers --force --dry-run --json --help -h" ;;
-        sample) opts="--w --n -n --num-samples --steps -T --v --sampler --grid --eta --guidance-interval --guide-with --rescale --threshold --out -o --seeds --balanced --classes --batch-per-device --shard-size --preview --no-clip --force --dry-run --json --help -h" ;;
+        sample) opts="--w --n -n --num-samples --steps -T --v --sampler --grid --eta --guidance-interval --guidance --guide-with --rescale --threshold --out -o --seeds --balanced --classes --batch-per-device --shard-size --preview --no-clip --force --dry-run --json --apg-eta --apg-momentum --apg-norm-threshold --help -h" ;;
         score) opts="--ref --inception --batch-per-device --save-stats --metrics --results --fid-method --ref-resize --json --force --help -h" ;;
-        sweep) opts="--w --n -n --num-samples --sampler --steps -T --grid --guidance-interval --v --eta --rescale --threshold --ref --out-dir -o --seeds --balanced --batch-per-device --inception --metrics --keep-samples --no-clip --dry-run --json --help -h" ;;
+        sweep) opts="--w --n -n --num-samples --sampler --steps -T --grid --guidance-interval --guidance --v --eta --rescale --threshold --ref --out-dir -o --seeds --balanced --batch-per-device --inception --metrics --keep-samples --no-clip --dry-run --json --apg-eta --apg-momentum --apg-norm-threshold --help -h" ;;
         train) opts="--data --preset --run-dir --kimg --batch --batch-per-device --lr --lr-warmup --ema --ema-warmup --no-ema-warmup --dropout --grad-clip --seed --tick --snapshot --preview-every --sampler --grid --keep --workers --compile --no-compile --amp --no-amp --set --log --hours --dry-run --json --help -h" ;;
     esac
     if [[ "$cur" == -* ]]; then

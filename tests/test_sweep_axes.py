@@ -24,6 +24,7 @@ from test_score import isolated_caches  # noqa: F401  (autouse: no shared cache)
 from cfgdiff.cli import envelope
 from cfgdiff.cli.app import main
 from cfgdiff.sampling import sweep as sweep_mod
+from cfgdiff.sampling import sweep_files
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def test_one_more_value_computes_only_the_new_rows_with_the_same_seeds(run_and_r
     table = out.joinpath("table.md").read_text()
     assert table.count("### ") == 2 and "n = 2" in table and "step 4" in table and "ref.npz" in table
     header = out.joinpath("sweep.csv").read_text().splitlines()[0].split(",")
-    assert header[:6] == ["sampler", "steps", "grid", "guidance_interval", "w", "nfe"]
+    assert header[:8] == ["sampler", "steps", "grid", "guidance_interval", "guidance", "guidance_settings", "w", "nfe"]
 
 
 def test_every_combination_uses_the_same_seeds_and_labels(run_and_ref, random_weights, tmp_path, calls):  # noqa: F811
@@ -160,7 +161,7 @@ def _synthetic_rows():
         for w in np.round(np.linspace(0, 4, 51), 2):
             row = {"sampler": sampler, "steps": steps, "grid": "paper", "guidance_interval": None, "w": float(w),
                    "nfe": nfe * (2 if w > 0 else 1), "fid": a + (w - b) ** 2, "precision": 0.5, "n": 8}
-            rows[sweep_mod.row_key(row)] = row
+            rows[sweep_files.row_key(row)] = row
         best[(sampler, steps)] = (b, a)
     return rows, best
 
@@ -173,7 +174,7 @@ def test_table_is_grouped_by_sampler_and_steps_and_plots_mark_each_lines_best(tm
     rows, best = _synthetic_rows()
     got = {(line[0], line[1]): (r["w"], r["fid"]) for line, r in best_per_line(rows).items()}
     assert got.keys() == best.keys() and all(got[k] == pytest.approx(best[k]) for k in best)
-    table = sweep_mod.markdown_table(rows)
+    table = sweep_files.markdown_table(rows)
     headings = [ln for ln in table.splitlines() if ln.startswith("### ")]
     assert headings == ["### ancestral, T=16", "### ancestral, T=256", "### dpmpp-2m, T=8", "### dpmpp-2m, T=16"]
     assert table.count("\n| 1.2 | 512 | 5.00 |") == 1  # ancestral T=256 at its best w: NFE 2T
@@ -206,7 +207,7 @@ def test_table_shows_kid_times_1000_with_its_std_and_na_when_absent():
             "fid": 50.0, "precision": 0.5, "recall": 0.4}
     rows = {("a",): {**base, "w": 0.3, "kid": 0.012345, "kid_std": 0.000678},
             ("b",): {**base, "w": 1.0, "kid": None, "kid_std": None}}
-    table = sweep_mod.markdown_table(rows)
+    table = sweep_files.markdown_table(rows)
     assert "| w | NFE | FID | KID ×10³ | IS | precision | recall |" in table
     assert "| 0.3 | 40 | 50.00 | 12.35 ± 0.68 | n/a | 0.500 | 0.400 |" in table
     assert "| 1 | 40 | 50.00 | n/a | n/a | 0.500 | 0.400 |" in table

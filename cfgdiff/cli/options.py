@@ -98,6 +98,24 @@ GuideWith = Annotated[
                                  help="Autoguidance: guide with this weaker network instead of the ∅ pass; "
                                       "its classes, resolution and λ range must match.")
 ]
+def _check_guidance_names(text: str) -> None:
+    from cfgdiff.config import parse_axis
+    from cfgdiff.diffusion.methods import get_method  # torch-free
+
+    for name in parse_axis(text, "guidance"):
+        get_method(name)
+
+
+GuidanceName = Annotated[
+    str, typer.Option("--guidance", metavar="NAME", callback=rule(_check_guidance_names),
+                      help="Guidance method: cfg (Eq. 6, default), apg, cfgpp (ddim only), or a plugin's; its "
+                           "settings are the --<method>-* flags below (docs/sample.md).")
+]
+GuidanceNames = Annotated[
+    str, typer.Option("--guidance", metavar="NAMES", callback=rule(_check_guidance_names),
+                      help="Guidance methods, a comma list: one sweep line each (and per value of each of "
+                           "their settings' axes), on the same seeds; default cfg.")
+]
 Rescale = Annotated[float, typer.Option("--rescale", metavar="PHI", min=0.0, max=1.0,
                                         help="CFG-rescale φ (Lin et al. 2024); 0 = off.")]
 Threshold = Annotated[float, typer.Option("--threshold", metavar="P", min=0.0, max=1.0,

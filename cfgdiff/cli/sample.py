@@ -11,9 +11,10 @@ import typer
 from cfgdiff import limits
 
 from cfgdiff.cli import options as o
+from cfgdiff.cli.methods import with_settings
 
 
-def sample(
+def _sample(
     checkpoint: o.Checkpoint = None,
     w: Annotated[float, typer.Option(
         "--w", callback=o.rule(o.check_w),
@@ -32,6 +33,7 @@ def sample(
     grid: o.GridName = "paper",
     eta: o.Eta = 0.0,
     guidance_interval: o.LambdaInterval = None,
+    guidance: o.GuidanceName = "cfg",
     guide_with: o.GuideWith = None,
     rescale: o.Rescale = 0.0,
     threshold: o.Threshold = 0.0,
@@ -62,14 +64,16 @@ def sample(
 
     torchrun splits the seeds:  torchrun --nproc_per_node 8 -m cfgdiff sample ...
     """
+    from cfgdiff.cli.methods import sample_choice
     from cfgdiff.config import SampleConfig
 
+    method = sample_choice(guidance)
     req = SampleConfig(  # the options checked together, before torch and the checkpoint load
         checkpoint=checkpoint, w=w, n=n, steps=steps, v=v, out=Path(out), seeds=seeds, balanced=balanced,
         classes=classes, batch=batch_per_device, shard_size=shard_size, preview=preview, clip=not no_clip,
         force=force, dry_run=dry_run, sampler=sampler, grid=grid, eta=eta, guidance_interval=guidance_interval,
-        guide=guide_with, rescale=rescale, threshold=threshold,
-        out_is_folder=out.endswith(("/", os.sep)),
+        guide=guide_with, rescale=rescale, threshold=threshold, guidance=method.name,
+        guidance_settings=method.settings, out_is_folder=out.endswith(("/", os.sep)),
     )
     from cfgdiff import dist
     from cfgdiff.sampling.command import plan_line, run_sample_command
@@ -83,3 +87,7 @@ def sample(
         envelope.emit("sample", **parts)
     elif dry_run:
         typer.echo(plan_line(parts["results"]))
+
+
+# every guidance method's settings as flags, derived from their declarations
+sample = with_settings(_sample, sweep=False)

@@ -10,11 +10,12 @@ import typer
 from cfgdiff import limits
 
 from cfgdiff.cli import options as o
+from cfgdiff.cli.methods import with_settings
 from cfgdiff.config import parse_axis, parse_interval_axis, parse_steps_axis
 from cfgdiff.metrics import registry  # standard library only: --help stays fast
 
 
-def sweep(
+def _sweep(
     checkpoint: o.Checkpoint = None,
     w: o.Grid = "0:5:0.1",
     n: o.N = 50000,
@@ -36,6 +37,7 @@ def sweep(
                                     help="Guide only where λ ∈ [LO, HI]; a comma list compares several ('all': "
                                          "everywhere). Default: everywhere.")
     ] = None,
+    guidance: o.GuidanceNames = "cfg",
     v: o.V = 0.3,
     eta: Annotated[float, typer.Option("--eta", min=0.0, max=1.0, help="DDIM's η (ddim only; 0 = deterministic).")] = 0.0,
     rescale: Annotated[float, typer.Option("--rescale", min=0.0, max=1.0, metavar="PHI",
@@ -77,6 +79,7 @@ def sweep(
 
     Example:  cfgdiff sweep runs/in64-adm64 --w 0:4:0.5 --steps 256,32,16
     """
+    from cfgdiff.cli.methods import sweep_choices
     from cfgdiff.config import SweepConfig
 
     req = SweepConfig(  # the options checked together, before torch and the checkpoint load
@@ -86,10 +89,11 @@ def sweep(
         rescale=rescale, threshold=threshold, ref=ref, out_dir=out_dir, seeds=seeds, balanced=balanced,
         batch=batch_per_device, inception=inception, metrics=_metrics(metrics), keep_samples=keep_samples,
         clip=not no_clip, dry_run=dry_run,
+        guidances=tuple((c.name, c.settings) for c in sweep_choices(parse_axis(guidance, "guidance"))),
     )
     import dataclasses
 
-    import os
+    from cfgdiff.launch import launched_rank
 
     from cfgdiff.sampling.sweep_files import finished_sweep, format_plan
 
@@ -98,7 +102,7 @@ def sweep(
         from cfgdiff.sampling.sweep import run_sweep
 
         result = run_sweep(req)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports: one document
+    if launched_rank() != 0:  # under torchrun, rank 0 alone reports: one document
         return
     settings = {**dataclasses.asdict(req), "out_dir": str(result.out_dir)}
     if as_json:
@@ -132,3 +136,7 @@ def _metrics(text: str | None) -> tuple[str, ...] | None:
         raise typer.BadParameter(f"unknown metric(s) {', '.join(unknown)}; choose from {','.join(registry.names())}",
                                  param_hint="'--metrics'")
     return tuple(parse_axis(text, "metrics"))
+
+
+# every guidance method's settings as flags, derived from their declarations
+sweep = with_settings(_sweep, sweep=True)

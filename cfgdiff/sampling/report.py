@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cfgdiff.diffusion.methods import MethodChoice
 from cfgdiff.files import atomic_write
 from cfgdiff.sampling.sweep_files import OWNER
 
@@ -47,7 +48,7 @@ def plot_axes(rows: dict[Any, dict[str, Any]]) -> tuple[str, str, list[Any]]:
 
 def _lines(rows: dict[Any, dict[str, Any]], keys: list[Any]) -> dict[Any, list[Any]]:
     """`keys` split by plot line (every axis but w), each line in w order."""
-    from cfgdiff.sampling.sweep import line_of, row_key
+    from cfgdiff.sampling.sweep_files import line_of, row_key
 
     lines: dict[Any, list[Any]] = {}
     for k in sorted(keys, key=lambda k: row_key(rows[k])):
@@ -68,7 +69,7 @@ def write_plot(rows: dict[Any, dict[str, Any]], path: Path, subtitle: str | None
 
     Never fails on a missing metric: it falls back to precision, then to w, and says in the figure
     when no row has an FID."""
-    from cfgdiff.sampling.sweep import line_label
+    from cfgdiff.sampling.sweep_files import line_label
 
     plt = _pyplot()
     xkey, xlabel, keys = plot_axes(rows)
@@ -110,7 +111,7 @@ def _finite_fid(rows: dict[Any, dict[str, Any]]) -> list[Any]:
 
 def write_fid_vs_w(rows: dict[Any, dict[str, Any]], path: Path, subtitle: str | None = None) -> Path:
     """FID against w, one line per (sampler, steps) (and λ grid, interval), each line's best w marked."""
-    from cfgdiff.sampling.sweep import line_label
+    from cfgdiff.sampling.sweep_files import line_label
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
@@ -156,9 +157,10 @@ def write_fid_vs_nfe(rows: dict[Any, dict[str, Any]], path: Path, subtitle: str 
     for line, r in best_per_line(rows).items():
         if r.get("nfe") is not None:
             by_sampler.setdefault((line[0], *line[2:]), []).append((r["nfe"], r["fid"], r["w"], line[1]))
-    for (sampler, grid, interval), points in by_sampler.items():
+    for (sampler, grid, interval, guidance, settings), points in by_sampler.items():
         points.sort()
         extra = ("" if grid == "paper" else f", {grid}") + (f", λ∈[{interval[0]:g}, {interval[1]:g}]" if interval else "")
+        extra += "" if guidance == "cfg" else f", {MethodChoice(guidance, settings).label()}"
         ax.plot([p[0] for p in points], [p[1] for p in points], "-o", ms=4, label=sampler + extra)
         for nfe, fid, w, steps in points:
             ax.annotate(f"T={steps}, w={w:g}", (nfe, fid), textcoords="offset points", xytext=(4, 4), fontsize=7)

@@ -114,6 +114,8 @@ def _identity(prov: dict[str, Any]) -> dict[str, Any]:
     """The part of the provenance that must match for parts to be reused (not the kimg label etc.)."""
     keys = ["checkpoint_sha256", "sampler", "diffusion", "n", "seeds_sha256", "labels_sha256", "resolution"]
     ident = {k: prov[k] for k in keys}
+    if ident["sampler"].get("guidance", "cfg") == "cfg":  # as written before guidance methods: parts stay valid
+        ident["sampler"] = {k: v for k, v in ident["sampler"].items() if k not in ("guidance", "guidance_settings")}
     if prov.get("guide") is not None:  # absent for unguided jobs, so their parts and files stay valid
         ident["guide_sha256"] = prov["guide"]["sha256"]
     return ident

@@ -28,7 +28,7 @@ from cfgdiff.runs import SamplingModel, newest_run, resolve_weights_file
 from cfgdiff.sampling.command import seeds_and_labels, smaller_plan
 from cfgdiff.sampling.generate import nfe, sample_batch
 from cfgdiff.sampling.shards import SampleJob, _compact_seeds, provenance, run_sample
-from cfgdiff.sampling.sweep_files import (  # noqa: F401  (columns, write_rows, markdown_table: the public names)
+from cfgdiff.sampling.sweep_files import (
     FORMAT,
     OWNER,
     OUTPUTS,
@@ -44,7 +44,6 @@ from cfgdiff.sampling.sweep_files import (  # noqa: F401  (columns, write_rows, 
     describe,
     fingerprint,
     finished_sweep,
-    format_plan,
     key_of,
     line_label,
     line_of,
@@ -130,9 +129,10 @@ def score_row(model: SamplingModel, job: SampleJob, detector: Any, device: Any, 
 
 
 def _keep_name(key: Key) -> str:
-    sampler, steps, grid, interval, w = key
+    sampler, steps, grid, interval, guidance, settings, w = key
     tail = f"_{grid}" if grid != "paper" else ""
     tail += f"_gi{interval[0]:g}:{interval[1]:g}" if interval else ""
+    tail += "" if guidance == "cfg" else f"_{guidance}" + "".join(f"_{k}{v:g}" for k, v in settings)
     return f"samples_{sampler}_T{steps}{tail}_w{w:g}.npz"
 
 
@@ -162,7 +162,8 @@ def plan_rows(req: SweepConfig, model: SamplingModel, rows: dict[Key, dict[str, 
     return {
         "rows_total": len(req.combinations()), "rows_done": len(req.combinations()) - len(todo),
         "rows_to_compute": [{"sampler": k[0], "steps": k[1], "grid": k[2], "guidance_interval": list(k[3]) or None,
-                             "w": k[4], "nfe_per_sample": v} for k, v in per_sample.items()],
+                             "guidance": k[4], "guidance_settings": dict(k[5]), "w": k[6], "nfe_per_sample": v}
+                            for k, v in per_sample.items()],
         "nfe": total, "seconds_per_forward": t, "forward_batch": b, "estimated_seconds": seconds,
         "processes": dist.world_size(), "device": str(device), "disk_bytes": disk, "reference": ref,
         "checkpoint": {"path": str(model.path), "step": model.step, "sha256": model.sha256},
@@ -253,7 +254,8 @@ def run_sweep(req: SweepConfig) -> SweepResult:
             # precision/recall on the GPU, as `score`
             metrics = compute_metrics(stats, reference, req.metrics, device=str(device))
             row = {"sampler": cfg.sampler, "steps": cfg.steps, "grid": cfg.grid,
-                   "guidance_interval": list(cfg.guidance_interval) if cfg.guidance_interval else None, "w": cfg.w,
+                   "guidance_interval": list(cfg.guidance_interval) if cfg.guidance_interval else None,
+                   "guidance": cfg.guidance, "guidance_settings": dict(cfg.guidance_settings), "w": cfg.w,
                    "nfe": nfe(cfg, 1, model.diffusion_cfg),
                    **{k: metrics.get(k) for k in columns() if k in metrics}, "n": req.n, "v": req.v,
                    "seconds": round(time.perf_counter() - t0, 2), "cfgdiff_version": __version__,

@@ -10,19 +10,20 @@ import dataclasses
 import io
 import json
 import math
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from cfgdiff.config import SamplerConfig, SweepConfig
+from cfgdiff.diffusion.methods import MethodChoice, get_method
 from cfgdiff.console import duration
 from cfgdiff.errors import OutputError
 from cfgdiff.files import Owner, is_ours, write_text
+from cfgdiff.launch import launched_rank
 
 FORMAT = 2  # settings.json: 2 = axes in every row's key (1, unmarked: one sampler and T per folder)
-AXES = ("sampler", "steps", "grid", "guidance_interval", "w")  # a row's key, in table order
+AXES = ("sampler", "steps", "grid", "guidance_interval", "guidance", "guidance_settings", "w")  # a row's key, in order
 PLOTS = ("fid_vs_is.png", "fid_vs_w.png", "fid_vs_nfe.png")
 OUTPUTS = ("settings.json", "sweep.jsonl", "sweep.csv", "table.md", *PLOTS, "grid.png", "sweep.json")  # in --out-dir
 SHARED = ("v", "clip_x", "eta", "rescale", "threshold")  # sampler settings that are the same in every row
@@ -34,7 +35,9 @@ def sweep_writes(name: str) -> bool:
     """Whether a sweep writes a file of this name in its folder."""
     return name in OUTPUTS or bool(_KEPT.match(name))
 
-Key = tuple[str, int, str, tuple[float, ...], float]
+# (sampler, steps, grid, interval, guidance method, its settings as (name, value) pairs, w)
+Key = tuple[str, int, str, tuple[float, ...], str, tuple[tuple[str, float], ...], float]
+Line = tuple[str, int, str, tuple[float, ...], str, tuple[tuple[str, float], ...]]
 _STEP_FILE = re.compile(r"^(ema|checkpoint)-(\d+)\.pt$")  # as cfgdiff.runs names them
 
 
@@ -48,24 +51,29 @@ def columns() -> list[str]:
 
 # ---- rows and their keys ------------------------------------------------------------------------------------------
 def key_of(cfg: SamplerConfig) -> Key:
-    return (cfg.sampler, cfg.steps, cfg.grid, tuple(cfg.guidance_interval or ()), float(cfg.w))
+    return (cfg.sampler, cfg.steps, cfg.grid, tuple(cfg.guidance_interval or ()), cfg.guidance,
+            tuple(cfg.guidance_settings), float(cfg.w))
 
 
 def row_key(row: dict[str, Any]) -> Key:
-    """A row's key; rows written without an axis (a dummy row in a test) get that axis's default."""
+    """A row's key; rows written without an axis (a dummy row in a test, a row from before guidance
+    methods) get that axis's default (cfg). Settings are resolved as a SamplerConfig resolves them."""
     d = SamplerConfig()
+    guidance = row.get("guidance", d.guidance)
+    settings = get_method(guidance).resolve(dict(row.get("guidance_settings") or {}))
     return (row.get("sampler", d.sampler), int(row.get("steps", d.steps)), row.get("grid", d.grid),
-            tuple(row.get("guidance_interval") or ()), float(row["w"]))
+            tuple(row.get("guidance_interval") or ()), guidance, settings, float(row["w"]))
 
 
-def line_of(key: Key) -> tuple[str, int, str, tuple[float, ...]]:
+def line_of(key: Key) -> Line:
     """The plot line (and table group) a row belongs to: every axis but w."""
-    return key[:4]
+    return key[:-1]  # type: ignore[return-value]
 
 
-def line_label(line: tuple[str, int, str, tuple[float, ...]]) -> str:
-    sampler, steps, grid, interval = line
+def line_label(line: Line) -> str:
+    sampler, steps, grid, interval, guidance, settings = line
     extra = ([] if grid == "paper" else [f"{grid} grid"]) + ([f"λ∈[{interval[0]:g}, {interval[1]:g}]"] if interval else [])
+    extra += [] if guidance == "cfg" else [MethodChoice(guidance, settings).label()]
     return ", ".join([f"{sampler}, T={steps}", *extra])
 
 
@@ -80,7 +88,7 @@ def read_rows(path: Path) -> dict[Key, dict[str, Any]]:
                 row = json.loads(line)
                 key = row_key(row)
                 hash(key)  # an axis that is a list or a mapping is damage too
-                if not all(math.isfinite(x) for x in (key[1], key[4], *key[3])):
+                if not all(math.isfinite(x) for x in (key[1], key[-1], *key[3], *(v for _, v in key[5]))):
                     raise ValueError("non-finite axis")
             except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
                 damaged += line.strip() != ""
@@ -105,7 +113,9 @@ def write_rows(out_dir: Path, rows: dict[Any, dict[str, Any]]) -> None:
     writer.writeheader()
     for r in ordered:
         interval = r.get("guidance_interval")
-        writer.writerow({**r, "guidance_interval": f"{interval[0]!r}:{interval[1]!r}" if interval else ""})
+        settings = ",".join(f"{k}={v!r}" for k, v in (r.get("guidance_settings") or {}).items())
+        writer.writerow({"guidance": "cfg", **r, "guidance_settings": settings,
+                         "guidance_interval": f"{interval[0]!r}:{interval[1]!r}" if interval else ""})
     write_text(out_dir / "sweep.csv", buf.getvalue(), owner=OWNER)
 
 
@@ -231,6 +241,8 @@ def format_plan(plan: dict[str, Any], out_dir: Path) -> str:
              f"({plan['rows_done']} done earlier)"]
     for r in plan["rows_to_compute"]:
         gi = f", λ∈{r['guidance_interval']}" if r["guidance_interval"] else ""
+        gi += "" if r.get("guidance", "cfg") == "cfg" else (
+            f", {MethodChoice(r['guidance'], tuple(r['guidance_settings'].items())).label()}")
         lines.append(f"  {r['sampler']}, T={r['steps']}, {r['grid']} grid{gi}, w={r['w']:g}: "
                      f"NFE {r['nfe_per_sample']} per sample")
     lines.append(f"NFE = {plan['nfe']:,} in all; ~{duration(plan['estimated_seconds'])} of sampling on "
@@ -275,7 +287,7 @@ def finished_sweep(req: SweepConfig) -> SweepResult | None:
     summary = finished(out_dir, req, file)
     if summary is None:
         return None
-    if os.environ.get("RANK", "0") == "0":
+    if launched_rank() == 0:
         for r in summary["rows"]:
             print(f"{line_label(line_of(row_key(r)))}, w={r['w']:g}: done earlier, skipped", file=sys.stderr)
     return SweepResult(out_dir, summary["rows"], summary["meta"])
