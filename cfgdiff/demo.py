@@ -97,7 +97,7 @@ def _f4(x: float | None) -> str:
 
 def write_report(out: Path, cfg: DemoConfig, summary: dict[str, Any], rows: dict[float, dict[str, Any]],
                  checks: dict[str, bool], meta: dict[str, Any]) -> Path:
-    from cfgdiff.sampling.sweep import markdown_table
+    from cfgdiff.sampling.sweep_files import markdown_table
 
     yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
     text = f"""# cfgdiff demo report

@@ -16,7 +16,8 @@ from cfgdiff.cli.app import main
 from cfgdiff.metrics import registry
 from cfgdiff.config import ScoreConfig
 from cfgdiff.sampling.report import plot_axes, write_plot
-from cfgdiff.sampling.sweep import columns, write_rows
+from cfgdiff.metrics.score import resolved_ref
+from cfgdiff.sampling.sweep_files import columns, write_rows
 from cfgdiff.metrics import sources
 
 
@@ -95,9 +96,9 @@ def test_too_few_for_precision_keeps_fid_and_defaults_ref_to_the_training_set(tm
 
     # the recorded dataset moved away: no reference, and a warning that says so
     (tmp_path / "s.npz.json").write_text(json.dumps({"dataset": str(tmp_path / "gone.h5")}))
-    ref_path, warning = ScoreConfig(samples=str(tmp_path / "s.npz")).resolved_ref()
+    ref_path, warning = resolved_ref(ScoreConfig(samples=str(tmp_path / "s.npz")))
     assert ref_path is None and "gone.h5" in warning and "scoring without a reference" in warning
-    assert ScoreConfig(samples=str(tmp_path / "s.npz"), ref="r.npz").resolved_ref() == ("r.npz", None)
+    assert resolved_ref(ScoreConfig(samples=str(tmp_path / "s.npz"), ref="r.npz")) == ("r.npz", None)
 
 
 def test_fewer_than_two_samples_only_with_force(tmp_path, capsys, random_weights):  # noqa: F811

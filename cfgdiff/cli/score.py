@@ -15,7 +15,7 @@ from cfgdiff import limits
 from cfgdiff.metrics import registry  # standard library only: --help stays fast
 
 RefResize = enum.Enum("RefResize", {m: m for m in ("area", "none")}, type=str)  # = metrics.sources.REF_RESIZES
-FidMethod = enum.Enum("FidMethod", {m: m for m in ("eigh", "sqrtm")}, type=str)  # = metrics.frechet.METHODS
+FidMethod = enum.Enum("FidMethod", {m: m for m in registry.FID_METHODS}, type=str)
 
 
 def score(

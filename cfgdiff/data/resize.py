@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from cfgdiff.config import RESIZE_METHODS
 
 
 def _area_sums(a: np.ndarray, n_out: int, axis: int, dtype: type) -> np.ndarray:
@@ -102,11 +101,12 @@ def resize_array(a: np.ndarray, size: int, method: str) -> np.ndarray:
 
 
 def resize_rgb(img: Image.Image, size: int, method: str) -> np.ndarray:
-    """An RGB PIL image resized by `method` (one of RESIZE_METHODS) to a (size, size, 3) uint8 array."""
+    """An RGB PIL image resized by `method` (one of config.RESIZE_METHODS, which PrepareConfig checks) to a
+    (size, size, 3) uint8 array."""
     if method == "area":
         return area_resize(np.asarray(img), size)
     if method == "center-crop-adm":
         return adm_center_crop(img, size)
     if method == "box":
         return np.asarray(img.resize((size, size), resample=Image.Resampling.BOX))
-    raise ValueError(f"unknown resize method {method!r}; choose from {', '.join(RESIZE_METHODS)}")
+    raise ValueError(f"unknown resize method {method!r}")

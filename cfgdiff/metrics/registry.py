@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from cfgdiff.errors import ConfigError
 
+FID_METHODS = ("eigh", "sqrtm")  # the matrix square root of FID and sFID (frechet.py)
+
 if TYPE_CHECKING:
     from cfgdiff.metrics.reference import Reference
     from cfgdiff.metrics.stats import Statistics

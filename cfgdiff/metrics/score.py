@@ -33,8 +33,8 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
     Returns the record written: config, samples/reference/weights provenance, metrics, version, time.
     """
     dist.init()
-    ref_path, missing_ref = cfg.resolved_ref()
-    metrics = cfg.resolved_metrics(ref_path)
+    ref_path, missing_ref = resolved_ref(cfg)
+    metrics = resolved_metrics(cfg, ref_path)
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root()
     samples = open_input(cfg.samples)  # fail on a bad path before any expensive work
     job = job_id("score", {k: v for k, v in to_dict(cfg).items() if k not in ("force", "batch", "cache_dir")})
@@ -91,6 +91,31 @@ def score(cfg: ScoreConfig) -> dict[str, object]:
         metric, reason = next(iter(failed.items()))
         raise MetricsError(f"{metric} not computed: {reason} (the other metrics are in {cfg.results_path()})")
     return record
+
+
+def resolved_ref(cfg: ScoreConfig) -> tuple[str | None, str | None]:
+    """(--ref, else the samples' recorded training dataset where it exists; a warning if it does not)."""
+    from cfgdiff.metrics.reference import default_reference
+    from cfgdiff.metrics.sources import recorded_dataset
+    from cfgdiff.runs import locate_dataset
+
+    recorded, fingerprint = recorded_dataset(cfg.samples) if cfg.ref is None else (None, None)
+    if recorded:  # relative to the sidecar's folder too, and only the very dataset it records
+        found, why = locate_dataset(recorded, fingerprint, Path(cfg.samples).parent)
+        if found is None:
+            return None, f"{why} (recorded in {cfg.samples}.json); scoring without a reference (pass --ref)"
+        recorded = found
+    return default_reference(cfg.ref, recorded), None
+
+
+def resolved_metrics(cfg: ScoreConfig, ref: str | None) -> tuple[str, ...]:
+    """The metrics to compute: those asked for (each needing its inputs), else every one `ref` allows."""
+    if cfg.metrics is not None:
+        needs = registry.needs_ref(cfg.metrics)
+        if needs and ref is None:
+            raise ConfigError(f"{','.join(needs)} need a reference: pass --ref")
+        return cfg.metrics
+    return tuple(m for m in registry.names() if ref is not None or not registry.METRICS[m].needs_ref)
 
 
 def _stored_count(stats: dict | None) -> int | None:
