@@ -14,6 +14,7 @@ from cfgdiff.cli.export import export
 from cfgdiff.config import ModelConfig, from_dict
 from cfgdiff.errors import CfgdiffError
 from cfgdiff.nn import build_unet
+from cfgdiff.nn.unet import for_sampling
 from cfgdiff.runs import load_for_sampling, read_checkpoint
 from cfgdiff.train.export import FORMAT, export_safetensors
 from cfgdiff.train.loop import train
@@ -43,7 +44,7 @@ def test_export_holds_the_ema_weights_and_the_config_that_rebuilds_them(run, tmp
     assert int(meta["step"]) == 2 and int(meta["images_seen"]) == 8
     assert tensors.keys() == want["ema"].keys()
     assert all(torch.equal(tensors[k], want["ema"][k]) for k in tensors)
-    net = build_unet(from_dict(ModelConfig, json.loads(meta["config"])["model"]))
+    net = for_sampling(build_unet(from_dict(ModelConfig, json.loads(meta["config"])["model"])))  # laid out as sample runs it
     net.load_state_dict(tensors, strict=True)
     ref = load_for_sampling(run).net
     g = torch.Generator().manual_seed(0)

@@ -83,7 +83,8 @@ def build_unet(cfg: ModelConfig, device: torch.device | str = "cpu") -> UNet:
 
 # The memory layout of a network that samples: channels_last on every device. cuDNN's and oneDNN's
 # fast convolutions are NHWC; on a CPU (2 cores, AVX512-BF16) the `tiny` forward at 2B = 128 ran
-# 1.5x faster in float32 and 1.2x in bf16 than NCHW, with the same outputs (bench/sampler_loop.py,
+# 1.5x faster in float32 and 1.2x in bf16 than NCHW, the outputs equal to float32 rounding (another
+# summation order: |Δ| ≤ 5e-10 on a test net; bench/sampler_loop.py,
 # docs/benchmarks.md). Training keeps NCHW on CPUs, where the backward gained nothing (0.94-1.11x).
 SAMPLING_LAYOUT = torch.channels_last
 
