@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import pickle
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from cfgdiff import layout
 from cfgdiff.config import DiffusionConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from cfgdiff.errors import CheckpointError, ConfigError, DataError
 from cfgdiff.files import atomic_write, require_regular, serializer_errors, sha256_file
 
 TRAIN_FORMAT, EMA_FORMAT = "cfgdiff-train-state", "cfgdiff-ema"
 VERSION = 1
-_NAME = re.compile(r"^(checkpoint|ema)-(\d+)\.pt$")
 
 # The keys of each file (version 1) and their types. `_weights` = {name: Tensor}.
 _weights = "weights"
@@ -56,12 +55,7 @@ FINGERPRINT_ROWS = 64  # image rows hashed, evenly spaced over the file: 64 chun
 
 def checkpoint_files(run_dir: Path, kind: str = "checkpoint") -> list[Path]:
     """The run's files of `kind` ("checkpoint" or "ema"), oldest step first."""
-    found = []
-    for p in Path(run_dir).glob(f"{kind}-*.pt"):
-        m = _NAME.match(p.name)
-        if m and m.group(1) == kind:
-            found.append((int(m.group(2)), p))
-    return [p for _, p in sorted(found)]
+    return layout.step_files(Path(run_dir), kind)
 
 
 def content_digest(obj: Any) -> str:
@@ -108,8 +102,8 @@ def save_checkpoint(run_dir: Path, cfg: TrainConfig, dataset: dict[str, Any], st
     each. `dataset` is `dataset_record(...)`. Returns the training checkpoint's path."""
     common = {"config": to_dict(cfg), "dataset_info": dataset, "step": step, "images_seen": images_seen,
               "ema": ema.state_dict()}
-    atomic_save({"format": EMA_FORMAT, "version": VERSION, **common}, run_dir / f"ema-{step:08d}.pt")
-    path = run_dir / f"checkpoint-{step:08d}.pt"
+    atomic_save({"format": EMA_FORMAT, "version": VERSION, **common}, run_dir / layout.step_file("ema", step))
+    path = run_dir / layout.step_file("checkpoint", step)
     atomic_save({"format": TRAIN_FORMAT, "version": VERSION, **common, "data_pos": images_seen,
                  "model": net.state_dict(), "optimizer": opt.state_dict(), "rng": {"torch": torch.get_rng_state()}},
                 path)

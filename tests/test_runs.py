@@ -220,3 +220,18 @@ def test_a_failed_start_leaves_no_folder_and_newest_run_skips_one_without_a_chec
         LEDGER, "config.json", "log.txt", "stats.jsonl"]  # the ledger claims the folder as a run's
     with pytest.raises(CheckpointError, match=r"\(diverged: no checkpoint yet\)"):
         newest_run(tmp_path / "runs")
+
+
+def test_the_layout_names_what_train_writes_and_reads_it_back(tmp_path):
+    from cfgdiff import layout
+    from cfgdiff.train.start import run_writes
+
+    for kind in layout.KINDS:
+        for step in (0, 7, 12345678, 10**9):  # past 8 digits the name grows, and still parses
+            name = layout.step_file(kind, step)
+            assert layout.step_of(name) == (kind, step) and run_writes(name)
+            (tmp_path / name).write_bytes(b"")
+    assert layout.step_of("ema-12.pt.tmp") is None and layout.step_of("ema-x.pt") is None
+    assert [p.name for p in layout.step_files(tmp_path, "ema")] == [
+        "ema-00000000.pt", "ema-00000007.pt", "ema-12345678.pt", "ema-1000000000.pt"]
+    assert run_writes(layout.grid_file(3)) and layout.has_checkpoints(tmp_path)

@@ -20,6 +20,7 @@ from cfgdiff.diffusion.methods import MethodChoice, get_method
 from cfgdiff.console import duration
 from cfgdiff.errors import OutputError
 from cfgdiff.files import Owner, is_ours, write_text
+from cfgdiff import layout
 from cfgdiff.launch import launched_rank
 
 FORMAT = 2  # settings.json: 2 = axes in every row's key (1, unmarked: one sampler and T per folder)
@@ -38,7 +39,6 @@ def sweep_writes(name: str) -> bool:
 # (sampler, steps, grid, interval, guidance method, its settings as (name, value) pairs, w)
 Key = tuple[str, int, str, tuple[float, ...], str, tuple[tuple[str, float], ...], float]
 Line = tuple[str, int, str, tuple[float, ...], str, tuple[tuple[str, float], ...]]
-_STEP_FILE = re.compile(r"^(ema|checkpoint)-(\d+)\.pt$")  # as cfgdiff.runs names them
 
 
 def columns() -> list[str]:
@@ -177,9 +177,9 @@ def _recorded_settings(out_dir: Path) -> Any:
 def default_out_dir(file: Path, step: int | None = None) -> Path | None:
     """sweeps/<run>-step<step>: a sweep per checkpoint. The step comes from the file name (ema-<step>.pt)
     or, for another name, from the loaded checkpoint (None until then)."""
-    m = _STEP_FILE.match(file.name)
-    if m:
-        return Path("sweeps") / f"{file.parent.name}-step{int(m.group(2))}"
+    parsed = layout.step_of(file.name)
+    if parsed:
+        return Path("sweeps") / f"{file.parent.name}-step{parsed[1]}"
     return None if step is None else Path("sweeps") / f"{file.stem}-step{step}"
 
 
@@ -257,9 +257,9 @@ def format_plan(plan: dict[str, Any], out_dir: Path) -> str:
 def _newest(folder: Path) -> Path | None:
     """A run folder's newest EMA file, else its newest training checkpoint (cfgdiff.runs.sampling_files)."""
     for kind in ("ema", "checkpoint"):
-        steps = [(int(m.group(2)), p) for p in folder.glob(f"{kind}-*.pt") if (m := _STEP_FILE.match(p.name))]
-        if steps:
-            return max(steps)[1]
+        files = layout.step_files(folder, kind)
+        if files:
+            return files[-1]
     return None
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from cfgdiff import dist, stops
+from cfgdiff import dist, layout, stops
 from cfgdiff.config import TrainConfig, to_dict
 from cfgdiff.console import Progress, _duration
 from cfgdiff.errors import CfgdiffError, Interrupted, NumericalError
@@ -190,7 +190,7 @@ class _Loop:
     def stopped(self, done: int, start: int) -> str:
         """After a stop signal: checkpoint the last completed step if it is not saved yet (rank 0, no
         collective: the other ranks are stopping too), close the log; the message to report."""
-        saved = self.last_checkpoint is not None and self.last_checkpoint.name == f"checkpoint-{done:08d}.pt"
+        saved = self.last_checkpoint is not None and self.last_checkpoint.name == layout.step_file("checkpoint", done)
         if done > start and not saved and dist.is_main():
             with stops.critical():
                 self.last_checkpoint = save_checkpoint(self.run_dir, self.cfg, self.info, done, done * self.cfg.batch,
@@ -234,7 +234,7 @@ class _Loop:
         dist.barrier()
 
     def grid(self, step: int, missing_only: bool = False) -> None:
-        path = self.run_dir / f"grid-{step + 1:08d}.png"
+        path = self.run_dir / layout.grid_file(step + 1)
         if dist.is_main() and not (missing_only and path.exists()):
             kimg = (step + 1) * self.cfg.batch / 1000
             write_sample_grid(self.m.ema, self.cfg, path, self.m.autocast, kimg)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +13,20 @@ import torch
 from cfgdiff import dist
 from cfgdiff.config import TrainConfig, override
 from cfgdiff.errors import CfgdiffError
+from cfgdiff import layout
 from cfgdiff.files import Owner, claim_folder
 
 RUN_OWNER = Owner("run", "train")  # a run folder is train's (cfgdiff.files.claim_folder)
-_RUN_FILE = re.compile(r"^((checkpoint|ema)-\d+\.pt|grid-\d+\.png|config\.json|log\.txt|stats\.jsonl|tb)$")
 
 
 def run_writes(name: str) -> bool:
     """Whether `train` writes a file of this name in its run folder."""
-    return bool(_RUN_FILE.match(name))
+    return bool(layout.RUN_FILE.match(name))
 
 
 def _legacy_run(folder: Path) -> bool:
     """A run folder an earlier cfgdiff made (before folders were claimed): it has checkpoints."""
-    return any(folder.glob("checkpoint-*.pt"))
+    return layout.has_checkpoints(folder)
 
 
 def claim_run_dir(run_dir: Path, create: bool) -> None:
@@ -69,7 +68,7 @@ def with_micro_batch(cfg: TrainConfig, run_dir: Path, device: torch.device, worl
 
     if cfg.batch_per_device:
         return cfg, "as set"
-    recorded = _recorded_micro_batch(run_dir) if any(run_dir.glob("checkpoint-*.pt")) else None
+    recorded = _recorded_micro_batch(run_dir) if layout.has_checkpoints(run_dir) else None
     if recorded is not None and (recorded == 0 or cfg.batch % (recorded * world) == 0):
         return override(cfg, batch_per_device=recorded), "as the run started"
     # (a recorded micro-batch that cannot cut this batch: the rerun changed the run, which resuming
