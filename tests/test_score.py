@@ -246,3 +246,22 @@ def test_a_statistics_reference_has_no_size_to_check(tmp_path, detector, monkeyp
     monkeypatch.setattr(sources, "STATS_DIMS", {"mu": 4, "mu_s": 2})
     np.savez(tmp_path / "stats.npz", mu=np.zeros(4), sigma=np.eye(4))
     assert load_reference(tmp_path / "stats.npz", detector, tmp_path / "c", size=(8, 8)).stats.count is None
+
+
+def test_score_reads_images_as_prepare_does(tmp_path):
+    """One image-input layer: the same suffixes and the same RGB conversion as `prepare`."""
+    from cfgdiff.data.decode import ImageSpec, decode_image
+    from cfgdiff.data.sources import IMAGE_SUFFIXES
+
+    assert sources.IMAGE_EXTENSIONS == IMAGE_SUFFIXES and ".jpe" in IMAGE_SUFFIXES and ".gif" in IMAGE_SUFFIXES
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    wide = (np.arange(8 * 8, dtype=np.uint16).reshape(8, 8) * 1000)  # 16-bit gray up to 63000: clipped by convert
+    Image.fromarray(wide).save(folder / "a.png")
+    Image.fromarray(_images(1, size=8)[0]).save(folder / "b.gif")
+    got = list(open_input(folder).images.batches(0, 2, 2))
+    assert len(got) == 1 and got[0].shape == (2, 8, 8, 3)
+    for i, name in enumerate(("a.png", "b.gif")):
+        data = (folder / name).read_bytes()
+        np.testing.assert_array_equal(got[0][i], decode_image(data, ImageSpec(size=8, resize="area")))
+    assert got[0][0].max() == round(63000 * 255 / 65535)  # scaled, not clipped at 255

@@ -5,8 +5,9 @@
 - npz of statistics: `mu`, `sigma`, optionally `mu_s`, `sigma_s` (ADM reference batches carry both these
   and `arr_0`; pytorch-fid stats files carry `mu` and `sigma`).
 - cfgdiff HDF5 dataset: `images` (N, S, S, 3) uint8 with root attribute format = "cfgdiff-dataset".
-- a folder of images (.png .jpg .jpeg .bmp .webp .tif .tiff), nested folders included (EDM's
-  `ImageFolderDataset`), sorted by relative path; hidden files and folders are skipped.
+- a folder of images (the suffixes `prepare` reads: `cfgdiff.data.sources.IMAGE_SUFFIXES`), nested
+  folders included (EDM's `ImageFolderDataset`), sorted by relative path; hidden files and folders
+  are skipped. Each image becomes RGB as `prepare` makes it (`cfgdiff.data.decode.to_rgb`).
 - a zip of images (EDM's `dataset_tool.py` output, with or without its `dataset.json`), sorted by member name.
 
 Images are decoded as RGB with Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`) enforced
@@ -26,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cfgdiff.data.decode import to_rgb
+from cfgdiff.data.sources import IMAGE_SUFFIXES
 from cfgdiff.errors import ConfigError, DataError
 from cfgdiff.files import is_regular, require_regular
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # one image-input layer: the suffixes `prepare` reads (cfgdiff.data.sources)
 STATS_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 # The feature dimensions every statistics file must have: the FID Inception's pool_3 (2048) and ADM's
 # sFID spatial features (7 channels of mixed_6/conv at 17×17 = 2023); cfgdiff.metrics.inception's
@@ -342,7 +345,8 @@ def _read_image(file, name: str | Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # > MAX_IMAGE_PIXELS: refuse
             with Image.open(file) as im:
-                return np.asarray(im.convert("RGB"))
+                im.load()
+                return np.asarray(to_rgb(im))  # prepare's conventions: 16-bit scaled, palette alpha dropped
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DataError(f"{name}: refused as a possible decompression bomb ({e})".splitlines()[0]) from None
     except (OSError, ValueError, SyntaxError) as e:
