@@ -34,12 +34,13 @@ def out_paths(req: SampleConfig) -> tuple[Path, Path | None]:
 def run_sample_command(req: SampleConfig) -> dict[str, Any]:
     """Load the checkpoint (and the autoguidance guide, checked against it before any sampling),
     then either estimate (dry run) or draw the samples. Returns the `--json` envelope's parts."""
-    from cfgdiff.diffusion.sampler import grid_advice
+    from cfgdiff.diffusion.sampler import check_sampler_config, grid_advice
     from cfgdiff.sampling.generate import check_guide_model, nfe, seconds_per_step
     from cfgdiff.sampling.model import load_model
     from cfgdiff.sampling.shards import SampleJob, SampleOwners, check_output, guide_record, provenance, run_sample
 
     sampler = req.sampler_config()
+    check_sampler_config(sampler)  # the sampler, grid and guidance method go together: before anything loads
     npz, png_dir = out_paths(req)
     inputs = (*run_inputs(req.checkpoint), *run_inputs(req.guide))
     if not req.dry_run:  # every output rule before the model loads (see cfgdiff.files)

@@ -176,21 +176,22 @@ def run_sweep(req: SweepConfig) -> SweepResult:
     done = finished_sweep(req)
     if done is not None:  # nothing to do: no model, no Inception, no grid
         return done
+    from cfgdiff.diffusion.sampler import check_sampler_config, grid_advice
+
+    combos = req.combinations()
+    for c in {(c.sampler, c.grid, c.guidance): c for c in combos}.values():  # before anything is looked for
+        check_sampler_config(c)
     file = checkpoint_file(req.checkpoint)
     out_dir = Path(req.out_dir) if req.out_dir else default_out_dir(file)
     if out_dir is not None:
         _recorded_settings(out_dir)
 
-    from cfgdiff.diffusion.sampler import check_sampler_config, grid_advice
     from cfgdiff.metrics import compute_metrics, load_detector, load_reference
     from cfgdiff.metrics.score import small_n_warnings
     from cfgdiff.metrics.reference import default_reference
     from cfgdiff.sampling.model import load_model
     from cfgdiff.sampling.report import write_figure_grid, write_plots
 
-    combos = req.combinations()
-    for c in {(c.sampler, c.grid): c for c in combos}.values():
-        check_sampler_config(c)
     dist.init()
     device = dist.device()
     model = load_model(file, device)
