@@ -293,6 +293,9 @@ class ModelConfig:
     resblock_updown: BigGAN-style residual blocks resample between levels (else a strided conv
         down and nearest + conv up, as in DDPM).
     emb_mult: the embedding width as a multiple of model_channels (ADM: 4).
+    w_embedding: the network also takes the guidance weight w (a guided-distillation student, Meng et
+        al. 2023): c_w = W_SCALE·w through the noise level's sinusoidal embedding and an MLP whose last
+        layer starts at zero, added to the embedding (cfgdiff.nn.unet).
     """
 
     resolution: int = 64
@@ -308,8 +311,11 @@ class ModelConfig:
     resblock_updown: bool = True
     emb_mult: int = 4
     norm_groups: int = 32
+    w_embedding: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.w_embedding, bool):
+            raise ConfigError(f"model.w_embedding must be true or false, got {self.w_embedding!r}")
         for name in ("resolution", "in_channels", "out_channels", "model_channels", "num_res_blocks",
                      "head_channels", "emb_mult", "norm_groups"):
             value = getattr(self, name)
@@ -397,6 +403,9 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
+        if self.model.w_embedding:  # train feeds no w: the field is for guided-distillation students
+            raise ConfigError("model.w_embedding makes a guided-distillation student's network, which train "
+                              "cannot train (its objective has no w to feed)")
         for name in ("batch", "grid_images", "grid_steps", "keep"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

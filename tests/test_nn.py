@@ -114,3 +114,49 @@ def test_no_preset_normalises_single_channels(preset):
     Every preset keeps at least 4 channels a group (cifar32's 128/32; ADM's narrowest is 192/32)."""
     m = TRAIN_PRESETS[preset].model
     assert min(m.model_channels * k for k in m.channel_mult) // m.norm_groups >= 4
+
+
+def test_a_w_conditioned_student_starts_as_its_teacher_and_then_depends_on_w():
+    import dataclasses
+
+    import torch
+
+    from cfgdiff.config import ModelConfig
+    from cfgdiff.nn import build_unet
+    from cfgdiff.nn.unet import W_SCALE
+
+    cfg = ModelConfig(resolution=8, model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                      attention_resolutions=(4,), head_channels=16, num_classes=3, norm_groups=8, dropout=0.0)
+    torch.manual_seed(0)
+    teacher = build_unet(cfg).eval()
+    with torch.no_grad():  # every zero-initialised layer made non-zero, like a trained net's
+        for p in teacher.parameters():
+            if not p.any():
+                p.normal_(std=0.1)
+    student = build_unet(dataclasses.replace(cfg, w_embedding=True)).eval()
+    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+    assert unexpected == [] and missing and all(k.startswith("w_mlp.") for k in missing)
+    x, c, y = torch.randn(4, 3, 8, 8), torch.tensor([10.0, 200.0, 500.0, 900.0]), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        base = teacher(x, c, y)
+        for w in (0.0, 1.0, 7.5):  # the zero-initialised last layer: the student is its teacher at every w
+            assert torch.equal(student(x, c, y, torch.full((4,), w)), base)
+        torch.nn.init.normal_(student.w_mlp[2].weight, std=0.1)
+        a, b = student(x, c, y, torch.full((4,), 0.5)), student(x, c, y, torch.full((4,), 2.0))
+        assert not torch.allclose(a, b)  # once trained, w changes the output
+        # w enters as the noise level does: W_SCALE·w through the same sinusoidal features
+        emb = student.w_mlp(sinusoidal_embedding(W_SCALE * torch.tensor([0.5]), 16))
+        assert emb.shape == (1, 16 * cfg.emb_mult)
+    with pytest.raises(ValueError, match="pass w"):
+        student(x, c, y)
+    with pytest.raises(ValueError, match="does not take w"):
+        teacher(x, c, y, torch.ones(4))
+
+
+def test_train_refuses_a_w_conditioned_network():
+    from cfgdiff.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="model.w_embedding makes a guided-distillation student"):
+        dataclasses.replace(TRAIN_PRESETS["tiny"], model=dataclasses.replace(TRAIN_PRESETS["tiny"].model,
+                                                                             w_embedding=True))
+    assert isinstance(TRAIN_PRESETS["tiny"], TrainConfig) and not TRAIN_PRESETS["tiny"].model.w_embedding

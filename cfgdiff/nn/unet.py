@@ -3,6 +3,7 @@ with a null label: `net(x, c_noise, labels) -> eps`. It knows nothing of diffusi
 any real number per image (cfgdiff feeds 1000·u(λ), see cfgdiff.diffusion.network).
 
     emb = MLP(sinusoidal(c_noise)) + table[label]            table has K + 1 rows; row K is ∅
+          (+ MLP_w(sinusoidal(W_SCALE·w)), last layer zero at init, for a w-conditioned student)
     down: conv_in, per level [ResBlock (+ Attention)] × n, then a resampling block
     middle: ResBlock, Attention, ResBlock
     up: per level [concat skip, ResBlock (+ Attention)] × (n + 1), then a resampling block
@@ -19,6 +20,11 @@ from cfgdiff.config import ModelConfig
 from cfgdiff.nn.layers import Attention, Downsample, ResBlock, Stage, Upsample, sinusoidal_embedding, zero_init
 
 
+# w enters like the noise level: Fourier (sinusoidal) features of c_w = W_SCALE·w, so the guidance
+# weights of use (0 to ~10) span the embedding's frequencies as c_noise ∈ [0, 1000] does.
+W_SCALE = 100.0
+
+
 class UNet(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -27,6 +33,9 @@ class UNet(nn.Module):
         emb_dim = ch * cfg.emb_mult
         self.emb_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes > 0 else None
+        # a distilled student's w input (Meng et al. 2023); zero at init: the student starts as its teacher
+        self.w_mlp = (nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), zero_init(nn.Linear(emb_dim, emb_dim)))
+                      if cfg.w_embedding else None)
 
         def res(cin: int, cout: int, resample: str | None = None) -> ResBlock:
             return ResBlock(cin, cout, emb_dim, cfg.dropout, resample, cfg.norm_groups)
@@ -59,10 +68,17 @@ class UNet(nn.Module):
         self.norm_out = nn.GroupNorm(cfg.norm_groups, width)
         self.conv_out = zero_init(nn.Conv2d(width, cfg.out_channels, 3, padding=1))
 
-    def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor) -> Tensor:
-        emb = self.emb_mlp(sinusoidal_embedding(c_noise, self.cfg.model_channels).to(self.conv_in.weight.dtype))
+    def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor, w: Tensor | None = None) -> Tensor:
+        dtype = self.conv_in.weight.dtype
+        emb = self.emb_mlp(sinusoidal_embedding(c_noise, self.cfg.model_channels).to(dtype))
         if self.label_emb is not None:
             emb = emb + self.label_emb(labels)
+        if self.w_mlp is not None:
+            if w is None:
+                raise ValueError("this network takes the guidance weight w (model.w_embedding): pass w")
+            emb = emb + self.w_mlp(sinusoidal_embedding(W_SCALE * w, self.cfg.model_channels).to(dtype))
+        elif w is not None:
+            raise ValueError("this network does not take w (model.w_embedding is off)")
         emb = F.silu(emb)  # the first op of every block's embedding projection
         h = self.conv_in(x)
         skips = [h]
