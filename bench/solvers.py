@@ -7,6 +7,15 @@ reference, and records the exact NFE per sample (`nfe_per_sample`). Then, for ea
 from a disjoint seed set (seeds N..2N−1) to measure the FID noise between seed sets. With
 --rescale-at, chosen points are also sampled with CFG-rescale φ (Lin et al. 2024).
 
+With --guidances (issue 24), a guidance-method axis instead: every method named, at --guidance-ws
+(cfgpp at its own λ ∈ [0, 1], --cfgpp-ws), on --guidance-sampler at --guidance-steps, the same seeds,
+scored by FID, precision and recall, plus two saturation figures of the samples themselves (APG's
+claim: less oversaturation at high w): the mean HSV saturation and the share of channel values at
+0 or 255. Writes guidance.md and guidance_vs_w.png:
+
+    python bench/solvers.py RUN --ref REF.h5 --n 500 --guidances cfg,apg,cfgpp,interval \
+        --guidance-sampler ddim --guidance-steps 16 --guidance-ws 0,1,2,4 --cfgpp-ws 0.25,0.5,1
+
 Writes into --out-dir: rows.jsonl (one JSON row per finished point, so a rerun only computes the
 missing ones), table.md, fid_vs_nfe.png. The full run of the issue (hours on 2 CPU cores):
 
@@ -27,6 +36,7 @@ from pathlib import Path
 import torch
 
 from cfgdiff.config import SamplerConfig
+from cfgdiff.diffusion.methods import MethodChoice
 from cfgdiff.metrics.detector import load_detector
 from cfgdiff.metrics.evaluate import compute_metrics
 from cfgdiff.metrics.reference import load_reference
@@ -48,10 +58,19 @@ def ints(text: str) -> list[int]:
 
 
 def row_key(sampler: str, steps: int, w: float, interval: tuple[float, float] | None, seed0: int,
-            rescale: float = 0.0, grid: str = "paper", v: float = 0.3) -> str:
+            rescale: float = 0.0, grid: str = "paper", v: float = 0.3, guidance: str = "cfg", pr: bool = False) -> str:
     iv = f"{interval[0]}:{interval[1]}" if interval else "-"
     return (f"{sampler}|{steps}|{w:g}|{iv}|{seed0}" + (f"|phi={rescale:g}" if rescale else "")
-            + (f"|grid={grid}" if grid != "paper" else "") + (f"|v={v:g}" if v != 0.3 else ""))
+            + (f"|grid={grid}" if grid != "paper" else "") + (f"|v={v:g}" if v != 0.3 else "")
+            + (f"|guidance={guidance}" if guidance != "cfg" else "") + ("|pr" if pr else ""))
+
+
+def saturation(images) -> tuple[float, float]:
+    """(mean HSV saturation, share of channel values at 0 or 255) of uint8 (B, H, W, 3) images."""
+    x = images.astype("float64")
+    hi, lo = x.max(-1), x.min(-1)
+    sat = (hi - lo) / (hi + (hi == 0))
+    return float(sat.mean()), float(((images == 0) | (images == 255)).mean())
 
 
 class Bench:
@@ -70,30 +89,37 @@ class Bench:
                 self.rows[row["key"]] = row
 
     def point(self, sampler: str, steps: int, w: float, interval: tuple[float, float] | None = None,
-              seed0: int = 0, rescale: float = 0.0) -> dict:
-        key = row_key(sampler, steps, w, interval, seed0, rescale, self.args.grid, self.args.v)
+              seed0: int = 0, rescale: float = 0.0, guidance: str = "cfg", pr: bool = False,
+              settings: tuple[tuple[str, float], ...] = ()) -> dict:
+        cfg = SamplerConfig(sampler=sampler, grid=self.args.grid, steps=steps, w=w, guidance_interval=interval,
+                            v=self.args.v, rescale=rescale, guidance=guidance, guidance_settings=settings)
+        label = guidance if not settings else MethodChoice(guidance, cfg.guidance_settings).label()
+        key = row_key(sampler, steps, w, interval, seed0, rescale, self.args.grid, self.args.v, label, pr)
         if key in self.rows:
             return self.rows[key]
-        cfg = SamplerConfig(sampler=sampler, grid=self.args.grid, steps=steps, w=w, guidance_interval=interval,
-                            v=self.args.v, rescale=rescale)
         n, k = self.args.n, self.model.num_classes
         seeds = list(range(seed0, seed0 + n))
         labels = labels_for_seeds(list(range(n)), k, "balanced")  # the same labels for every seed set
-        acc = FeatureAccumulator(keep_pool=False)
+        acc = FeatureAccumulator(keep_pool=pr)
         t0 = time.perf_counter()
-        sample_s = 0.0
+        sample_s, sats = 0.0, []
         for i in range(0, n, self.args.batch):
             ts = time.perf_counter()
             images = sample_batch(self.model, seeds[i : i + self.args.batch], labels[i : i + self.args.batch],
                                   cfg, self.device)
             sample_s += time.perf_counter() - ts
+            sats.append((len(images), *saturation(images)))
             acc.add_images(self.detector, images)
         gen = acc.finalize(self.detector.sha256)
-        fid = compute_metrics(gen, self.ref, ["fid"])["fid"]
+        metrics = compute_metrics(gen, self.ref, ["fid", "pr"] if pr else ["fid"])
+        fid = metrics["fid"]
         row = {"key": key, "sampler": sampler, "steps": steps, "w": w,
                "interval": list(interval) if interval else None, "rescale": rescale, "grid": self.args.grid, "v": self.args.v,
+               "guidance": guidance, "guidance_settings": dict(cfg.guidance_settings),
                "seed0": seed0, "n": n,
                "nfe": nfe(cfg, 1, self.model.diffusion_cfg), "fid": fid,
+               "precision": metrics.get("precision"), "recall": metrics.get("recall"),
+               "saturation": sum(m * a for m, a, _ in sats) / n, "clipped": sum(m * c for m, _, c in sats) / n,
                "sample_s": round(sample_s, 2), "total_s": round(time.perf_counter() - t0, 2)}
         self.rows[key] = row
         with self.rows_file.open("a") as f:
@@ -123,6 +149,50 @@ def run(args: argparse.Namespace) -> list[dict]:
         a = b.point(sampler, int(steps), float(w))
         c = b.point(sampler, int(steps), float(w), seed0=args.n)
         rows += [a, c] if a not in rows else [c]
+    return rows
+
+
+def guidance_axis(args: argparse.Namespace) -> list[dict]:
+    """Every method of --guidances at its ws, on one sampler and T, with precision/recall and saturation."""
+    b = Bench(args)
+    interval = tuple(floats(args.interval)) if args.interval else None
+    rows = []
+    for spec in args.guidances.split(","):  # NAME or NAME:setting=value;setting=value
+        name, _, given = spec.partition(":")
+        settings = tuple((k, float(v)) for k, v in (kv.split("=") for kv in given.split(";") if kv))
+        ws = floats(args.cfgpp_ws) if name == "cfgpp" else floats(args.guidance_ws)
+        for w in ws:
+            if name == "interval":
+                row = b.point(args.guidance_sampler, args.guidance_steps, w, interval, pr=True)
+            else:
+                row = b.point(args.guidance_sampler, args.guidance_steps, w, guidance=name, pr=True, settings=settings)
+            rows.append({**row, "method": "interval" if name == "interval" else
+                         (name if not settings else f"{name} " + ", ".join(f"{k}={v:g}" for k, v in settings))})
+    out = Path(args.out_dir)
+    lines = [f"{args.guidance_sampler}, T = {args.guidance_steps}, N = {args.n} (seeds 0..{args.n - 1}, class-balanced); "
+             "cfgpp's w is its λ.\n", "| method | w | NFE | FID | precision | recall | saturation | at 0/255 | sampling s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['w']:g} | {r['nfe']} | {r['fid']:.2f} | {r['precision']:.3f} | "
+                     f"{r['recall']:.3f} | {r['saturation']:.3f} | {100 * r['clipped']:.2f}% | {r['sample_s']:.0f} |")
+    (out / "guidance.md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        for ax, key in zip(axes, ("fid", "precision", "recall", "saturation")):
+            ax.plot([r["w"] for r in mine], [r[key] for r in mine], "o-", ms=4, label=method)
+            ax.set_xlabel("w (cfgpp: its λ)")
+            ax.set_ylabel(key if key != "fid" else f"FID (N = {args.n})")
+            ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "guidance_vs_w.png", dpi=100)
+    print("\n".join(lines))
     return rows
 
 
@@ -244,10 +314,18 @@ def main() -> None:
     p.add_argument("--inception-batch", type=int, default=100)
     p.add_argument("--detector", default=None, help="Inception weights (default: cfgdiff's resolution order)")
     p.add_argument("--out-dir", default="bench-out/solvers")
+    p.add_argument("--guidances", default="", help="a guidance-method axis instead: cfg,apg,cfgpp,interval")
+    p.add_argument("--guidance-sampler", default="ddim")
+    p.add_argument("--guidance-steps", type=int, default=16)
+    p.add_argument("--guidance-ws", default="0,1,2,4")
+    p.add_argument("--cfgpp-ws", default="0.25,0.5,1", help="cfgpp's λ values (its w)")
     p.add_argument("--report-only", action="store_true", help="table and plot of the rows finished so far")
     args = p.parse_args()
     torch.manual_seed(0)
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    if args.guidances:
+        guidance_axis(args)
+        return
     if args.report_only:
         rows_file = Path(args.out_dir) / "rows.jsonl"
         rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.exists() else []
