@@ -63,11 +63,13 @@ class Estimate:
 
 
 def time_micro_batch(m: Any, cfg: TrainConfig, x: torch.Tensor, labels: torch.Tensor, micro: int) -> float:
-    """Seconds of one micro-batch of `micro` images: forward + backward, timed after a warm-up on one
-    image (first-call costs: oneDNN's primitives, cuDNN's autotuning) on as many of x's images as the
-    warm-up says fit in TIMED_SECONDS (at least 2, at most MEASURED), scaled linearly to `micro`; the
-    gradients are discarded. On a CPU a 1.4M network's step was overestimated 7x when the one timed
-    pass was the first and held 2 images; a 300M network's measurement still takes seconds."""
+    """Seconds of one micro-batch of `micro` images: forward + backward of `b` of x's images, scaled
+    linearly to `micro`; the gradients are discarded. Each timed pass follows an untimed one of the
+    same shape (oneDNN and cuDNN build their kernels per shape: a first pass at a new batch size cost
+    10x the second on the tiny net). b is 2, or as many images (at most MEASURED) as fit in about
+    TIMED_SECONDS at the rate the 2-image pass showed: a small network's per-image cost falls with the
+    batch (2 images 0.23 s, 32 images 0.78 s), so timing 2 images overestimated its step 7x; a 300M
+    network still measures 2 images, in seconds."""
     from cfgdiff.train.step import micro_batch_loss
 
     def once(n: int) -> float:
@@ -77,10 +79,16 @@ def time_micro_batch(m: Any, cfg: TrainConfig, x: torch.Tensor, labels: torch.Te
             torch.cuda.synchronize(m.device)
         return time.perf_counter() - t0
 
-    first = once(1)  # warm-up, and an upper bound of one image's cost
-    most = min(len(x), MEASURED.get(m.device.type, MEASURED["cuda"]), micro)
-    b = max(min(most, 2), min(most, int(TIMED_SECONDS / max(first, 1e-6))))
-    seconds = once(b) * micro / b
+    most = max(1, min(len(x), MEASURED.get(m.device.type, MEASURED["cuda"]), micro))
+    b = min(2, most)
+    once(b)  # warm-up at this shape
+    t = once(b)
+    wanted = min(most, int(TIMED_SECONDS * b / max(t, 1e-6)))
+    if wanted > b:
+        b = wanted
+        once(b)
+        t = once(b)
+    seconds = t * micro / b
     m.opt.zero_grad(set_to_none=True)
     return seconds
 
