@@ -15,7 +15,7 @@ from cfgdiff.diffusion.toy import default_mixture
 
 MIX = default_mixture()
 K = MIX.num_classes
-ITERS, BATCH, W_MAX = 400, 128, 4.0  # the toy student trains in seconds
+ITERS, BATCH, W_MAX = 200, 128, 4.0  # the toy student trains in seconds
 
 
 def a_s(lam: float) -> tuple[float, float]:
