@@ -68,8 +68,9 @@ def time_micro_batch(m: Any, cfg: TrainConfig, x: torch.Tensor, labels: torch.Te
     same shape (oneDNN and cuDNN build their kernels per shape: a first pass at a new batch size cost
     10x the second on the tiny net). b is 2, or as many images (at most MEASURED) as fit in about
     TIMED_SECONDS at the rate the 2-image pass showed: a small network's per-image cost falls with the
-    batch (2 images 0.23 s, 32 images 0.78 s), so timing 2 images overestimated its step 7x; a 300M
-    network still measures 2 images, in seconds."""
+    batch (2 images 0.23 s, 32 images 0.78 s), so timing 2 images overestimated its step 7x. When
+    the first 2-image pass alone takes over TIMED_SECONDS (a 300M network on a CPU) it is the
+    measurement: one pass, an upper bound by the kernels' build, small beside its seconds."""
     from cfgdiff.train.step import micro_batch_loss
 
     def once(n: int) -> float:
@@ -81,8 +82,11 @@ def time_micro_batch(m: Any, cfg: TrainConfig, x: torch.Tensor, labels: torch.Te
 
     most = max(1, min(len(x), MEASURED.get(m.device.type, MEASURED["cuda"]), micro))
     b = min(2, most)
-    once(b)  # warm-up at this shape
-    t = once(b)
+    t = once(b)  # the first pass at this shape: kernels are built
+    if t > TIMED_SECONDS:  # seconds of work (a 300M network on a CPU): the build is small beside it
+        m.opt.zero_grad(set_to_none=True)
+        return t * micro / b
+    t = once(b)  # timed after the warm-up
     wanted = min(most, int(TIMED_SECONDS * b / max(t, 1e-6)))
     if wanted > b:
         b = wanted
