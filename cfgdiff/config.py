@@ -43,11 +43,20 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        hint = _dataclass_in(hints[name])
+        if hint is not None and value is not None:
             value = from_dict(hint, value)
+        hint = hints[name]
         kwargs[name] = _coerce(hint, value)
     return cls(**kwargs)
+
+
+def _dataclass_in(hint: Any) -> Any:
+    """The dataclass a field holds (`X` or `X | None`), else None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    inner = [a for a in typing.get_args(hint) if a is not type(None)]
+    return inner[0] if len(inner) == 1 and dataclasses.is_dataclass(inner[0]) else None
 
 
 def _coerce(hint: Any, value: Any) -> Any:
@@ -154,6 +163,9 @@ def check_range(name: str, value: float, lo: float | None = None, hi: float | No
         raise ConfigError(f"{name} must be in [{lo}, {hi}], got {value}")
 
 
+PREDICTIONS = ("eps", "v")
+
+
 @dataclasses.dataclass(frozen=True)
 class DiffusionConfig:
     """The forward process and training objective of Sec. 2 (paper defaults)."""
@@ -161,8 +173,13 @@ class DiffusionConfig:
     lam_min: float = -20.0  # λ_min: log-SNR at the noisy end
     lam_max: float = 20.0  # λ_max: log-SNR at the clean end
     p_uncond: float = 0.1  # probability of replacing the label by ∅ during training (Sec. 3.2)
+    # What the network outputs: "eps" (ε, the paper's Eq. 5), or "v" = α ε − σ x (Salimans & Ho 2022,
+    # Sec. 4), which distilled students use: x̂ = α z − σ v stays exact where α → 0 and ε cannot give it.
+    prediction: str = "eps"
 
     def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ConfigError(f"diffusion.prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
         check_range("lam_min", self.lam_min)
         check_range("lam_max", self.lam_max)
         if not self.lam_min < self.lam_max:
@@ -173,7 +190,7 @@ class DiffusionConfig:
 # The built-in sampler and λ-grid names, for parse-time checks and completions without importing torch
 # (the registries themselves are cfgdiff.diffusion.sampler.BUILTIN and cfgdiff.diffusion.grids.GRIDS;
 # tests/test_sample_cli.py checks that the lists agree).
-BUILTIN_SAMPLERS = ("ancestral", "ddim", "dpmpp-2m", "heun", "dpmpp-2m-sde")
+BUILTIN_SAMPLERS = ("ancestral", "ddim", "dpmpp-2m", "heun", "dpmpp-2m-sde", "distill-sde")
 GRID_NAMES = ("paper", "linear", "edm")
 
 
@@ -361,6 +378,48 @@ MODEL_MAXIMA = {"resolution": 1024, "in_channels": 64, "out_channels": 64, "mode
 MAX_PARAMS = 10_000_000_000  # the estimate above; about 20 billion real parameters, 80 GB in float32
 
 
+DISTILL_STAGES = ("guided", "progressive")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """A guided-distillation run (Meng et al. 2023; cfgdiff.diffusion.distill): what its student learns.
+
+    stage: "guided" (stage 1: one w-conditioned network learns the teacher's Eq. 6) or "progressive"
+        (stage 2: one deterministic DDIM step of the student matches two of its teacher's).
+    teacher: the teacher's weights file (a trained run's EMA file, or the previous stage's), as given;
+        teacher_sha256: its SHA-256, checked on resume.
+    w_min, w_max: the guidance weights the student learns, w ~ U[w_min, w_max]; sampling refuses others.
+    steps, grid: the student's λ grid (progressive: steps points of `grid`; its teacher's grid has
+        2·steps − 1 points of the same family). Guided: the grid the student is sampled on by default.
+    """
+
+    stage: str = "guided"
+    teacher: str = ""
+    teacher_sha256: str = ""
+    w_min: float = 0.0
+    w_max: float = 4.0
+    steps: int = 64
+    grid: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.stage not in DISTILL_STAGES:
+            raise ConfigError(f"distill.stage must be one of {', '.join(DISTILL_STAGES)}, got {self.stage!r}")
+        check_w(self.w_min)
+        check_w(self.w_max)
+        if not self.w_min <= self.w_max:
+            raise ConfigError(f"the w range {self.w_min:g}:{self.w_max:g} is empty (LO must be <= HI)")
+        if not isinstance(self.steps, int) or self.steps < 2:
+            raise ConfigError(f"distill.steps must be an integer >= 2, got {self.steps!r}")
+        check_grid_name(self.grid)
+
+    def check_w(self, w: float) -> None:
+        """The one rule for w on a student: inside the range it learned."""
+        if not self.w_min <= w <= self.w_max:
+            raise ConfigError(f"w = {w:g} is outside this distilled student's range {self.w_min:g}:{self.w_max:g} "
+                              "(it learned only those); sample its teacher for other w")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run: the network, the objective, the data, the optimiser and the schedule.
@@ -401,11 +460,18 @@ class TrainConfig:
     workers: int = 4  # data-loading processes per rank
     amp: bool = True  # bf16 autocast where the device has native bf16 (CUDA, AVX512-BF16 CPUs)
     compile: bool = False
+    distill: DistillConfig | None = None  # a guided-distillation student (`cfgdiff distill`); None: Eq. 5
 
     def __post_init__(self) -> None:
-        if self.model.w_embedding:  # train feeds no w: the field is for guided-distillation students
+        if self.model.w_embedding != (self.distill is not None):  # only a distillation objective feeds w
             raise ConfigError("model.w_embedding makes a guided-distillation student's network, which train "
-                              "cannot train (its objective has no w to feed)")
+                              "cannot train (its objective has no w to feed); `cfgdiff distill` trains it"
+                              if self.model.w_embedding else "a distillation run needs model.w_embedding")
+        if self.distill is not None and not isinstance(self.distill, DistillConfig):
+            raise ConfigError("distill must be a DistillConfig")
+        if self.diffusion.prediction != "eps" and self.distill is None:
+            raise ConfigError(f"diffusion.prediction {self.diffusion.prediction!r} is for distilled students; "
+                              "train's objective (Eq. 5) trains ε")
         for name in ("batch", "grid_images", "grid_steps", "keep"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -433,6 +499,17 @@ class TrainConfig:
         check_grid_name(self.grid_schedule)
         if not isinstance(self.model, ModelConfig) or not isinstance(self.diffusion, DiffusionConfig):
             raise ConfigError("model and diffusion must be ModelConfig and DiffusionConfig")
+
+
+PAPER_SAMPLING = ("ancestral", 256, "paper")  # the paper's sampler (Eq. 4), T and λ grid
+
+
+def sampling_defaults(run: TrainConfig | None) -> tuple[str, int, str]:
+    """(sampler, T, grid) that `sample` and `sweep` use when not given: the paper's, or for a distilled
+    student deterministic DDIM on the grid it was distilled for (one evaluation a step)."""
+    if run is not None and run.distill is not None:
+        return "ddim", run.distill.steps, run.distill.grid
+    return PAPER_SAMPLING
 
 
 # Fields a rerun may change without starting a new run: how long, how often, and how it is computed.
@@ -580,7 +657,7 @@ class SampleConfig:
     checkpoint: Path | None
     w: float
     n: int
-    steps: int
+    steps: int | None  # None: the run's default (`sampling_defaults`), as sampler and grid
     v: float
     out: Path
     seeds: str | None = None
@@ -592,8 +669,8 @@ class SampleConfig:
     clip: bool = True
     force: bool = False
     dry_run: bool = False
-    sampler: str = "ancestral"
-    grid: str = "paper"
+    sampler: str | None = None
+    grid: str | None = None
     eta: float = 0.0
     guidance_interval: str | None = None
     guide: Path | None = None
@@ -604,17 +681,22 @@ class SampleConfig:
     out_is_folder: bool = False  # set from the command line's trailing "/" (a Path drops it)
 
     def __post_init__(self) -> None:
-        check_sampler_name(self.sampler)
-        check_grid_name(self.grid)
+        if self.sampler is not None:
+            check_sampler_name(self.sampler)
+        if self.grid is not None:
+            check_grid_name(self.grid)
         self.sampler_config()
         _check_positive(self, "batch", "shard_size")
         seeds_for(self.seeds, self.n)
         label_mode(self.balanced, self.classes)
 
-    def sampler_config(self) -> SamplerConfig:
+    def sampler_config(self, run: TrainConfig | None = None) -> SamplerConfig:
+        """The sampler settings; those left unset take `run`'s defaults (`sampling_defaults`)."""
+        sampler, steps, grid = sampling_defaults(run)
         interval = parse_interval(self.guidance_interval, "--guidance-interval") if self.guidance_interval else None
-        return SamplerConfig(steps=self.steps, v=self.v, w=self.w, clip_x=self.clip, sampler=self.sampler,
-                             grid=self.grid, eta=self.eta, guidance_interval=interval, rescale=self.rescale,
+        return SamplerConfig(steps=self.steps or steps, v=self.v, w=self.w, clip_x=self.clip,
+                             sampler=self.sampler or sampler, grid=self.grid or grid, eta=self.eta,
+                             guidance_interval=interval, rescale=self.rescale,
                              threshold=self.threshold, guidance=self.guidance,
                              guidance_settings=self.guidance_settings)
 
@@ -665,9 +747,9 @@ class SweepConfig:
     checkpoint: Path | None
     w: str
     n: int
-    samplers: tuple[str, ...] = ("ancestral",)
-    steps: tuple[int, ...] = (256,)
-    grids: tuple[str, ...] = ("paper",)
+    samplers: tuple[str, ...] | None = None  # None: the run's default (`sampling_defaults`), as steps, grids
+    steps: tuple[int, ...] | None = None
+    grids: tuple[str, ...] | None = None
     intervals: tuple[tuple[float, float] | None, ...] = (None,)
     v: float = 0.3
     eta: float = 0.0
@@ -696,7 +778,7 @@ class SweepConfig:
             raise ConfigError(f"guidances must be (method, settings) pairs, got {self.guidances!r}") from None
         object.__setattr__(self, "guidances", resolved)
         for name in ("samplers", "steps", "grids", "intervals", "guidances"):
-            if not getattr(self, name):
+            if getattr(self, name) is not None and not getattr(self, name):
                 raise ConfigError(f"{name}: give at least one value")
         self.combinations()
         _check_positive(self, "batch", "figure_ws")
@@ -713,9 +795,17 @@ class SweepConfig:
                              guidance=guidance[0], guidance_settings=guidance[1])
 
     def combinations(self) -> list[SamplerConfig]:
-        """One SamplerConfig per row of the sweep, in table order (sampler, steps, grid, interval, guidance, w)."""
-        return [self.sampler(w, s, t, g, i, m) for s in self.samplers for t in self.steps for g in self.grids
-                for i in self.intervals for m in self.guidances for w in self.ws()]
+        """One SamplerConfig per row of the sweep, in table order (sampler, steps, grid, interval, guidance, w);
+        unset axes take the paper's defaults (`with_defaults` gives a run's own)."""
+        sampler, steps, grid = sampling_defaults(None)
+        return [self.sampler(w, s, t, g, i, m) for s in self.samplers or (sampler,) for t in self.steps or (steps,)
+                for g in self.grids or (grid,) for i in self.intervals for m in self.guidances for w in self.ws()]
+
+    def with_defaults(self, run: TrainConfig | None) -> SweepConfig:
+        """This sweep with its unset axes (None) set to `run`'s defaults (`sampling_defaults`)."""
+        sampler, steps, grid = sampling_defaults(run)
+        return dataclasses.replace(self, samplers=self.samplers or (sampler,), steps=self.steps or (steps,),
+                                   grids=self.grids or (grid,))
 
 
 @dataclasses.dataclass(frozen=True)

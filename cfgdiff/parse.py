@@ -194,6 +194,18 @@ def parse_interval(text: str, name: str = "λ interval") -> tuple[float, float]:
     return lo, hi
 
 
+def parse_w_range(text: str) -> tuple[float, float]:
+    """`"LO:HI"` -> (LO, HI): guidance weights (each by `check_w`) with LO <= HI (a distillation's range)."""
+    what = f"w range {text.strip()!r}"
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise ConfigError(f"{what}: use LO:HI, e.g. 0:4")
+    lo, hi = (check_w(parse_number(p, what)) for p in parts)
+    if not lo <= hi:
+        raise ConfigError(f"{what}: LO must not be above HI")
+    return lo, hi
+
+
 # ---- --set KEY=VALUE ----------------------------------------------------------------------------------------------
 def _refuse_constant(name: str) -> Any:
     raise ValueError(name)

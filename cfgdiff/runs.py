@@ -312,6 +312,11 @@ class SamplingModel:
         """Training images seen, in thousands."""
         return self.images_seen / 1000
 
+    @property
+    def w_input(self) -> bool:
+        """A guided-distillation student: w is its input, and a guided step is one evaluation."""
+        return self.config.model.w_embedding
+
 
 def sampling_files(run_dir: Path) -> list[Path]:
     """A run's files that `sample` can load: its EMA files, else its training checkpoints; oldest first."""
@@ -382,6 +387,12 @@ def read_safetensors(path: Path) -> dict[str, Any]:
 
 def is_safetensors(path: Path) -> bool:
     return Path(path).suffix == ".safetensors"
+
+
+def run_config(path: str | Path) -> TrainConfig:
+    """The resolved TrainConfig recorded in a run directory's newest weights file, or in one file."""
+    file = resolve_weights_file(path)
+    return checkpoint_config(read_safetensors(file) if is_safetensors(file) else read_checkpoint(file), file)
 
 
 def load_for_sampling(path: str | Path, device: torch.device | str = "cpu") -> SamplingModel:

@@ -2,17 +2,30 @@
 _cfgdiff() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" opts=""
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W "demo export plugins prepare sample score sweep train --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "demo distill export plugins prepare sample score sweep train --help --version" -- "$cur"))
         return
     fi
     case "${COMP_WORDS[1]}:$prev" in
         demo:--out-dir|{c.name}:-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         demo:--kimg) COMPREPLY=(); return ;;
         demo:--n) COMPREPLY=(); return ;;
-        demo:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde" -- "$cur")); return ;;
+        demo:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde distill-sde" -- "$cur")); return ;;
         demo:--steps|{c.name}:-T) COMPREPLY=(); return ;;
         demo:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
         demo:--w) COMPREPLY=(); return ;;
+        distill:--out|{c.name}:-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        distill:--stage) COMPREPLY=(); return ;;
+        distill:--steps|{c.name}:-T) COMPREPLY=(); return ;;
+        distill:--rounds) COMPREPLY=(); return ;;
+        distill:--kimg) COMPREPLY=(); return ;;
+        distill:--w-range) COMPREPLY=(); return ;;
+        distill:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
+        distill:--data) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        distill:--batch) COMPREPLY=(); return ;;
+        distill:--batch-per-device) COMPREPLY=(); return ;;
+        distill:--lr) COMPREPLY=(); return ;;
+        distill:--workers) COMPREPLY=(); return ;;
+        distill:--set) COMPREPLY=(); return ;;
         export:--out|{c.name}:-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         prepare:--out|{c.name}:-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         prepare:--size) COMPREPLY=(); return ;;
@@ -28,7 +41,7 @@ _cfgdiff() {
         sample:--n|{c.name}:-n|{c.name}:--num-samples) COMPREPLY=(); return ;;
         sample:--steps|{c.name}:-T) COMPREPLY=(); return ;;
         sample:--v) COMPREPLY=(); return ;;
-        sample:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde" -- "$cur")); return ;;
+        sample:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde distill-sde" -- "$cur")); return ;;
         sample:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
         sample:--eta) COMPREPLY=(); return ;;
         sample:--guidance-interval) COMPREPLY=(); return ;;
@@ -55,7 +68,7 @@ _cfgdiff() {
         score:--ref-resize) COMPREPLY=($(compgen -W "area none" -- "$cur")); return ;;
         sweep:--w) COMPREPLY=(); return ;;
         sweep:--n|{c.name}:-n|{c.name}:--num-samples) COMPREPLY=(); return ;;
-        sweep:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde" -- "$cur")); return ;;
+        sweep:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde distill-sde" -- "$cur")); return ;;
         sweep:--steps|{c.name}:-T) COMPREPLY=(); return ;;
         sweep:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
         sweep:--guidance-interval) COMPREPLY=(); return ;;
@@ -88,7 +101,7 @@ _cfgdiff() {
         train:--tick) COMPREPLY=(); return ;;
         train:--snapshot) COMPREPLY=(); return ;;
         train:--preview-every) COMPREPLY=(); return ;;
-        train:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde" -- "$cur")); return ;;
+        train:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde distill-sde" -- "$cur")); return ;;
         train:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
         train:--keep) COMPREPLY=(); return ;;
         train:--workers) COMPREPLY=(); return ;;
@@ -98,6 +111,7 @@ _cfgdiff() {
     esac
     case "${COMP_WORDS[1]}" in
         demo) opts="--out-dir -o --kimg --n --sampler --steps -T --grid --w --json --help -h" ;;
+        distill) opts="--out -o --stage --steps -T --rounds --kimg --w-range --grid --data --batch --batch-per-device --lr --amp --no-amp --workers --set --json --help -h" ;;
         export) opts="--out -o --force --json --help -h" ;;
         plugins) opts="--json --help -h" ;;
         prepare) opts="--out -o --size --resize --split --limit --first-classes --draft --no-draft --class-map --seed --preset --workers --force --dry-run --json --help -h" ;;

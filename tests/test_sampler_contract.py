@@ -27,7 +27,7 @@ from cfgdiff.errors import ConfigError
 
 MIX = default_mixture()
 K = MIX.num_classes
-SAMPLERS = ["ancestral", "ddim", "dpmpp-2m", "heun", "dpmpp-2m-sde"]
+SAMPLERS = ["ancestral", "ddim", "dpmpp-2m", "heun", "dpmpp-2m-sde", "distill-sde"]
 
 
 # ---- grids ------------------------------------------------------------------------------------
@@ -264,10 +264,11 @@ def test_the_sampler_config_carries_rescale_into_cfg_and_autoguidance():
 
 
 @pytest.mark.parametrize("name,draws", [("ancestral", 9), ("ddim", 1), ("dpmpp-2m", 1), ("heun", 1),
-                                        ("dpmpp-2m-sde", 9)])
+                                        ("dpmpp-2m-sde", 9), ("distill-sde", 8)])
 def test_each_sampler_draws_the_noise_it_says(name, draws):
     """z_{λ_min}, then one draw per stochastic transition: T = 9 draws for Eq. 4 and the 2M SDE,
-    one for the deterministic solvers (DDIM at η = 0 draws nothing after z_{λ_min})."""
+    one for the deterministic solvers (DDIM at η = 0 draws nothing after z_{λ_min}); distill-sde
+    draws after each double step but the last transition, a plain DDIM step (1 + 7)."""
     calls = []
 
     def noise():

@@ -217,9 +217,30 @@ def dpmpp_2m_sde_law(lams, c, w, _param=None):
     return p * m + q, p * p * var
 
 
+def distill_sde_law(lams, c, w, _param=None):
+    """Meng et al. 2023 Sec. 4.2 in ᾱ = α²: from λ_i a DDIM step (η = 0) to λ_{i+2}, z'' = √ᾱ'' x̂ +
+    √(1 − ᾱ'')·(z − √ᾱ x̂)/√(1 − ᾱ), then the forward process back to λ_{i+1}: z' = √(ᾱ'/ᾱ'') z'' +
+    N(0, (1 − ᾱ') − (ᾱ'/ᾱ'')(1 − ᾱ'')); the last transition is the DDIM step alone."""
+    m, var = 0.0, 1.0
+    for i in range(len(lams) - 1):
+        p, q = x_hat_affine(lams[i], c, w)
+        j = min(i + 2, len(lams) - 1)
+        ab, abj = a2(lams[i]), a2(lams[j])
+        ke = math.sqrt(1 - abj) / math.sqrt(1 - ab)
+        g, h = math.sqrt(abj) * p + ke * (1 - math.sqrt(ab) * p), math.sqrt(abj) * q - ke * math.sqrt(ab) * q
+        s2 = 0.0
+        if j == i + 2:
+            ab1 = a2(lams[i + 1])
+            g, h, s2 = math.sqrt(ab1 / abj) * g, math.sqrt(ab1 / abj) * h, (1 - ab1) - ab1 / abj * (1 - abj)
+        m, var = g * m + h, g * g * var + s2
+    p, q = x_hat_affine(lams[-1], c, w)
+    return p * m + q, p * p * var
+
+
 @pytest.mark.parametrize(
     "name,law,param,grid",
-    [("ancestral", ancestral_law, 0.3, "linear"), ("ancestral", ancestral_law, 1.0, "linear"),
+    [("distill-sde", distill_sde_law, None, "linear"), ("distill-sde", distill_sde_law, None, "paper"),
+     ("ancestral", ancestral_law, 0.3, "linear"), ("ancestral", ancestral_law, 1.0, "linear"),
      ("ddim", ddim_eta_law, 0.6, "linear"), ("dpmpp-2m-sde", dpmpp_2m_sde_law, None, "linear"),
      ("dpmpp-2m-sde", dpmpp_2m_sde_law, None, "paper")],  # uneven steps: r_i ≠ 1
 )
@@ -237,6 +258,19 @@ def test_stochastic_samplers_follow_the_exact_finite_t_law(name, law, param, gri
         m = xc.numel()
         assert abs(xc.mean().item() - mean) < 5 * math.sqrt(var / m), (c, xc.mean().item(), mean)
         assert abs(xc.var().item() / var - 1) < 5 * math.sqrt(2 / m), (c, xc.var().item(), var)
+
+
+def test_the_finite_t_law_tells_distill_sde_from_ddim_and_ancestral():
+    """Its twice-as-long steps and noise back give a law of their own: deterministic DDIM's (the
+    'no noise back' mutant) or Eq. 4's would fail the test above, by more than 4 of its tolerances.
+    (DDIM at η = 1 lands within them here: both are exact for a Gaussian x̂ as the steps shrink.)"""
+    lams, m = linear_lams(6, -6.0, 8.0), 40_000
+    for other in (lambda c: ddim_eta_law(lams, c, 1.0, 0.0), lambda c: ancestral_law(lams, c, 1.0, 0.3)):
+        apart = []
+        for c in range(K):
+            (m1, v1), (m2, v2) = distill_sde_law(lams, c, 1.0), other(c)
+            apart.append(abs(v1 / v2 - 1) > 4 * 5 * math.sqrt(2 / m) or abs(m1 - m2) > 4 * 5 * math.sqrt(v1 / m))
+        assert any(apart)
 
 
 def test_the_finite_t_law_tells_v_from_1_minus_v():

@@ -83,14 +83,14 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on s
 
 # ---- the sampler (sample, sweep, demo; train's grids use --sampler/--grid too) ----------------------------------
 SamplerName = Annotated[
-    str, typer.Option("--sampler", metavar="NAME", callback=rule(check_sampler_name),
-                      help="Sampler: ancestral (the paper's Eq. 4, default), ddim, dpmpp-2m, heun, "
-                           "dpmpp-2m-sde, or a plugin's.")
+    Optional[str], typer.Option("--sampler", metavar="NAME", callback=rule(check_sampler_name), show_default=False,
+                                help="Sampler: ancestral (the paper's Eq. 4, default; a distilled student: ddim), "
+                                     "ddim, dpmpp-2m, heun, dpmpp-2m-sde, or a plugin's.")
 ]
 GridName = Annotated[
-    str, typer.Option("--grid", metavar="NAME", callback=rule(check_grid_name),
-                      help="λ grid: paper (uniform in u of p(λ), default), linear (uniform in λ), "
-                           "edm (Karras ρ=7).")
+    Optional[str], typer.Option("--grid", metavar="NAME", callback=rule(check_grid_name), show_default=False,
+                                help="λ grid: paper (uniform in u of p(λ), default; a distilled student: its own), "
+                                     "linear (uniform in λ), edm (Karras ρ=7).")
 ]
 Eta = Annotated[float, typer.Option("--eta", min=0.0, max=1.0, help="DDIM's η (0: deterministic); ddim only.")]
 GuideWith = Annotated[

@@ -21,16 +21,16 @@ def _sample(
         help="Guidance weight w of Eq. 6; 0 = the conditional model; other tools' scale s = 1 + w. Default 0.3: "
              "mild guidance (paper Fig. 1: FID 3.03, IS 92.8; best FID at w = 0.1, best IS at w ≥ 4).")] = 0.3,
     n: o.N = 50000,
-    steps: Annotated[int, typer.Option(
-        "--steps", "-T", min=limits.STEPS[0], max=limits.STEPS[1],
+    steps: Annotated[Optional[int], typer.Option(
+        "--steps", "-T", min=limits.STEPS[0], max=limits.STEPS[1], show_default=False,
         help="T: sampling steps (λ grid points). NFE per sample: T, 2T when guided (heun: 2T−1, doubled when "
-             "guided), "
-             "less with --guidance-interval; --dry-run prints it. Default 256: the paper's.")] = 256,
+             "guided), less with --guidance-interval; a distilled student: T; --dry-run prints it. Default 256: "
+             "the paper's (a distilled student: the steps it was distilled for).")] = None,
     v: Annotated[float, typer.Option("--v", min=0.0, max=1.0,
                                      help="Variance interpolation v of Eq. 4 (ancestral only). Default 0.3: "
                                           "the paper's.")] = 0.3,
-    sampler: o.SamplerName = "ancestral",
-    grid: o.GridName = "paper",
+    sampler: o.SamplerName = None,
+    grid: o.GridName = None,
     eta: o.Eta = 0.0,
     guidance_interval: o.LambdaInterval = None,
     guidance: o.GuidanceName = "cfg",

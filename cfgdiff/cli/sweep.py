@@ -20,18 +20,23 @@ def _sweep(
     w: o.Grid = "0:5:0.1",
     n: o.N = 50000,
     sampler: Annotated[
-        str, typer.Option("--sampler", metavar="NAMES", callback=o.rule(lambda t: parse_axis(t, "sampler")),
-                          help="Sampler, or a comma list of samplers to compare "
-                               "(ancestral, ddim, dpmpp-2m, heun, dpmpp-2m-sde).")
-    ] = "ancestral",
+        Optional[str], typer.Option("--sampler", metavar="NAMES", callback=o.rule(lambda t: parse_axis(t, "sampler")),
+                                    show_default=False,
+                                    help="Sampler, or a comma list of samplers to compare (ancestral, the default; "
+                                         "ddim, dpmpp-2m, heun, dpmpp-2m-sde). A distilled student: ddim.")
+    ] = None,
     steps: Annotated[
-        str, typer.Option("--steps", "-T", metavar="T", callback=o.rule(parse_steps_axis),
-                          help="Steps T, or a comma list (NFE per sample = T, 2T where guided; heun 2T-1).")
-    ] = "256",
+        Optional[str], typer.Option("--steps", "-T", metavar="T", callback=o.rule(parse_steps_axis),
+                                    show_default=False,
+                                    help="Steps T, or a comma list (NFE per sample = T, 2T where guided; heun 2T-1; "
+                                         "a distilled student: T). Default 256 (a distilled student: its own).")
+    ] = None,
     grid: Annotated[
-        str, typer.Option("--grid", metavar="NAMES", callback=o.rule(lambda t: parse_axis(t, "grid")),
-                          help="λ grid (paper, linear, edm), or a comma list.")
-    ] = "paper",
+        Optional[str], typer.Option("--grid", metavar="NAMES", callback=o.rule(lambda t: parse_axis(t, "grid")),
+                                    show_default=False,
+                                    help="λ grid (paper, the default; linear, edm), or a comma list. A distilled "
+                                         "student: its own.")
+    ] = None,
     guidance_interval: Annotated[
         Optional[str], typer.Option("--guidance-interval", metavar="LO:HI", callback=o.rule(parse_interval_axis),
                                     help="Guide only where λ ∈ [LO, HI]; a comma list compares several ('all': "
@@ -83,8 +88,8 @@ def _sweep(
     from cfgdiff.config import SweepConfig
 
     req = SweepConfig(  # the options checked together, before torch and the checkpoint load
-        checkpoint=checkpoint, w=w, n=n, samplers=tuple(parse_axis(sampler, "sampler")),
-        steps=tuple(parse_steps_axis(steps)), grids=tuple(parse_axis(grid, "grid")),
+        checkpoint=checkpoint, w=w, n=n, samplers=tuple(parse_axis(sampler, "sampler")) if sampler else None,
+        steps=tuple(parse_steps_axis(steps)) if steps else None, grids=tuple(parse_axis(grid, "grid")) if grid else None,
         intervals=tuple(parse_interval_axis(guidance_interval)) if guidance_interval else (None,), v=v, eta=eta,
         rescale=rescale, threshold=threshold, ref=ref, out_dir=out_dir, seeds=seeds, balanced=balanced,
         batch=batch_per_device, inception=inception, metrics=_metrics(metrics), keep_samples=keep_samples,

@@ -104,9 +104,11 @@ class Guidance:
     guide: EpsFn | None = None
     method: str = "cfg"
     settings: tuple[tuple[str, float], ...] = ()
+    # A guided-distillation student takes w as an input: its ε is already ε̃ (one B batch at every λ)
+    w_input: bool = False
 
     def __post_init__(self) -> None:
-        if self.w != 0 and self.guide is None and self.null_label is None:
+        if self.w != 0 and self.guide is None and self.null_label is None and not self.w_input:
             raise ValueError("guidance (w > 0) needs the null label ∅")
 
     def weight(self, lam: float) -> float:
@@ -114,12 +116,12 @@ class Guidance:
 
     def evaluations(self, lam: float) -> int:
         """Network evaluations per sample for one ε̃ at λ: 2 when guided there (a 2B batch, or
-        main + guide), 1 otherwise."""
-        return 2 if self.weight(lam) != 0 else 1
+        main + guide), 1 otherwise (and always 1 for a student, whose network takes w)."""
+        return 2 if self.weight(lam) != 0 and not self.w_input else 1
 
     def predictor(self, eps_fn: EpsFn, lam: float) -> EpsFn:
         """ε̃ to use at λ, of a fresh run (see `start`; Eq. 6 and CFG++'s ε_λ keep no state)."""
-        if self.weight(lam) == 0:
+        if self.weight(lam) == 0 or self.w_input:
             return eps_fn  # one B-batch forward: no ∅ pass, no guide
         run = self.start()
         return lambda z, lam_b, labels: run(eps_fn, z, lam, lam_b, labels)[0]
@@ -141,7 +143,7 @@ class GuidedRun:
                  ) -> tuple[Tensor, Tensor | None]:
         g = self.guidance
         w = g.weight(lam)
-        if w == 0:
+        if w == 0 or g.w_input:  # a student's network computes ε̃ at its w itself
             return eps_fn(z, lam_b, labels), None  # one B-batch forward: no ∅ pass, no guide
         if g.guide is not None:  # autoguidance: the guide network, same label
             eps_c, eps_u = eps_fn(z, lam_b, labels), g.guide(z, lam_b, labels)

@@ -80,6 +80,8 @@ BUILTIN: dict[str, Sampler] = {
                 max_sigma_ratio=HEUN_MAX_SIGMA_RATIO),
         Sampler("dpmpp-2m-sde", solvers.dpmpp_2m_sde,
                 summary="stochastic DPM-Solver++(2M), Lu et al. 2022; for weakly trained networks"),
+        Sampler("distill-sde", solvers.distill_sde,
+                summary="Meng et al. 2023 Sec. 4.2: a DDIM step twice as long, then noise back; for distilled students"),
     )
 }
 
@@ -96,11 +98,20 @@ def get_sampler(name: str) -> Sampler:
     return SAMPLERS.get(name)
 
 
-def check_sampler_config(cfg: SamplerConfig) -> None:
+def check_sampler_config(cfg: SamplerConfig, w_input: bool = False, guided_by: str | None = None) -> None:
     """Raise ConfigError when cfg names an unknown sampler or grid, or a guidance method its sampler
-    cannot run (for parse-time checks)."""
+    cannot run (for parse-time checks). `w_input`: the network is a guided-distillation student,
+    whose guidance is inside it: no other method, interval, rescale or guide network (`guided_by`,
+    the guide's flag) applies."""
     sampler = get_sampler(cfg.sampler)
     check_grid(cfg.grid)
+    if w_input:
+        extra = [name for name, on in (("--guidance " + cfg.guidance, cfg.guidance != "cfg"),
+                                       ("--guidance-interval", cfg.guidance_interval is not None),
+                                       ("--rescale", cfg.rescale != 0), (guided_by, guided_by is not None)) if on]
+        if extra:
+            raise ConfigError(f"{extra[0]} does not apply to a distilled student: it learned Eq. 6 at each w "
+                              "(its one forward is the guided ε); sample its teacher for other guidance")
     if get_method(cfg.guidance).renoise and not sampler.renoise:
         takes = ", ".join(s.name for s in samplers().values() if s.renoise)
         raise ConfigError(f"--guidance {cfg.guidance} renoises inside the sampler's step, which {cfg.sampler} "
@@ -121,16 +132,18 @@ def grid_advice(cfg: SamplerConfig, diffusion: DiffusionConfig) -> str | None:
             f"too wide for its corrector; --grid linear keeps every step small (docs/sample.md)")
 
 
-def guidance_of(cfg: SamplerConfig, null_label: int | None, guide: EpsFn | None = None) -> Guidance:
+def guidance_of(cfg: SamplerConfig, null_label: int | None, guide: EpsFn | None = None,
+                w_input: bool = False) -> Guidance:
     return Guidance(w=cfg.w, null_label=null_label, interval=cfg.guidance_interval, rescale=cfg.rescale, guide=guide,
-                    method=cfg.guidance, settings=cfg.guidance_settings)
+                    method=cfg.guidance, settings=cfg.guidance_settings, w_input=w_input)
 
 
-def nfe_per_sample(cfg: SamplerConfig, diffusion: DiffusionConfig = DiffusionConfig()) -> int:
+def nfe_per_sample(cfg: SamplerConfig, diffusion: DiffusionConfig = DiffusionConfig(), w_input: bool = False) -> int:
     """Exact network evaluations per sample: Σ over the sampler's ε̃ evaluations of 2 where guidance
-    applies at that λ (Eq. 6's 2B batch, or main + guide) and 1 elsewhere."""
+    applies at that λ (Eq. 6's 2B batch, or main + guide) and 1 elsewhere; 1 each for a student
+    (`w_input`: its network takes w)."""
     lams = make_grid(cfg.grid, cfg.steps, diffusion.lam_min, diffusion.lam_max).tolist()
-    g = Guidance(w=cfg.w, null_label=0, interval=cfg.guidance_interval)
+    g = Guidance(w=cfg.w, null_label=0, interval=cfg.guidance_interval, w_input=w_input)
     return sum(g.evaluations(lam) for lam in get_sampler(cfg.sampler).evaluations(lams))
 
 
@@ -143,16 +156,18 @@ def sample(
     null_label: int | None = None,
     callback: Callable[[int, int], None] | None = None,
     guide: EpsFn | None = None,
+    w_input: bool = False,
 ) -> Tensor:
     """Draw samples x (float64) with the sampler cfg.sampler on the grid cfg.grid, guided by cfg.w.
 
     `noise()` returns the next standard normal draw (B, ...) in float64: the first call gives
     z_{λ_min}. `null_label` (∅) is needed when cfg.w > 0 without a `guide` (autoguidance).
     `callback(i, n)` is called after each ε̃ evaluation, n = the evaluations per sample.
+    `w_input`: eps_fn is a distilled student's, already guided at cfg.w (one B batch a step).
     """
-    check_sampler_config(cfg)
+    check_sampler_config(cfg, w_input, None if guide is None else "--guide-with")
     sampler = get_sampler(cfg.sampler)
-    run = guidance_of(cfg, null_label, guide).start()  # one method state (APG's momentum) per run
+    run = guidance_of(cfg, null_label, guide, w_input).start()  # one method state (APG's momentum) per run
     lams = make_grid(cfg.grid, cfg.steps, diffusion.lam_min, diffusion.lam_max, device=labels.device)
     total = len(sampler.evaluations(lams.tolist())) if callback is not None else 0
     calls = 0

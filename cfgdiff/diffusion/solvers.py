@@ -147,6 +147,37 @@ def ddim(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerC
 
 
 # ---------------------------------------------------------------------------------------------
+# distill-sde: Meng et al. 2023, "On Distillation of Guided Diffusion Models", Sec. 4.2
+# ---------------------------------------------------------------------------------------------
+
+
+def distill_sde(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerConfig) -> Tensor:
+    """The distilled models' stochastic sampler: from λ_i, one deterministic DDIM step of twice the
+    length, to λ_{i+2}, then one stochastic step back to λ_{i+1} with the forward process,
+
+        z_{i+1} = (α_{i+1}/α_{i+2}) z_{i+2} + √(σ²_{i+1} − (α_{i+1}/α_{i+2})² σ²_{i+2}) · noise
+
+    (q(z_{λ} | z_{λ'}) for λ < λ'). The step into the last grid point has no point beyond it and is
+    plain DDIM. One evaluation per grid point, as DDIM; x̂ clipped or thresholded as everywhere.
+    """
+    z = noise()
+    lam = lams.tolist()
+    steps = len(lam)
+    for i in range(steps - 1):
+        alpha, sigma = alpha_sigma_at(lam[i])
+        x_hat = _x_hat(z, eps(z, lam[i], labels), alpha, sigma, cfg)
+        j = min(i + 2, steps - 1)  # twice the step where the grid allows
+        alpha_j, sigma_j = alpha_sigma_at(lam[j])
+        z = alpha_j * x_hat + sigma_j * (z - alpha * x_hat) / sigma  # DDIM (η = 0) from x̂
+        if j == i + 2:  # noise back to λ_{i+1}
+            alpha_b, sigma_b = alpha_sigma_at(lam[i + 1])
+            ratio = alpha_b / alpha_j
+            z = ratio * z + math.sqrt(sigma_b**2 - ratio**2 * sigma_j**2) * noise()
+    alpha, sigma = alpha_sigma_at(lam[-1])
+    return _x_hat(z, eps(z, lam[-1], labels), alpha, sigma, cfg)
+
+
+# ---------------------------------------------------------------------------------------------
 # dpmpp-2m: Lu et al. 2022, "DPM-Solver++", Algorithm 2 (multistep, data prediction)
 # ---------------------------------------------------------------------------------------------
 

@@ -39,8 +39,7 @@ def run_sample_command(req: SampleConfig) -> dict[str, Any]:
     from cfgdiff.sampling.model import load_model
     from cfgdiff.sampling.shards import SampleJob, SampleOwners, check_output, guide_record, provenance, run_sample
 
-    sampler = req.sampler_config()
-    check_sampler_config(sampler)  # the sampler, grid and guidance method go together: before anything loads
+    check_sampler_config(req.sampler_config())  # sampler, grid and guidance go together: before anything loads
     npz, png_dir = out_paths(req)
     inputs = (*run_inputs(req.checkpoint), *run_inputs(req.guide))
     if not req.dry_run:  # every output rule before the model loads (see cfgdiff.files)
@@ -48,6 +47,7 @@ def run_sample_command(req: SampleConfig) -> dict[str, Any]:
     dist.init()
     device = dist.device()
     model = load_model(req.checkpoint, device)
+    sampler = run_sampler(req.sampler_config(model.config), model, req.guide)
     advice = grid_advice(sampler, model.config.diffusion)
     if advice:
         dist.print0(f"cfgdiff: note: {advice}")
@@ -56,7 +56,8 @@ def run_sample_command(req: SampleConfig) -> dict[str, Any]:
         guide = load_model(req.guide, device)
         check_guide_model(model, guide)  # one line naming the mismatch, before any sampling
     if req.dry_run:  # the plan needs n, not the seeds: no list of up to 10^8 seeds is made for it
-        job, prov = None, {"seeds": req.seeds or f"0-{req.n - 1}", "nfe_per_sample": nfe(sampler, 1, model.diffusion_cfg)}
+        job, prov = None, {"seeds": req.seeds or f"0-{req.n - 1}",
+                           "nfe_per_sample": nfe(sampler, 1, model.diffusion_cfg, model.w_input)}
     else:
         seeds, labels = seeds_and_labels(req.n, req.seeds, model.num_classes, req.balanced, req.classes)
         job = SampleJob(tuple(seeds), tuple(labels), sampler, batch=req.batch, shard_size=req.shard_size, guide=guide)
@@ -77,10 +78,11 @@ def run_sample_command(req: SampleConfig) -> dict[str, Any]:
     }
     per_sample = prov["nfe_per_sample"]
     if req.dry_run or device.type != "cuda":  # on a CPU every run says first what it will cost
-        t = seconds_per_step(model, min(req.batch, req.n), sampler.w != 0, device)
+        guided = sampler.w != 0 and not model.w_input  # a student's guided step is one B-batch forward
+        t = seconds_per_step(model, min(req.batch, req.n), guided, device)
         batches = math.ceil(req.n / (req.batch * dist.world_size()))
         # t is one forward of the guided (2B) batch when w > 0: half of it per network evaluation
-        per_eval = t / 2 if sampler.w != 0 else t
+        per_eval = t / 2 if guided else t
         note = smaller_plan(per_eval * per_sample * batches, req.n, per_sample, sampler, model.diffusion_cfg, device)
         if note:
             dist.print0(f"cfgdiff: note: {note}")
@@ -106,6 +108,17 @@ def run_sample_command(req: SampleConfig) -> dict[str, Any]:
     dist.print0(f"wrote {npz} ({req.n} samples, {sampler.sampler}, w={sampler.w}, T={sampler.steps}, "
                 f"NFE {per_sample}/sample)" + (f" and {png_dir}/" if png_dir is not None else ""))
     return {**parts, "results": {"out": str(npz), **done}}
+
+
+def run_sampler(sampler: Any, model: Any, guide: Path | None) -> Any:
+    """`sampler` (SamplerConfig, unset settings at `model`'s defaults) checked against the model: a
+    distilled student takes w only in its range and no guidance beyond its own (ConfigError)."""
+    from cfgdiff.diffusion.sampler import check_sampler_config
+
+    check_sampler_config(sampler, model.w_input, None if guide is None else "--guide-with")
+    if model.config.distill is not None:
+        model.config.distill.check_w(sampler.w)
+    return sampler
 
 
 LONG_PLAN_S = 24 * 3600  # a plan longer than this gets a smaller suggestion

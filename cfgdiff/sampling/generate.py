@@ -53,10 +53,13 @@ def images_for_seeds(
     passes False, as a picture of what the EMA does must not stop training.
     """
     m = run.model
-    eps = network_eps(net, run.diffusion, autocast=autocast)
+    if run.distill is not None:  # a student: w is its input, inside the range it learned
+        run.distill.check_w(sampler.w)
+    eps = network_eps(net, run.diffusion, autocast=autocast, w=sampler.w if m.w_embedding else None)
     noise = PerSampleNoise(seeds, (m.in_channels, m.resolution, m.resolution), device)
     lab = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=device)
-    x = sample(eps, lab, noise, sampler, run.diffusion, null_label=m.num_classes, callback=callback, guide=guide)
+    x = sample(eps, lab, noise, sampler, run.diffusion, null_label=m.num_classes, callback=callback, guide=guide,
+               w_input=m.w_embedding)
     if require_finite:
         bad = ~torch.isfinite(x.flatten(1)).all(1)
         if bad.any():  # never quantise NaN to pixels and score them
@@ -90,10 +93,11 @@ def check_guide_model(main: SamplingModel, guide: SamplingModel) -> None:
     check_guide(network_spec(main), network_spec(guide))
 
 
-def nfe(sampler: SamplerConfig, n: int, diffusion: DiffusionConfig = DiffusionConfig()) -> int:
+def nfe(sampler: SamplerConfig, n: int, diffusion: DiffusionConfig = DiffusionConfig(), w_input: bool = False) -> int:
     """Network evaluations per image times images (`nfe_per_sample`: exact for every sampler; pass
-    the model's DiffusionConfig, whose λ range places the grid against a guidance interval)."""
-    return nfe_per_sample(sampler, diffusion) * n
+    the model's DiffusionConfig, whose λ range places the grid against a guidance interval, and
+    its `w_input`: a distilled student's guided step is one evaluation)."""
+    return nfe_per_sample(sampler, diffusion, w_input) * n
 
 
 @torch.inference_mode()
@@ -114,7 +118,8 @@ def _seconds_per_forward(model: SamplingModel, b: int, device: torch.device, rep
     x = torch.randn(b, 3, r, r, device=device)
     lam = torch.zeros(b, dtype=torch.float64, device=device)
     labels = torch.zeros(b, dtype=torch.long, device=device)
-    eps = network_eps(model.net, model.diffusion_cfg, autocast=default_autocast(device))
+    w = model.config.distill.w_min if model.config.distill is not None else None  # a student takes w
+    eps = network_eps(model.net, model.diffusion_cfg, autocast=default_autocast(device), w=w)
     eps(x, lam, labels)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -75,7 +75,7 @@ def provenance(model: SamplingModel, job: SampleJob) -> dict[str, Any]:
     """Everything that determines the samples, plus where they came from."""
     seeds = np.asarray(job.seeds, np.int64)
     labels = np.asarray(job.labels, np.int64)
-    per_sample = nfe(job.sampler, 1, model.diffusion_cfg)
+    per_sample = nfe(job.sampler, 1, model.diffusion_cfg, model.w_input)
     return {
         "cfgdiff_version": __version__,
         "checkpoint_sha256": model.sha256,

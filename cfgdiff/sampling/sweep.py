@@ -24,8 +24,8 @@ from cfgdiff.config import SweepConfig
 from cfgdiff.console import Progress
 from cfgdiff.errors import ConfigError, DataError, OutputError
 from cfgdiff.files import check_outputs, claim_folder, is_ours, output_lock, run_inputs, write_json, write_text
-from cfgdiff.runs import SamplingModel, newest_run, resolve_weights_file
-from cfgdiff.sampling.command import seeds_and_labels, smaller_plan
+from cfgdiff.runs import SamplingModel, newest_run, resolve_weights_file, run_config
+from cfgdiff.sampling.command import run_sampler, seeds_and_labels, smaller_plan
 from cfgdiff.sampling.generate import nfe, sample_batch
 from cfgdiff.sampling.shards import SampleJob, _compact_seeds, provenance, run_sample
 from cfgdiff.sampling.sweep_files import (
@@ -124,7 +124,7 @@ def score_row(model: SamplingModel, job: SampleJob, detector: Any, device: Any, 
             b = min(a + job.batch, n)
             images = sample_batch(model, job.seeds[a:b], job.labels[a:b], job.sampler, device)
             acc.add_images(detector, images)
-            bar.advance(rounds[i], nfe=nfe(job.sampler, rounds[i], model.diffusion_cfg))
+            bar.advance(rounds[i], nfe=nfe(job.sampler, rounds[i], model.diffusion_cfg, model.w_input))
     return acc.finalize(detector.sha256)
 
 
@@ -152,7 +152,7 @@ def plan_rows(req: SweepConfig, model: SamplingModel, rows: dict[Key, dict[str, 
     from cfgdiff.sampling.generate import seconds_per_step
 
     todo = [c for c in req.combinations() if key_of(c) not in rows]
-    per_sample = {key_of(c): nfe(c, 1, model.diffusion_cfg) for c in todo}
+    per_sample = {key_of(c): nfe(c, 1, model.diffusion_cfg, model.w_input) for c in todo}
     total = sum(per_sample.values()) * req.n
     b = min(req.batch, req.n)
     t = seconds_per_step(model, b, False, device) if todo else 0.0  # one forward of b images
@@ -173,6 +173,8 @@ def plan_rows(req: SweepConfig, model: SamplingModel, rows: dict[Key, dict[str, 
 def run_sweep(req: SweepConfig) -> SweepResult:
     """Fill `sweep.jsonl` for every combination that is missing, then write table, plots and grid
     (or, with `req.dry_run`, only plan it)."""
+    if None in (req.samplers, req.steps, req.grids):  # a distilled student's defaults differ from the paper's
+        req = req.with_defaults(run_config(checkpoint_file(req.checkpoint)))
     done = finished_sweep(req)
     if done is not None:  # nothing to do: no model, no Inception, no grid
         return done
@@ -195,6 +197,8 @@ def run_sweep(req: SweepConfig) -> SweepResult:
     dist.init()
     device = dist.device()
     model = load_model(file, device)
+    for c in {(c.sampler, c.grid, c.guidance, c.w): c for c in combos}.values():  # a student: its w range
+        run_sampler(c, model, None)
     for c in {(c.sampler, c.grid, c.steps): c for c in combos}.values():
         advice = grid_advice(c, model.config.diffusion)
         if advice:
@@ -257,7 +261,7 @@ def run_sweep(req: SweepConfig) -> SweepResult:
             row = {"sampler": cfg.sampler, "steps": cfg.steps, "grid": cfg.grid,
                    "guidance_interval": list(cfg.guidance_interval) if cfg.guidance_interval else None,
                    "guidance": cfg.guidance, "guidance_settings": dict(cfg.guidance_settings), "w": cfg.w,
-                   "nfe": nfe(cfg, 1, model.diffusion_cfg),
+                   "nfe": nfe(cfg, 1, model.diffusion_cfg, model.w_input),
                    **{k: metrics.get(k) for k in columns() if k in metrics}, "n": req.n, "v": req.v,
                    "seconds": round(time.perf_counter() - t0, 2), "cfgdiff_version": __version__,
                    "unavailable": metrics["unavailable"]}

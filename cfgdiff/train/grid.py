@@ -39,7 +39,8 @@ def write_sample_grid(net: torch.nn.Module, cfg: TrainConfig, path: Path, autoca
     labels = [s % k if k else 0 for s in seeds]
     ncols = min(n, 16)
     per_block = math.ceil(n / ncols) * ncols
-    blocks, ws = [], (0.0, cfg.grid_w) if k and cfg.grid_w > 0 else (0.0,)
+    low = cfg.distill.w_min if cfg.distill is not None else 0.0  # a student's lowest w (0: conditional)
+    blocks, ws = [], (low, cfg.grid_w) if k and cfg.grid_w > low else (low,)
     with Progress(f"preview grid {path.name}", total=len(ws) * cfg.grid_steps, unit="step") as bar:  # never silent
         for w in ws:
             sampler = SamplerConfig(steps=cfg.grid_steps, w=w, sampler=cfg.grid_sampler, grid=cfg.grid_schedule)

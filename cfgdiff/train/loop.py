@@ -87,7 +87,14 @@ def _train(cfg: TrainConfig, loggers: list[str] | None, log: RunLog, refuse_slow
     rounds = cfg.batch // (micro * world)
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
-    m = setup_model(cfg, build_unet(cfg.model), device)
+    net, teacher = build_unet(cfg.model), None
+    if cfg.distill is not None:  # a student starts as its teacher (cfgdiff.train.distill)
+        from cfgdiff.train.distill import init_student, load_teacher
+
+        teacher = load_teacher(cfg.distill, device)
+        init_student(net, teacher)
+    m = setup_model(cfg, net, device)
+    m.teacher = teacher
     info = dataset_record(cfg.dataset, dataset.info.size, dataset.info.num_classes, dataset.info.class_names)
     start = load_state(run_dir, cfg, m, info)
     stop = total_steps(cfg)

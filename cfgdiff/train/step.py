@@ -29,6 +29,7 @@ class StepModel:
     opt: torch.optim.Optimizer
     device: torch.device
     autocast: torch.dtype | None
+    teacher: nn.Module | None = None  # a distillation's teacher (eval, no gradients; cfgdiff.train.distill)
 
     @property
     def ddp(self) -> bool:
@@ -88,7 +89,8 @@ def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
 
 
 def micro_batch_loss(m: StepModel, cfg: TrainConfig, x: Tensor, labels: Tensor, seed: int) -> Tensor:
-    """Mean Eq. 5 loss of one micro-batch; all its randomness (flip, λ, ε, ∅, dropout) from `seed`."""
+    """Mean Eq. 5 loss of one micro-batch (a distillation run: its stage's loss); all its randomness
+    (flip, λ, ε, ∅ or w, dropout) from `seed`."""
     g = torch.Generator(device=m.device).manual_seed(seed)
     torch.manual_seed(seed)  # network dropout draws from the global generator
     x = x.to(m.device, non_blocking=True)
@@ -98,6 +100,11 @@ def micro_batch_loss(m: StepModel, cfg: TrainConfig, x: Tensor, labels: Tensor, 
     if cfg.flip:
         flip = torch.rand(x.shape[0], generator=g, device=m.device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if cfg.distill is not None:  # `cfgdiff distill`: the stage's loss against the teacher
+        from cfgdiff.train.distill import distill_loss
+
+        assert m.teacher is not None
+        return distill_loss(m.forward, m.teacher, cfg, x, labels, m.autocast, g)
     eps_fn = network_eps(m.forward, cfg.diffusion, autocast=m.autocast)
     return diffusion_loss(eps_fn, x, labels, cfg.model.num_classes, cfg.diffusion, generator=g).mean()
 
