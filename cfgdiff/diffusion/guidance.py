@@ -26,46 +26,31 @@ from torch import Tensor
 
 from cfgdiff.config import DiffusionConfig
 from cfgdiff.diffusion.methods import Combine, Step
-from cfgdiff.diffusion.schedule import alpha_sigma_at
 from cfgdiff.errors import ConfigError
 
 EpsFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 def guided_eps(eps_fn: EpsFn, w: float, null_label: int, rescale: float = 0.0) -> EpsFn:
-    """Return ε̃ of Eq. 6 for `eps_fn(z, lam, labels)`.
-
-    The conditional and unconditional predictions come from ONE call on a 2B batch (z and λ
-    repeated, labels followed by ∅ = `null_label`). For w = 0 the predictor itself is returned: a B
-    batch and no unconditional pass. Every channel is guided. `rescale` is CFG-rescale's φ.
-    """
-    if w == 0:
-        return eps_fn
-
-    def eps_tilde(z: Tensor, lam: Tensor, labels: Tensor) -> Tensor:
-        null = torch.full_like(labels, null_label)
-        eps = eps_fn(torch.cat([z, z]), torch.cat([lam, lam]), torch.cat([labels, null]))  # (2B, ...)
-        eps_c, eps_u = eps.chunk(2)
-        out = (1 + w) * eps_c - w * eps_u  # Eq. 6
-        return rescale_guided(out, eps_c, rescale) if rescale else out
-
-    return eps_tilde
+    """Return ε̃ of Eq. 6 for `eps_fn(z, lam, labels)` (`Guidance` with method cfg: one call on a 2B
+    batch, labels then ∅ = `null_label`). For w = 0 the predictor itself is returned: a B batch and
+    no unconditional pass. Every channel is guided. `rescale` is CFG-rescale's φ."""
+    return _fixed(Guidance(w=w, null_label=null_label, rescale=rescale), eps_fn)
 
 
 def autoguided_eps(main: EpsFn, guide: EpsFn, w: float, rescale: float = 0.0) -> EpsFn:
-    """Autoguidance (Karras et al. 2024, Eq. 1 in ε): ε̃ = (1 + w) ε_main(z, c) − w ε_guide(z, c).
+    """Autoguidance (Karras et al. 2024, Eq. 1 in ε): ε̃ = (1 + w) ε_main(z, c) − w ε_guide(z, c)
+    (`Guidance` with a guide). Both networks see the same label; there is no ∅ pass. w = 0 returns
+    `main` itself."""
+    return _fixed(Guidance(w=w, rescale=rescale, guide=guide), main)
 
-    Both networks see the same label; there is no ∅ pass. w = 0 returns `main` itself.
-    """
-    if w == 0:
-        return main
 
-    def eps_tilde(z: Tensor, lam: Tensor, labels: Tensor) -> Tensor:
-        eps_m = main(z, lam, labels)
-        out = (1 + w) * eps_m - w * guide(z, lam, labels)
-        return rescale_guided(out, eps_m, rescale) if rescale else out
-
-    return eps_tilde
+def _fixed(g: Guidance, eps_fn: EpsFn) -> EpsFn:
+    """ε̃ of a stateless method without an interval, at any λ (B,): w = 0 is `eps_fn` itself."""
+    if g.w == 0:
+        return eps_fn
+    run = g.start()
+    return lambda z, lam, labels: run(eps_fn, z, float("nan"), lam, labels)[0]  # no interval: λ only for APG
 
 
 def rescale_guided(eps_tilde: Tensor, eps_c: Tensor, phi: float) -> Tensor:
@@ -151,8 +136,7 @@ class GuidedRun:
             assert g.null_label is not None  # __post_init__ requires it for w != 0 without a guide
             null = torch.full_like(labels, g.null_label)
             eps_c, eps_u = eps_fn(torch.cat([z, z]), torch.cat([lam_b, lam_b]), torch.cat([labels, null])).chunk(2)
-        alpha, sigma = alpha_sigma_at(lam)
-        eps_hat, renoise = self.combine(Step(z, alpha, sigma, w, eps_c, eps_u))
+        eps_hat, renoise = self.combine(Step(z, lam, w, eps_c, eps_u))
         if g.rescale:
             eps_hat = rescale_guided(eps_hat, eps_c, g.rescale)
         return eps_hat, renoise

@@ -78,14 +78,28 @@ class Setting:
 
 @dataclass(frozen=True)
 class Step:
-    """What a method combines at one guided λ: the state z, α_λ, σ_λ, w there, ε_c and ε_u."""
+    """What a method combines at one guided λ: the state z, λ, w there, ε_c and ε_u; α_λ and σ_λ on
+    demand (only methods that need x̂, as APG, compute them)."""
 
     z: Tensor
-    alpha: float
-    sigma: float
+    lam: float
     w: float
     eps_c: Tensor
     eps_u: Tensor
+
+    @property
+    def alpha(self) -> float:
+        return _alpha_sigma(self.lam)[0]
+
+    @property
+    def sigma(self) -> float:
+        return _alpha_sigma(self.lam)[1]
+
+
+def _alpha_sigma(lam: float) -> tuple[float, float]:
+    from cfgdiff.diffusion.schedule import alpha_sigma_at  # torch: only when a method asks
+
+    return alpha_sigma_at(lam)
 
 
 # A method's rule at one guided step: (ε̃, the ε to renoise with, or None for ε̃ itself).
