@@ -7,7 +7,7 @@ the content, so a PNG named `.JPEG` (ImageNet has some) decodes fine.
 
 Baseline YCbCr JPEGs (nearly every ImageNet photo) are decoded by simplejpeg, libjpeg-turbo called
 straight into a numpy array: 0.79 ms a 500x375 photo against Pillow's 1.20 ms (open, load and the
-RGBX -> RGB copy out), with the same libjpeg settings and so the same pixels (tests/test_prepare_images.py
+RGBX -> RGB copy out), with the same libjpeg settings and so the same pixels (tests/data/test_prepare_images.py
 checks it on each chroma subsampling, progressive files and the CIFAR-10 JPEGs). It runs in strict
 mode: a file that makes libjpeg warn (damaged, truncated) or fail goes to Pillow, which decides as
 before, so what is skipped, and why, does not depend on the fast path.

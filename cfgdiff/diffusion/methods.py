@@ -46,7 +46,7 @@ class Setting:
 
     name: lower-case words joined by '_' (flag `--<method>-<name with ->`, key `<method>.<name>`);
     type: float or int; bounds: inclusive (lo, hi), finite (every numeric option of the CLI states its
-    range: tests/test_faults_bounds.py); axis: a sweep may vary it (`--<method>-<name> 0,0.5,1`).
+    range: tests/faults/test_faults_bounds.py); axis: a sweep may vary it (`--<method>-<name> 0,0.5,1`).
     """
 
     name: str

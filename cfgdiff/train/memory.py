@@ -14,7 +14,7 @@ Training memory for a micro-batch of b images of a network with P parameters:
 
 Measured against it (CPU, float32, one optimiser step, growth of the peak RSS per image between
 two micro-batches): tiny at 32² 12.2 MiB against A = 9.2 MiB (1.33·A), cifar32 22 MiB against
-A = 55 MiB (0.40·A); tests/test_train_start.py checks the first against 2·A. The model is an upper
+A = 55 MiB (0.40·A); tests/train/test_train_start.py checks the first against 2·A. The model is an upper
 bound by design: it picks a smaller micro-batch than needed rather than one that fails.
 
 The budget is 90% of what is available: on CUDA the free device memory
