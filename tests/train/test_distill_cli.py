@@ -22,6 +22,7 @@ def distilled(tmp_path_factory, trained_workspace) -> Path:
     src = trained_workspace
     shutil.copytree(src / "data", base / "data")
     shutil.copytree(src / "runs" / "tiny", base / "runs" / "tiny")
+    shutil.copy(src / "ref.npz", base / "ref.npz")
     run = cfgdiff(["distill", "runs/tiny", "--steps", "2", "--rounds", "1", "--kimg", "0.064", "--batch", "32",
                    "--w-range", "0:3", "--workers", "0", "--json"], base, env_for(base))
     assert run.returncode == 0, run.stderr
@@ -100,6 +101,19 @@ def test_a_rerun_trains_nothing_and_a_student_is_not_distilled_twice_by_stage_1(
     assert sorted(p.name for p in folder.iterdir()) == before and (folder / "stats.jsonl").stat().st_mtime_ns == stamp
     run = cfgdiff(["distill", "runs/tiny-distill/steps-2", "--stage", "guided"], distilled, env_for(distilled))
     assert run.returncode != 0 and "already a distilled student" in run.stderr
+
+
+def test_sweep_on_a_student_uses_its_sampler_and_counts_one_evaluation_a_step(distilled):
+    run = cfgdiff(["sweep", "runs/tiny-distill/steps-2", "--w", "0,2", "--n", "10", "--ref", "ref.npz",
+                   "--metrics", "fid", "--out-dir", "sw", "--json"], distilled, env_for(distilled))
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in (distilled / "sw" / "sweep.jsonl").read_text().splitlines()]
+    assert {(r["sampler"], r["steps"], r["w"], r["nfe"]) for r in rows} == {("ddim", 2, 0.0, 2),
+                                                                                         ("ddim", 2, 2.0, 2)}
+    assert all(r["fid"] is not None for r in rows)
+    bad = cfgdiff(["sweep", "runs/tiny-distill/steps-2", "--w", "0,4", "--n", "10", "--ref", "ref.npz",
+                   "--out-dir", "sw2"], distilled, env_for(distilled))
+    assert bad.returncode == 2 and "outside this distilled student's range 0:3" in bad.stderr
 
 
 def test_sweep_resolves_unset_axes_to_the_runs_own_sampler():
