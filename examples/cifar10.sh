@@ -1,33 +1,43 @@
 #!/usr/bin/env bash
-# The CIFAR-10 results pipeline of docs/results.md (issue 14), with cfgdiff's own commands only:
+# The CIFAR-10 results pipeline of docs/results.md (issues 14 and 26), with cfgdiff's own commands only:
 #   1. prepare the train (50k) and test (10k) splits at 32²;
-#   2. train on the train split;
-#   3. sweep w with the fast solver (dpmpp-2m, ~20 steps), N class-balanced samples a point, the same
-#      seeds throughout, scored against the test split; two points again from a disjoint seed set
-#      (error bars); the paper's ancestral sampler at T = 256 against the fast solver on the same
-#      PAPER_N seeds (with that N's seed noise); a Fig. 3 grid of the same seeds at growing w.
+#   2. train on the train split (every snapshot kept: an early one guides autoguidance);
+#   3. the same N class-balanced seeds and the test split's statistics for every row, each row again
+#      from a disjoint seed set (error bars), with FID, KID, precision/recall, NFE and wall time:
+#      - the paper's sampler (ancestral, T = 256) at w ∈ PAPER_W;
+#      - dpmpp-2m-sde T = 16 (paper grid) and dpmpp-2m T = 20 (linear grid) at the same w;
+#      - the guidance methods at their small searches: cfg's interval, APG's η, CFG++'s λ (ddim),
+#        autoguidance with an early EMA snapshot as the guide (sample + score);
+#      - the distilled student (cfgdiff distill) at 8 and 4 steps (9 and 5 evaluations);
+#   4. the Fig. 3 grid of the same seeds at growing w with GRID_SAMPLER.
 # Every step's wall time (and peak memory, via /usr/bin/time -v where it exists) goes to $WORK/times.log.
-# Rerunning resumes: prepare and train resume, sweeps compute only their missing rows.
+# Rerunning resumes: prepare, train and distill resume, sweeps compute only their missing rows.
 #
 #   bash examples/cifar10.sh                          # the defaults below
-#   KIMG=100 PRESET=tiny N=1000 PAPER_N=200 bash examples/cifar10.sh
+#   KIMG=20 N=100 DISTILL_KIMG=2 bash examples/cifar10.sh   # a quick run through every step
 set -euo pipefail
 
 CFGDIFF=${CFGDIFF:-cfgdiff}
 DATA=${DATA:-../shared/data/cifar10-jpg.tar.gz}
 WORK=${WORK:-work/cifar10}
 PRESET=${PRESET:-tiny}          # see docs/results.md for the presets and widths tried
-KIMG=${KIMG:-200}               # training length; about 2 h of 2 CPU cores for tiny at 32²
+KIMG=${KIMG:-700}               # training length; about 2 h of 2 free CPU cores for tiny at 32²
 TRAIN_SET=${TRAIN_SET:-}        # extra train flags, e.g. "--set model.model_channels=48"
-N=${N:-2000}                    # samples a point (a multiple of 10: class-balanced)
+N=${N:-1000}                    # samples a point (a multiple of 10: class-balanced); seeds 0..N-1, then N..2N-1
 BATCH=${BATCH:-250}             # sampling / Inception batch per process
 FAST_SAMPLER=${FAST_SAMPLER:-dpmpp-2m}
 FAST_STEPS=${FAST_STEPS:-20}
 FAST_W=${FAST_W:-0,0.1,0.2,0.3,0.5,1,2,3,4}
 PAPER_STEPS=${PAPER_STEPS:-256}
-PAPER_W=${PAPER_W:-0,0.3,1,4}
-PAPER_N=${PAPER_N:-$N}          # samples a point of the T = 256 check (512 evaluations a sample: the cost)
-NOISE_W=${NOISE_W:-0.3,1}       # points sampled again from disjoint seeds, for the error bars
+PAPER_W=${PAPER_W:-0,0.3,1,2,4} # the w of every method's rows
+NOISE_W=${NOISE_W:-0.3,1}       # (fast-solver curve) points sampled again from disjoint seeds
+INTERVALS=${INTERVALS:--3.4:2.6,-5:5,0:10}  # guidance intervals in λ searched (Kynkäänniemi et al.'s first)
+APG_ETA=${APG_ETA:-0,1}         # APG's η searched (its other settings at their defaults)
+CFGPP_W=${CFGPP_W:-0.2,0.4,0.6,0.8,1}  # CFG++'s λ searched (its w; ddim only)
+GUIDE_KIMG=${GUIDE_KIMG:-}      # autoguidance's guide: the EMA snapshot nearest this kimg (default: the first)
+DISTILL_KIMG=${DISTILL_KIMG:-40}  # per distillation stage and round
+GRID_SAMPLER=${GRID_SAMPLER:-ancestral}
+GRID_STEPS=${GRID_STEPS:-256}
 GRID_CLASSES=${GRID_CLASSES:-1,3,7,8}  # automobile, cat, horse, ship: the Fig. 3 grid's columns
 GRID_W=${GRID_W:-0,0.3,1,2,4}
 INCEPTION=${INCEPTION:-}        # Inception weights file (IS needs the full weights; default: cfgdiff's search)
@@ -63,32 +73,71 @@ step prepare-train "$CFGDIFF" prepare "$DATA" --split train --size 32 --out "$TR
 step prepare-test "$CFGDIFF" prepare "$DATA" --split test --size 32 --out "$TEST_H5"
 
 # shellcheck disable=SC2086  # TRAIN_SET is a list of flags
-step train "$CFGDIFF" train --data "$TRAIN_H5" --preset "$PRESET" --kimg "$KIMG" --run-dir "$RUN" $TRAIN_SET
+step train "$CFGDIFF" train --data "$TRAIN_H5" --preset "$PRESET" --kimg "$KIMG" --run-dir "$RUN" --keep 100000 $TRAIN_SET
 
 COMMON=(--balanced --ref "$TEST_H5" --batch-per-device "$BATCH" "${INC[@]}")
-# the curve: the fast solver over every w, N samples a point, seeds 0..N-1
+SEEDS2="$N-$((2 * N - 1))"
+both() {  # both NAME CHECKPOINT ARGS...: a sweep on seeds 0..N-1 into $WORK/NAME, again on N..2N-1 into NAME-seeds2
+    local name=$1 checkpoint=$2
+    shift 2
+    step "$name" $LAUNCH "$CFGDIFF" sweep "$checkpoint" -n "$N" --out-dir "$WORK/$name" "${COMMON[@]}" "$@"
+    step "$name-seeds2" $LAUNCH "$CFGDIFF" sweep "$checkpoint" -n "$N" --seeds "$SEEDS2" \
+        --out-dir "$WORK/$name-seeds2" "${COMMON[@]}" "$@"
+}
+# the curve: the fast solver over every w
 step sweep-fast $LAUNCH "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$FAST_W" \
     -n "$N" --out-dir "$WORK/sweep" "${COMMON[@]}"
-# its error bars: two points again from seeds N..2N-1
 step sweep-seeds2 $LAUNCH "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$NOISE_W" \
-    -n "$N" --seeds "$N-$((2 * N - 1))" --out-dir "$WORK/sweep-seeds2" "${COMMON[@]}"
-# the check: the paper's ancestral sampler at T = 256 against the fast solver on the same PAPER_N seeds
-step sweep-paper $LAUNCH "$CFGDIFF" sweep "$RUN" --sampler ancestral --steps "$PAPER_STEPS" --w "$PAPER_W" \
-    -n "$PAPER_N" --out-dir "$WORK/sweep-check" "${COMMON[@]}"
-step sweep-check-fast $LAUNCH "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$PAPER_W" \
-    -n "$PAPER_N" --out-dir "$WORK/sweep-check" "${COMMON[@]}"
-# ... and the seed noise at that N, from seeds PAPER_N..2·PAPER_N-1
-step sweep-check-seeds2 $LAUNCH "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$PAPER_W" \
-    -n "$PAPER_N" --seeds "$PAPER_N-$((2 * PAPER_N - 1))" --out-dir "$WORK/sweep-check-seeds2" "${COMMON[@]}"
+    -n "$N" --seeds "$SEEDS2" --out-dir "$WORK/sweep-seeds2" "${COMMON[@]}"
+# the paper's sampler and the two fast solvers at the same w
+both sweep-paper "$RUN" --sampler ancestral --steps "$PAPER_STEPS" --w "$PAPER_W"
+both sweep-2m-sde "$RUN" --sampler dpmpp-2m-sde --steps 16 --w "$PAPER_W"
+both sweep-2m-linear "$RUN" --sampler dpmpp-2m --steps 20 --grid linear --w "$PAPER_W"
+# the guidance methods, each searched over its setting (on the fast solver, CFG++ on ddim)
+both sweep-interval "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$PAPER_W" --guidance-interval="$INTERVALS"
+both sweep-apg "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$PAPER_W" --guidance cfg,apg --apg-eta "$APG_ETA"
+both sweep-cfgpp "$RUN" --sampler ddim --steps "$FAST_STEPS" --w "$CFGPP_W" --guidance cfgpp
+both sweep-ddim "$RUN" --sampler ddim --steps "$FAST_STEPS" --w "$PAPER_W"   # CFG on the same sampler as CFG++
+# autoguidance: an early EMA snapshot of the same run guides (Karras et al. 2024); sample + score per w
+mkdir -p "$WORK/autoguidance"
+GUIDE=$(ls "$RUN"/ema-*.pt | head -n 1)
+if [[ -n "$GUIDE_KIMG" ]]; then
+    GUIDE=$(python3 - "$RUN" "$GUIDE_KIMG" <<'PY'
+import json, pathlib, sys
+run, want = pathlib.Path(sys.argv[1]), float(sys.argv[2]) * 1000
+batch = json.loads((run / "config.json").read_text())["batch"]
+print(min(sorted(run.glob("ema-*.pt")), key=lambda p: abs(int(p.stem.split("-")[1]) * batch - want)))
+PY
+)
+fi
+echo "autoguidance guide: $GUIDE" | tee -a "$LOG"
+IFS=, read -r -a paper_ws <<<"$PAPER_W"
+for seeds in "0-$((N - 1))" "$SEEDS2"; do
+    for w in "${paper_ws[@]}"; do
+        out="$WORK/autoguidance/w$w-seeds$seeds"
+        [[ -f "$out.json" ]] && continue
+        step "autoguidance-w$w-$seeds" $LAUNCH "$CFGDIFF" sample "$RUN" --guide-with "$GUIDE" --w "$w" \
+            --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" -n "$N" --seeds "$seeds" --balanced \
+            --batch-per-device "$BATCH" --out "$out.npz"
+        step "autoguidance-score-w$w-$seeds" "$CFGDIFF" score "$out.npz" --ref "$TEST_H5" "${INC[@]}" \
+            --results "$out.json"
+    done
+done
+# the distilled student: stage 1, then rounds 17 -> 9 -> 5 (8 and 4 steps: 9 and 5 evaluations)
+step distill "$CFGDIFF" distill "$RUN" --steps 5 --rounds 2 --kimg "$DISTILL_KIMG" --w-range "0:4" \
+    --out "$WORK/distill"
+for t in 9 5; do  # each student with its own sampler: ddim on its grid, one evaluation a step
+    both "sweep-student$t" "$WORK/distill/steps-$t" --w "$PAPER_W"
+done
 
 # Fig. 3: the same seeds 0..15 (four a class, one class a column) at growing w
 mkdir -p "$WORK/grid"
 IFS=, read -r -a grid_ws <<<"$GRID_W"
 for w in "${grid_ws[@]}"; do
     [[ -f "$WORK/grid/w$w.png" ]] && continue
-    step "grid-w$w" "$CFGDIFF" sample "$RUN" --w "$w" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" -n 16 \
+    step "grid-w$w" "$CFGDIFF" sample "$RUN" --w "$w" --sampler "$GRID_SAMPLER" --steps "$GRID_STEPS" -n 16 \
         --seeds 0-15 --classes "$GRID_CLASSES" --out "$WORK/grid/w$w.npz" --preview "$WORK/grid/w$w.png"
 done
 
-echo "results: $WORK/sweep/table.md, $WORK/sweep-seeds2/table.md, $WORK/sweep-check/table.md," \
-    "$WORK/sweep-check-seeds2/table.md, $WORK/grid/; wall times: $LOG"
+echo "results: $WORK/sweep*/table.md and sweep.jsonl, $WORK/autoguidance/*.json, $WORK/distill/, $WORK/grid/;" \
+    "wall times: $LOG"
