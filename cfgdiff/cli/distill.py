@@ -33,9 +33,10 @@ def distill(
     kimg: Annotated[Optional[float], typer.Option(
         "--kimg", min=limits.KIMG[0], max=limits.KIMG[1], metavar="KIMG", show_default=False,
         help="Training images per stage and per round, in thousands (default: a tenth of the teacher's).")] = None,
-    w_range: Annotated[str, typer.Option(
-        "--w-range", metavar="LO:HI", callback=o.rule(parse_w_range),
-        help="The guidance weights the student learns (w ~ U[LO, HI]); sampling refuses others.")] = "0:4",
+    w_range: Annotated[Optional[str], typer.Option(
+        "--w-range", metavar="LO:HI", callback=o.rule(parse_w_range), show_default=False,
+        help="The guidance weights the student learns (w ~ U[LO, HI]); sampling refuses others (default: 0:4; "
+             "--stage progressive: the teacher student's).")] = None,
     grid: Annotated[Optional[str], typer.Option(
         "--grid", metavar="NAME", callback=o.rule(check_grid_name),
         show_default=False, help="The students' λ grid family: paper (default), linear, edm.")] = None,
@@ -71,7 +72,7 @@ def distill(
     """
     from cfgdiff.config import TrainConfig, check_sets, merge_overrides
 
-    lo, hi = parse_w_range(w_range)
+    lo, hi = parse_w_range(w_range) if w_range else (None, None)
     flags = {"batch": batch, "batch_per_device": batch_per_device, "lr": lr, "amp": amp, "workers": workers}
     overrides = merge_overrides(check_sets(sets or [], TrainConfig), flags)
     from cfgdiff import dist
@@ -83,15 +84,20 @@ def distill(
     if not dist.is_main():
         return
     if as_json:
+        import torch
+
         from cfgdiff.cli import envelope
 
-        envelope.emit("distill", inputs={"teacher": str(run)},
+        first = results[0]["config"]["distill"]
+        envelope.emit("distill", inputs={"teacher": first["teacher"]},
                       outputs={"runs": [r["run_dir"] for r in results]},
-                      settings={"stage": stage, "steps": steps, "rounds": rounds, "w_range": [lo, hi], "kimg": kimg},
+                      settings={"stage": stage, "steps": steps, "rounds": rounds,
+                                "w_range": [first["w_min"], first["w_max"]], "kimg": kimg},
                       results={"stages": [{k: r[k] for k in ("stage", "run_dir", "kimg", "loss", "img_per_s")}
                                           for r in results]},
-                      provenance={})
+                      provenance={"torch": torch.__version__, "teacher_sha256": first["teacher_sha256"]})
     else:
         last = results[-1]
-        typer.echo(f"distilled into {last['run_dir']} (w {lo:g}:{hi:g}); sample it with `cfgdiff sample "
-                   f"{last['run_dir']} --w W`", err=True)
+        dc = last["config"]["distill"]
+        typer.echo(f"distilled into {last['run_dir']} (w {dc['w_min']:g}:{dc['w_max']:g}); sample it with `cfgdiff "
+                   f"sample {last['run_dir']} --w W`", err=True)

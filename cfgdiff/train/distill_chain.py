@@ -46,8 +46,8 @@ class DistillRequest:
     steps: int = 4
     rounds: int = 4
     kimg: float | None = None
-    w_min: float = 0.0
-    w_max: float = 4.0
+    w_min: float | None = None  # None: 0:4 (a student teacher: its own range)
+    w_max: float | None = None
     grid: str | None = None  # None: paper (a student teacher: its own)
     data: str | None = None
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # TrainConfig fields: lr, batch, ...
@@ -58,7 +58,10 @@ class DistillRequest:
         if not isinstance(self.rounds, int) or self.rounds < 0 or (self.stage == "progressive" and self.rounds < 1):
             raise ConfigError(f"--rounds must be an integer >= {1 if self.stage == 'progressive' else 0}, "
                               f"got {self.rounds!r}")
-        DistillConfig(w_min=self.w_min, w_max=self.w_max, steps=self.steps, grid=self.grid or "paper")  # same rules
+        if (self.w_min is None) != (self.w_max is None):
+            raise ConfigError("give both ends of the w range, or neither")
+        DistillConfig(w_min=0.0 if self.w_min is None else self.w_min, w_max=4.0 if self.w_max is None else self.w_max,
+                      steps=self.steps, grid=self.grid or "paper")  # the same rules
         if self.kimg is not None and not (isinstance(self.kimg, (int, float)) and 0 < self.kimg < float("inf")):
             raise ConfigError(f"--kimg must be a positive number, got {self.kimg!r}")
 
@@ -95,9 +98,12 @@ def plan_chain(req: DistillRequest) -> list[tuple[str, Path, TrainConfig | None]
                           "(run --stage guided first, or --stage all)")
     if req.stage != "progressive" and base.distill is not None:
         raise ConfigError(f"{req.teacher} is already a distilled student; distil it further with --stage progressive")
-    if base.distill is not None and (req.w_min, req.w_max) != (base.distill.w_min, base.distill.w_max):
-        raise ConfigError(f"the w range {req.w_min:g}:{req.w_max:g} differs from the teacher student's "
-                          f"{base.distill.w_min:g}:{base.distill.w_max:g}; a round keeps its teacher's range")
+    own = (base.distill.w_min, base.distill.w_max) if base.distill is not None else (0.0, 4.0)
+    w_min = own[0] if req.w_min is None else req.w_min
+    w_max = own[1] if req.w_max is None else req.w_max
+    if base.distill is not None and (w_min, w_max) != own:
+        raise ConfigError(f"the w range {w_min:g}:{w_max:g} differs from the teacher student's "
+                          f"{own[0]:g}:{own[1]:g}; a round keeps its teacher's range")
     if base.distill is not None and req.grid and req.grid != base.distill.grid:
         raise ConfigError(f"--grid {req.grid} differs from the teacher student's {base.distill.grid}; a round keeps "
                           "its teacher's grid family")
@@ -112,7 +118,7 @@ def plan_chain(req: DistillRequest) -> list[tuple[str, Path, TrainConfig | None]
     teacher = str(file)
     if req.stage != "progressive":
         first = chain[0][0] if chain else req.steps
-        dc = DistillConfig("guided", teacher, _sha(file), req.w_min, req.w_max, first, grid)
+        dc = DistillConfig("guided", teacher, _sha(file), w_min, w_max, first, grid)
         plan.append(("guided", out / "guided", stage_config(base, out / "guided", dc, kimg, data, req.overrides)))
     elif base.distill is not None and chain and chain[0][0] != base.distill.steps:
         raise ConfigError(f"{req.teacher} was distilled for T = {base.distill.steps}; with --steps {req.steps} "
@@ -121,7 +127,7 @@ def plan_chain(req: DistillRequest) -> list[tuple[str, Path, TrainConfig | None]
         folder = out / f"steps-{t_student}"
         cfg = None
         if i == 0 and req.stage == "progressive":
-            dc = DistillConfig("progressive", teacher, _sha(file), req.w_min, req.w_max, t_student, grid)
+            dc = DistillConfig("progressive", teacher, _sha(file), w_min, w_max, t_student, grid)
             cfg = stage_config(base, folder, dc, kimg, data, req.overrides)
         plan.append((f"round {i + 1}: {t_teacher} -> {t_student} steps", folder, cfg))
     return plan

@@ -28,6 +28,10 @@ def distilled(tmp_path_factory, trained_workspace) -> Path:
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)
     assert [s["stage"] for s in doc["results"]["stages"]] == ["guided", "round 1: 3 -> 2 steps"]
+    from cfgdiff.files import sha256_file
+
+    teacher = Path(doc["inputs"]["teacher"])
+    assert teacher.name.startswith("ema-") and doc["provenance"]["teacher_sha256"] == sha256_file(base / teacher)
     return base
 
 
@@ -101,6 +105,11 @@ def test_a_rerun_trains_nothing_and_a_student_is_not_distilled_twice_by_stage_1(
     assert sorted(p.name for p in folder.iterdir()) == before and (folder / "stats.jsonl").stat().st_mtime_ns == stamp
     run = cfgdiff(["distill", "runs/tiny-distill/steps-2", "--stage", "guided"], distilled, env_for(distilled))
     assert run.returncode != 0 and "already a distilled student" in run.stderr
+    run = cfgdiff(["distill", "runs/tiny-distill/steps-2", "--stage", "progressive", "--steps", "2", "--rounds", "1"],
+                  distilled, env_for(distilled))
+    assert run.returncode == 2 and "was distilled for T = 2" in run.stderr and len(error_lines(run.stderr)) == 1
+    run = cfgdiff(["distill", "runs/tiny", "--stage", "progressive"], distilled, env_for(distilled))
+    assert run.returncode == 2 and "is not a distilled student" in run.stderr
 
 
 def test_sweep_on_a_student_uses_its_sampler_and_counts_one_evaluation_a_step(distilled):
