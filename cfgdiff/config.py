@@ -189,7 +189,7 @@ class DiffusionConfig:
 
 # The built-in sampler and λ-grid names, for parse-time checks and completions without importing torch
 # (the registries themselves are cfgdiff.diffusion.sampler.BUILTIN and cfgdiff.diffusion.grids.GRIDS;
-# tests/test_sample_cli.py checks that the lists agree).
+# tests/sampling/test_sample_samplers.py checks that the lists agree).
 BUILTIN_SAMPLERS = ("ancestral", "ddim", "dpmpp-2m", "heun", "dpmpp-2m-sde", "distill-sde")
 GRID_NAMES = ("paper", "linear", "edm")
 

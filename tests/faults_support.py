@@ -1,4 +1,4 @@
-"""Shared pieces of the fault-injection suite (tests/test_faults*.py, marker `faults`).
+"""Shared pieces of the fault-injection suite (tests/faults/, marker `faults`).
 
 One small workspace is built once per test session and reused read-only: a 16 px builtin dataset,
 a tiny trained run, and a 20-image reference npz. Commands run as a user runs them: in a
