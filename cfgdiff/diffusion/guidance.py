@@ -149,10 +149,13 @@ class NetworkSpec:
     num_classes: int
     resolution: int
     diffusion: DiffusionConfig
+    w_input: bool = False  # a distilled student: its network takes w and is already guided
 
 
 def guide_mismatch(main: NetworkSpec, guide: NetworkSpec) -> str | None:
     """One line naming the first difference that makes `guide` unusable for `main`, or None."""
+    if guide.w_input:
+        return "the guide network is a distilled student (it takes w); autoguidance needs a plain trained network"
     checks = [
         ("classes", main.num_classes, guide.num_classes),
         ("resolution", main.resolution, guide.resolution),

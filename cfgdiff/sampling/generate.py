@@ -85,7 +85,7 @@ def sample_batch(
 
 
 def network_spec(model: SamplingModel) -> NetworkSpec:
-    return NetworkSpec(model.num_classes, model.resolution, model.diffusion_cfg)
+    return NetworkSpec(model.num_classes, model.resolution, model.diffusion_cfg, model.w_input)
 
 
 def check_guide_model(main: SamplingModel, guide: SamplingModel) -> None:

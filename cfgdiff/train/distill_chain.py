@@ -93,6 +93,8 @@ def plan_chain(req: DistillRequest) -> list[tuple[str, Path, TrainConfig | None]
 
     file = resolve_weights_file(req.teacher)
     base = run_config(file)
+    if base.model.num_classes == 0:
+        raise ConfigError(f"{req.teacher} is an unconditional model: there is no guidance (Eq. 6) to distil")
     if req.stage == "progressive" and base.distill is None:
         raise ConfigError(f"{req.teacher} is not a distilled student; --stage progressive distils a student "
                           "(run --stage guided first, or --stage all)")

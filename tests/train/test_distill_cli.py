@@ -95,6 +95,12 @@ def test_what_a_student_cannot_do_is_one_line(distilled, args):
     assert "distilled student" in run.stderr and not (distilled / "bad.npz").exists()
 
 
+def test_a_student_cannot_guide_a_plain_run(distilled):
+    run = cfgdiff(["sample", "runs/tiny", "--w", "1", "--n", "2", "--guide-with", "runs/tiny-distill/steps-2",
+                   "--out", "g.npz"], distilled, env_for(distilled))
+    assert run.returncode == 2 and len(error_lines(run.stderr)) == 1 and "guide network is a distilled student" in run.stderr
+
+
 def test_a_rerun_trains_nothing_and_a_student_is_not_distilled_twice_by_stage_1(distilled):
     folder = distilled / "runs" / "tiny-distill" / "steps-2"
     before = sorted(p.name for p in folder.iterdir())
