@@ -14,9 +14,10 @@ from cfgdiff.parse import parse_w_range
 
 
 def distill(
-    run: Annotated[Path, typer.Argument(
-        metavar="RUN", help="The teacher: a trained run folder (its newest EMA file) or weights file; with "
-                            "--stage progressive, a distilled student.")],
+    run: Annotated[Optional[Path], typer.Argument(
+        metavar="RUN", show_default=False,
+        help="The teacher: a trained run folder (its newest EMA file) or weights file (default: the newest run "
+             "under runs/); with --stage progressive, a distilled student.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", metavar="DIR", show_default=False,
         help="Folder of the stages' runs: DIR/guided, DIR/steps-<T>, ... (default: <RUN>-distill beside RUN).")] = None,
@@ -78,7 +79,9 @@ def distill(
     from cfgdiff import dist
     from cfgdiff.train.distill_chain import DistillRequest, run_distill
 
-    req = DistillRequest(teacher=run, out=out, stage=stage, steps=steps, rounds=rounds, kimg=kimg, w_min=lo, w_max=hi,
+    from cfgdiff.runs import newest_run
+
+    req = DistillRequest(teacher=run if run is not None else newest_run(), out=out, stage=stage, steps=steps, rounds=rounds, kimg=kimg, w_min=lo, w_max=hi,
                          grid=grid, data=data, overrides=overrides)
     results = run_distill(req)
     if not dist.is_main():
