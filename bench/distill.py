@@ -104,6 +104,10 @@ def main() -> None:
     p.add_argument("--kimg", type=float, default=20.0, help="per stage and per round")
     p.add_argument("--ancestral-ws", default="0,1,2,4",
                    help="the w of the teacher's ancestral T = 256 rows ('' for none: 5-11 min a row on 2 CPU cores)")
+    p.add_argument("--teacher-samplers", default="dpmpp-2m-sde:16",
+                   help="the teacher's other rows, SAMPLER:T comma list (e.g. ddim:5,ddim:9: the students' sampler "
+                        "and NFE without distillation)")
+    p.add_argument("--students", default="", help="only these students' T, a comma list (default: every stage)")
     p.add_argument("--sde", action="store_true", help="also the students with distill-sde")
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--inception-batch", type=int, default=250)
@@ -119,8 +123,12 @@ def main() -> None:
     for w in floats(args.ws):
         if w in floats(args.ancestral_ws):  # 256 or 512 evaluations a sample: the costly rows
             rows.append(scorer.point("teacher", teacher, SamplerConfig(sampler="ancestral", steps=256, w=w)))
-        rows.append(scorer.point("teacher", teacher, SamplerConfig(sampler="dpmpp-2m-sde", steps=16, w=w)))
+        for spec in args.teacher_samplers.split(","):  # e.g. dpmpp-2m-sde:16 (32 evaluations when guided)
+            name, steps = spec.split(":")
+            rows.append(scorer.point("teacher", teacher, SamplerConfig(sampler=name, steps=int(steps), w=w)))
         for stage in stages:
+            if args.students and Path(stage["run_dir"]).name.split("-")[-1] not in args.students.split(","):
+                continue
             student = load_for_sampling(stage["run_dir"])
             sampler, steps, grid = sampling_defaults(student.config)
             name = Path(stage["run_dir"]).name
