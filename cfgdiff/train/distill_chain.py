@@ -73,13 +73,15 @@ class DistillRequest:
 def stage_config(base: TrainConfig, run_dir: Path, dc: DistillConfig, kimg: float, data: str,
                  overrides: dict[str, Any]) -> TrainConfig:
     """The TrainConfig of one stage or round: the teacher's network with the w input and its recipe
-    (flags and --set on top), EMA warm-up on (short runs), previews with the student's own sampler."""
+    (flags and --set on top), EMA warm-up on (short runs), previews with the student's own sampler.
+    The micro-batch is resolved again on this device (a distillation step also holds the teacher's
+    activations), unless --batch-per-device is given."""
     from cfgdiff.config import apply_overrides
 
     cfg = dataclasses.replace(
         base, model=dataclasses.replace(base.model, w_embedding=True), distill=dc, run_dir=str(run_dir),
         diffusion=dataclasses.replace(base.diffusion, prediction="v"),
-        dataset=data, kimg=kimg, ema_warmup=True, tick_kimg=min(base.tick_kimg, kimg / 10),
+        dataset=data, kimg=kimg, ema_warmup=True, batch_per_device=0, tick_kimg=min(base.tick_kimg, kimg / 10),
         snapshot_kimg=min(base.snapshot_kimg, kimg / 4), grid_kimg=kimg, grid_sampler="ddim",
         grid_schedule=dc.grid, grid_steps=dc.steps, grid_w=min(max(base.grid_w, dc.w_min), dc.w_max),
     )

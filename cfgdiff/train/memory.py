@@ -59,7 +59,8 @@ def _saved_bytes(model: ModelConfig, batch: int) -> int:
 
     x = torch.zeros(batch, model.in_channels, model.resolution, model.resolution, device="meta")
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        net(x, torch.zeros(batch, device="meta"), torch.zeros(batch, dtype=torch.long, device="meta"))
+        w = (torch.zeros(batch, device="meta"),) if model.w_embedding else ()  # a distilled student takes w
+        net(x, torch.zeros(batch, device="meta"), torch.zeros(batch, dtype=torch.long, device="meta"), *w)
     return sum(seen.values())
 
 

@@ -131,6 +131,22 @@ def test_sweep_on_a_student_uses_its_sampler_and_counts_one_evaluation_a_step(di
     assert bad.returncode == 2 and "outside this distilled student's range 0:3" in bad.stderr
 
 
+def test_a_distillation_resumed_midway_ends_with_the_same_weights(distilled):
+    """Stage 1 for 4 steps at once, and for 2 steps then resumed to 4 (kimg is a resumable change):
+    the same EMA weights, bit for bit (train's exact resume; the teacher is deterministic)."""
+    from cfgdiff.runs import load_for_sampling
+
+    env, common = env_for(distilled), ["distill", "runs/tiny", "--stage", "guided", "--batch", "16", "--workers", "0"]
+    for out, kimgs in (("once", ["0.064"]), ("twice", ["0.032", "0.064"])):
+        for kimg in kimgs:
+            run = cfgdiff([*common, "--kimg", kimg, "--out", out], distilled, env)
+            assert run.returncode == 0, run.stderr
+    a = load_for_sampling(distilled / "once" / "guided").net.state_dict()
+    b = load_for_sampling(distilled / "twice" / "guided").net.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], t) for k, t in load_for_sampling(distilled / "runs" / "tiny").net.state_dict().items())
+
+
 def test_sweep_resolves_unset_axes_to_the_runs_own_sampler():
     from cfgdiff.config import DistillConfig, ModelConfig, SweepConfig, TrainConfig
 
