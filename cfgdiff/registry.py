@@ -43,6 +43,9 @@ class Registry(Generic[T]):
                     self.check(ep.name, obj)
                 found[ep.name] = obj if obj.name == ep.name else replace(obj, name=ep.name)  # type: ignore[attr-defined]
             except Exception as exc:  # a broken plugin must not break the others
+                from cfgdiff.stops import reraise_stop
+
+                reraise_stop(exc)  # a stop signal while loading (wrapped, too) is the user's
                 failures.append((ep.name, ep.value, f"{type(exc).__name__}: {exc}".splitlines()[0]))
         return found, failures
 

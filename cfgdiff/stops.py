@@ -63,6 +63,22 @@ def stopping() -> int:
     return _State.stopping
 
 
+def reraise_stop(exc: BaseException) -> None:
+    """Raise the stop that `exc` is, or carries (Python and libraries wrap exceptions: an exception
+    raised in `__set_name__` arrives as a RuntimeError whose cause is it), or that is being handled.
+    Every handler that reports an error and goes on (plugin loaders) calls this first: a stop signal
+    is the user's, never a plugin's failure."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, Stopped):
+            raise e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    if _State.stopping:
+        raise Stopped(_State.stopping)
+
+
 def early_exit(signum: int, frame: Any) -> None:
     """Before the CLI's handlers are in place nothing has been written: exit with one line."""
     os.write(2, f"cfgdiff: error: stopped by {signal.Signals(signum).name} while starting\n".encode())

@@ -90,7 +90,7 @@ def build_app() -> tuple[typer.Typer, list[PluginRecord]]:
     rule: whatever a plugin does at import (raise any exception, `sys.exit`, KeyboardInterrupt: every
     BaseException but a real stop signal; print) is reported in one stderr line naming its package,
     and the other commands still work; a plugin may not take a built-in command's name."""
-    from cfgdiff.stops import Stopped
+    from cfgdiff.stops import reraise_stop
 
     app = typer.Typer(
         name="cfgdiff",
@@ -118,9 +118,8 @@ def build_app() -> tuple[typer.Typer, list[PluginRecord]]:
             records.append(PluginRecord(ep.name, ep.value, _package_of(ep)))
             if note:
                 print(f"cfgdiff: plugin {where} {note}", file=sys.stderr)
-        except Stopped:  # a real stop signal while loading: the user's, not the plugin's
-            raise
         except BaseException as exc:  # noqa: BLE001 -- a plugin must not take the CLI down, whatever it raises
+            reraise_stop(exc)  # a stop signal while loading, even wrapped: the user's, not the plugin's
             err = (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0]
             records.append(PluginRecord(ep.name, ep.value, _package_of(ep), err))
             print(f"cfgdiff: plugin {where} failed to load: {err}", file=sys.stderr)

@@ -125,3 +125,54 @@ def test_stops_are_held_inside_a_critical_section():
         assert done == [1] and e.value.exit_code == 143
     finally:
         stops.restore(old)
+
+
+# ---- a stop while plugins load is the user's stop, however it arrives (every loader × every way) ----------
+STOP_AT_IMPORT = {
+    # raised at import, as the signal handler does
+    "plain": "raise Stopped(signal.SIGHUP)",
+    # raised inside a descriptor's __set_name__ (a dataclass field, say): Python wraps it in a RuntimeError
+    # (the CI failure of 2026-12-07: SIGHUP while `sample`'s flags were being built)
+    "wrapped": "class _Boom:\n    def __set_name__(self, owner, name):\n        raise Stopped(signal.SIGHUP)\n\n\n"
+               "class _Holder:\n    field = _Boom()",
+    # a library that turns the stop into an error of its own while handling it
+    "replaced": "try:\n    raise Stopped(signal.SIGHUP)\nexcept Stopped:\n    raise OSError('write failed')",
+}
+LOADERS = {  # entry-point group -> how cfgdiff loads it
+    "cfgdiff.commands": lambda: __import__("cfgdiff.cli.app", fromlist=["build_app"]).build_app(),
+    "cfgdiff.samplers": lambda: _fresh("cfgdiff.diffusion.sampler", "SAMPLERS").all(),
+    "cfgdiff.guidance": lambda: _fresh("cfgdiff.diffusion.methods", "METHODS").all(),
+}
+
+
+def _fresh(module: str, name: str):
+    import importlib
+
+    registry = getattr(importlib.import_module(module), name)
+    registry.reset()
+    return registry
+
+
+@pytest.mark.parametrize("group", sorted(LOADERS))
+@pytest.mark.parametrize("how", sorted(STOP_AT_IMPORT))
+def test_a_stop_while_a_plugin_loads_is_a_stop_not_a_plugin_failure(group, how, tmp_path, monkeypatch, capsys):
+    from cfgdiff import stops
+
+    (tmp_path / "stopping_plugin.py").write_text("import signal\n\nfrom cfgdiff.stops import Stopped\n\n"
+                                                 + STOP_AT_IMPORT[how] + "\n\nthing = None\n")
+    dist = tmp_path / "stopping_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: stopping-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{group}]\nzz-stopping = stopping_plugin:thing\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(stops._State, "stopping", 0)
+    try:
+        with pytest.raises(stops.Stopped) as raised:
+            LOADERS[group]()
+        assert raised.value.signum == signal.SIGHUP
+        assert "failed to load" not in capsys.readouterr().err
+    finally:
+        sys.modules.pop("stopping_plugin", None)
+        stops._State.stopping = 0
+        for module, name in (("cfgdiff.diffusion.sampler", "SAMPLERS"), ("cfgdiff.diffusion.methods", "METHODS")):
+            _fresh(module, name)
