@@ -162,7 +162,7 @@ FOLDER_KINDS = {"train --run-dir": "run", "sweep --out-dir": "sweep", "demo --ou
 
 def _folder_cases() -> list[tuple[str, str, str]]:
     cases = [(w, "user's " + name, name) for w, (_, names) in FOLDER_WRITERS.items() for name in names]
-    cases += [(w, f"owned by {other}", other) for w in FOLDER_WRITERS for other in set(FOLDER_KINDS.values())
+    cases += [(w, f"owned by {other}", other) for w in FOLDER_WRITERS for other in sorted(set(FOLDER_KINDS.values()))
               if other != FOLDER_KINDS[w]]
     cases += [(w, state, state) for w in FOLDER_WRITERS for state in ("a link to a folder", "a file")]
     return cases
