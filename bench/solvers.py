@@ -92,7 +92,7 @@ class Bench:
               seed0: int = 0, rescale: float = 0.0, guidance: str = "cfg", pr: bool = False,
               settings: tuple[tuple[str, float], ...] = ()) -> dict:
         cfg = SamplerConfig(sampler=sampler, grid=self.args.grid, steps=steps, w=w, guidance_interval=interval,
-                            v=self.args.v, rescale=rescale, guidance=guidance, guidance_settings=settings)
+                            sampler_settings={"v": self.args.v} if sampler == "ancestral" else {}, rescale=rescale, guidance=guidance, guidance_settings=settings)
         label = guidance if not settings else MethodChoice(guidance, cfg.guidance_settings).label()
         key = row_key(sampler, steps, w, interval, seed0, rescale, self.args.grid, self.args.v, label, pr)
         if key in self.rows:

@@ -15,12 +15,14 @@ guessing.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cfgdiff.diffusion.sampler_registry import BUILTIN, get_sampler
 from cfgdiff.errors import ConfigError
 from cfgdiff.parse import check_w, label_mode, parse_grid, parse_interval, parse_sets, seeds_for
 
@@ -188,9 +190,9 @@ class DiffusionConfig:
 
 
 # The built-in sampler and λ-grid names, for parse-time checks and completions without importing torch
-# (the registries themselves are cfgdiff.diffusion.sampler.BUILTIN and cfgdiff.diffusion.grids.GRIDS;
-# tests/sampling/test_sample_samplers.py checks that the lists agree).
-BUILTIN_SAMPLERS = ("ancestral", "ddim", "dpmpp-2m", "heun", "dpmpp-2m-sde", "distill-sde")
+# (the grids' registry is cfgdiff.diffusion.grids.GRIDS; tests/sampling/test_sample_samplers.py checks
+# that the lists agree).
+BUILTIN_SAMPLERS = tuple(BUILTIN)  # declared once, in cfgdiff.diffusion.sampler_registry
 GRID_NAMES = ("paper", "linear", "edm")
 
 
@@ -226,14 +228,15 @@ class SamplerConfig:
     steps: T, the number of λ values λ_min = λ_1 < … < λ_T = λ_max. Network evaluations per sample
         follow from the sampler, w and the interval (`cfgdiff.diffusion.sampler.nfe_per_sample`):
         T for ancestral/ddim/dpmpp-2m/dpmpp-2m-sde and 2T − 1 for heun, doubled where guidance applies.
-    v: the variance interpolation exponent of Eq. 4 (paper: 0.3); used by `ancestral` only.
     w: the guidance weight of Eq. 6; w = 0 is the plain conditional model. Other tools' "guidance
         scale" s is 1 + w.
     clip_x: clip x̂ to [−1, 1] inside every step (static thresholding), before it enters the update.
-    sampler: a name in the sampler registry (built in: ancestral, ddim, dpmpp-2m, heun, dpmpp-2m-sde;
-        more from the `cfgdiff.samplers` entry-point group).
+    sampler: a name in the sampler registry (built in: ancestral, ddim, dpmpp-2m, heun, dpmpp-2m-sde,
+        distill-sde; more from the `cfgdiff.samplers` entry-point group).
+    sampler_settings: that sampler's own settings as (name, value) pairs (`sampler_registry`: ancestral's
+        v of Eq. 4, paper 0.3; ddim's η of Song et al. Eq. 16, 0 = deterministic); the ones left out take
+        their declared defaults, so the config always holds every one; `setting(name)` reads one.
     grid: the λ grid: paper (uniform in u of p(λ)), linear (uniform in λ) or edm (Karras ρ = 7).
-    eta: DDIM's η (Song et al. 2021, Eq. 16); 0 is deterministic, 1 is ancestral with v = 0; `ddim` only.
     guidance_interval: (LO, HI) in λ; w applies only where LO <= λ <= HI. None: everywhere.
     rescale: CFG-rescale's φ in [0, 1] (Lin et al. 2024); 0 is off.
     threshold: dynamic thresholding of x̂ at this percentile of |x̂| (Saharia et al. 2022; DPM-Solver++
@@ -244,12 +247,11 @@ class SamplerConfig:
     """
 
     steps: int = 256
-    v: float = 0.3
     w: float = 0.0
     clip_x: bool = True
     sampler: str = "ancestral"
+    sampler_settings: tuple[tuple[str, float], ...] = ()
     grid: str = "paper"
-    eta: float = 0.0
     guidance_interval: tuple[float, float] | None = None
     rescale: float = 0.0
     threshold: float = 0.0
@@ -261,9 +263,7 @@ class SamplerConfig:
 
         if not isinstance(self.steps, int) or self.steps < 2:
             raise ConfigError(f"steps (T) must be an integer >= 2, got {self.steps!r}")
-        check_range("v", self.v, 0.0, 1.0)
         check_w(self.w)
-        check_range("eta", self.eta, 0.0, 1.0)
         check_range("rescale", self.rescale, 0.0, 1.0)
         check_range("threshold", self.threshold, 0.0, 1.0)
         for name in ("sampler", "grid"):
@@ -288,6 +288,14 @@ class SamplerConfig:
             raise ConfigError(f"guidance_settings must be (name, value) pairs, got {self.guidance_settings!r}") from None
         object.__setattr__(self, "guidance_settings", method.resolve(given))
         method.check_w(self.w)
+        object.__setattr__(self, "sampler_settings", get_sampler(self.sampler).resolve(self.sampler_settings))
+
+    def setting(self, name: str) -> float:
+        """The value of the sampler's own setting `name` (a solver reads its settings here)."""
+        for key, value in self.sampler_settings:
+            if key == name:
+                return value
+        return get_sampler(self.sampler).setting(name).default  # raises: the sampler has no such setting
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,6 +648,24 @@ def _check_positive(cfg: Any, *names: str) -> None:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
+SamplerGiven = tuple[tuple[str, str, Any], ...]  # (sampler, setting, value or a tuple of sweep values) as given
+
+
+def check_sampler_given(given: SamplerGiven, chosen: tuple[str, ...] | list[str]) -> None:
+    """A sampler setting's flag given for a sampler the command does not use is an error, not silently
+    dropped (`--eta` with `--sampler ancestral`)."""
+    for sampler, name, _ in given:
+        if sampler not in chosen:
+            flag = get_sampler(sampler).setting(name).option(sampler)
+            raise ConfigError(f"{flag} applies to --sampler {sampler}, and this command uses "
+                              f"--sampler {','.join(chosen)}")
+
+
+def sampler_settings_of(given: SamplerGiven, sampler: str) -> dict[str, Any]:
+    """{setting: value} of `sampler` among the given ones."""
+    return {name: value for owner, name, value in given if owner == sampler}
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
     """`cfgdiff sample`: which model, the sampler, which seeds and labels, and where to.
@@ -648,7 +674,9 @@ class SampleConfig:
     classes: a comma list of class indices to cycle through (excludes `balanced`).
     out: an .npz file, or a folder (an existing one, or a path ending in "/"): then
         <out>/samples.npz and the PNG folder <out>/png/ (see `out_paths`).
-    sampler, grid, eta, guidance_interval ("LO:HI"), rescale, threshold: as in SamplerConfig.
+    sampler, grid, guidance_interval ("LO:HI"), rescale, threshold: as in SamplerConfig.
+    sampler_given: the sampler settings given, as (sampler, setting, value): each must be the chosen
+        sampler's (the flags of every sampler's settings: `cfgdiff.cli.methods`); the rest take defaults.
     guide: a run folder or checkpoint whose network replaces the ∅ pass (autoguidance).
     guidance, guidance_settings: the guidance method and its settings, as in SamplerConfig.
     preview: a PNG grid of the first 64 samples.
@@ -658,7 +686,6 @@ class SampleConfig:
     w: float
     n: int
     steps: int | None  # None: the run's default (`sampling_defaults`), as sampler and grid
-    v: float
     out: Path
     seeds: str | None = None
     balanced: bool = False
@@ -671,7 +698,7 @@ class SampleConfig:
     dry_run: bool = False
     sampler: str | None = None
     grid: str | None = None
-    eta: float = 0.0
+    sampler_given: SamplerGiven = ()
     guidance_interval: str | None = None
     guide: Path | None = None
     rescale: float = 0.0
@@ -685,17 +712,29 @@ class SampleConfig:
             check_sampler_name(self.sampler)
         if self.grid is not None:
             check_grid_name(self.grid)
+        try:  # each given setting is its sampler's, in its bounds (JSON gives lists)
+            given = tuple((str(o), str(k), get_sampler(str(o)).setting(str(k)).check(str(o), v))
+                          for o, k, v in self.sampler_given)
+        except (TypeError, ValueError):
+            raise ConfigError(f"sampler_given must be (sampler, setting, value), got {self.sampler_given!r}") from None
+        object.__setattr__(self, "sampler_given", given)
         self.sampler_config()
         _check_positive(self, "batch", "shard_size")
         seeds_for(self.seeds, self.n)
         label_mode(self.balanced, self.classes)
 
     def sampler_config(self, run: TrainConfig | None = None) -> SamplerConfig:
-        """The sampler settings; those left unset take `run`'s defaults (`sampling_defaults`)."""
+        """The sampler settings; those left unset take `run`'s defaults (`sampling_defaults`). A sampler
+        setting given for another sampler is refused once the sampler is known (given, or the run's)."""
         sampler, steps, grid = sampling_defaults(run)
+        sampler = self.sampler or sampler
+        known = self.sampler is not None or run is not None
+        if known:
+            check_sampler_given(self.sampler_given, [sampler])
         interval = parse_interval(self.guidance_interval, "--guidance-interval") if self.guidance_interval else None
-        return SamplerConfig(steps=self.steps or steps, v=self.v, w=self.w, clip_x=self.clip,
-                             sampler=self.sampler or sampler, grid=self.grid or grid, eta=self.eta,
+        return SamplerConfig(steps=self.steps or steps, w=self.w, clip_x=self.clip, sampler=sampler,
+                             sampler_settings=sampler_settings_of(self.sampler_given, sampler) if known else {},
+                             grid=self.grid or grid,
                              guidance_interval=interval, rescale=self.rescale,
                              threshold=self.threshold, guidance=self.guidance,
                              guidance_settings=self.guidance_settings)
@@ -738,7 +777,9 @@ class SweepConfig:
     samplers, steps, grids, intervals: the other axes, one value or several each.
     guidances: (method, settings) pairs, one per line of the table (`cfgdiff.cli.methods.sweep_choices`
         expands each method's setting axes into them); settings left out take their defaults.
-    v, eta, rescale, threshold, clip: sampler settings shared by every row.
+    sampler_given: the samplers' own settings given, as (sampler, setting, values): every combination of
+        a sampler's values is one line (like the guidance methods' axes); the rest take their defaults.
+    rescale, threshold, clip: sampler settings shared by every row.
     out_dir: the sweep folder (default: sweeps/<run>-step<step>).
     metrics: the metrics of every row (default: all that the inputs allow; the rest are n/a with the reason).
     figure_ws: how many w values the Fig. 3 grid shows.
@@ -751,8 +792,7 @@ class SweepConfig:
     steps: tuple[int, ...] | None = None
     grids: tuple[str, ...] | None = None
     intervals: tuple[tuple[float, float] | None, ...] = (None,)
-    v: float = 0.3
-    eta: float = 0.0
+    sampler_given: SamplerGiven = ()
     rescale: float = 0.0
     threshold: float = 0.0
     ref: str | None = None
@@ -777,6 +817,15 @@ class SweepConfig:
         except (TypeError, ValueError):
             raise ConfigError(f"guidances must be (method, settings) pairs, got {self.guidances!r}") from None
         object.__setattr__(self, "guidances", resolved)
+        try:  # JSON gives lists: (sampler, setting, values) with the values checked and de-duplicated
+            given = tuple((str(o), str(k), tuple(dict.fromkeys(get_sampler(str(o)).setting(str(k)).check(str(o), x)
+                                                               for x in (v if isinstance(v, (list, tuple)) else (v,)))))
+                          for o, k, v in self.sampler_given)
+        except (TypeError, ValueError):
+            raise ConfigError(f"sampler_given must be (sampler, setting, values), got {self.sampler_given!r}") from None
+        object.__setattr__(self, "sampler_given", given)
+        if self.samplers is not None:
+            check_sampler_given(self.sampler_given, self.samplers)
         for name in ("samplers", "steps", "grids", "intervals", "guidances"):
             if getattr(self, name) is not None and not getattr(self, name):
                 raise ConfigError(f"{name}: give at least one value")
@@ -787,23 +836,34 @@ class SweepConfig:
     def ws(self) -> list[float]:
         return parse_grid(self.w)
 
-    def sampler(self, w: float = 0.0, sampler: str = "ancestral", steps: int = 256, grid: str = "paper",
-                interval: tuple[float, float] | None = None,
+    def sampler(self, w: float = 0.0, sampler: tuple[str, tuple[tuple[str, float], ...]] = ("ancestral", ()),
+                steps: int = 256, grid: str = "paper", interval: tuple[float, float] | None = None,
                 guidance: tuple[str, tuple[tuple[str, float], ...]] = ("cfg", ())) -> SamplerConfig:
-        return SamplerConfig(steps=steps, v=self.v, w=w, clip_x=self.clip, sampler=sampler, grid=grid, eta=self.eta,
-                             guidance_interval=interval, rescale=self.rescale, threshold=self.threshold,
+        return SamplerConfig(steps=steps, w=w, clip_x=self.clip, sampler=sampler[0], sampler_settings=sampler[1],
+                             grid=grid, guidance_interval=interval, rescale=self.rescale, threshold=self.threshold,
                              guidance=guidance[0], guidance_settings=guidance[1])
+
+    def sampler_lines(self, names: tuple[str, ...]) -> list[tuple[str, tuple[tuple[str, float], ...]]]:
+        """(sampler, settings) per sampler of `names` and combination of its given setting values."""
+        out = []
+        for name in names:
+            axes = [(k, v) for o, k, v in self.sampler_given if o == name]
+            for combo in itertools.product(*(values for _, values in axes)):
+                out.append((name, get_sampler(name).resolve({k: x for (k, _), x in zip(axes, combo)})))
+        return out
 
     def combinations(self) -> list[SamplerConfig]:
         """One SamplerConfig per row of the sweep, in table order (sampler, steps, grid, interval, guidance, w);
         unset axes take the paper's defaults (`with_defaults` gives a run's own)."""
         sampler, steps, grid = sampling_defaults(None)
-        return [self.sampler(w, s, t, g, i, m) for s in self.samplers or (sampler,) for t in self.steps or (steps,)
+        return [self.sampler(w, s, t, g, i, m) for s in self.sampler_lines(self.samplers or (sampler,))
+                for t in self.steps or (steps,)
                 for g in self.grids or (grid,) for i in self.intervals for m in self.guidances for w in self.ws()]
 
     def with_defaults(self, run: TrainConfig | None) -> SweepConfig:
         """This sweep with its unset axes (None) set to `run`'s defaults (`sampling_defaults`)."""
         sampler, steps, grid = sampling_defaults(run)
+        check_sampler_given(self.sampler_given, self.samplers or (sampler,))
         return dataclasses.replace(self, samplers=self.samplers or (sampler,), steps=self.steps or (steps,),
                                    grids=self.grids or (grid,))
 

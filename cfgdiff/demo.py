@@ -95,6 +95,14 @@ def _f4(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
+def _own(cfg: DemoConfig) -> str:
+    """ " with v = 0.3": the sampler's own settings (at their defaults), as the report names them."""
+    from cfgdiff.diffusion.sampler_registry import get_sampler
+
+    pairs = get_sampler(cfg.sampler).resolve()
+    return "".join(f" with {k} = {v:g}" for k, v in pairs)
+
+
 def write_report(out: Path, cfg: DemoConfig, summary: dict[str, Any], rows: dict[float, dict[str, Any]],
                  checks: dict[str, bool], meta: dict[str, Any]) -> Path:
     from cfgdiff.sampling.sweep_files import markdown_table
@@ -104,7 +112,7 @@ def write_report(out: Path, cfg: DemoConfig, summary: dict[str, Any], rows: dict
 
 Built-in `shapes` data set ({cfg.train_images} images, 10 classes, {cfg.size}×{cfg.size}); the `tiny` U-Net
 trained for {summary['kimg']:g} kimg (final loss {_f4(summary['loss'])}); for each w, {cfg.n} class-balanced
-samples with the same seeds (sampler {cfg.sampler}, T = {cfg.steps}, {cfg.grid} λ grid, v = {meta['v']:g}, NFE per
+samples with the same seeds (sampler {cfg.sampler}{_own(cfg)}, T = {cfg.steps}, {cfg.grid} λ grid, NFE per
 sample in the table), scored against {cfg.reference_images} held-out images with the Inception network.
 
 {markdown_table(rows, meta)}

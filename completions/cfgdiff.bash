@@ -40,10 +40,8 @@ _cfgdiff() {
         sample:--w) COMPREPLY=(); return ;;
         sample:--n|{c.name}:-n|{c.name}:--num-samples) COMPREPLY=(); return ;;
         sample:--steps|{c.name}:-T) COMPREPLY=(); return ;;
-        sample:--v) COMPREPLY=(); return ;;
         sample:--sampler) COMPREPLY=($(compgen -W "ancestral ddim dpmpp-2m heun dpmpp-2m-sde distill-sde" -- "$cur")); return ;;
         sample:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
-        sample:--eta) COMPREPLY=(); return ;;
         sample:--guidance-interval) COMPREPLY=(); return ;;
         sample:--guidance) COMPREPLY=(); return ;;
         sample:--guide-with) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -55,6 +53,8 @@ _cfgdiff() {
         sample:--batch-per-device) COMPREPLY=(); return ;;
         sample:--shard-size) COMPREPLY=(); return ;;
         sample:--preview) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        sample:--v) COMPREPLY=(); return ;;
+        sample:--eta) COMPREPLY=(); return ;;
         sample:--apg-eta) COMPREPLY=(); return ;;
         sample:--apg-momentum) COMPREPLY=(); return ;;
         sample:--apg-norm-threshold) COMPREPLY=(); return ;;
@@ -73,8 +73,6 @@ _cfgdiff() {
         sweep:--grid) COMPREPLY=($(compgen -W "paper linear edm" -- "$cur")); return ;;
         sweep:--guidance-interval) COMPREPLY=(); return ;;
         sweep:--guidance) COMPREPLY=(); return ;;
-        sweep:--v) COMPREPLY=(); return ;;
-        sweep:--eta) COMPREPLY=(); return ;;
         sweep:--rescale) COMPREPLY=(); return ;;
         sweep:--threshold) COMPREPLY=(); return ;;
         sweep:--ref) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -83,6 +81,8 @@ _cfgdiff() {
         sweep:--batch-per-device) COMPREPLY=(); return ;;
         sweep:--inception) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         sweep:--metrics) COMPREPLY=($(compgen -W "fid is pr sfid kid" -- "$cur")); return ;;
+        sweep:--v) COMPREPLY=(); return ;;
+        sweep:--eta) COMPREPLY=(); return ;;
         sweep:--apg-eta) COMPREPLY=(); return ;;
         sweep:--apg-momentum) COMPREPLY=(); return ;;
         sweep:--apg-norm-threshold) COMPREPLY=(); return ;;
@@ -115,9 +115,9 @@ _cfgdiff() {
         export) opts="--out -o --force --json --help -h" ;;
         plugins) opts="--json --help -h" ;;
         prepare) opts="--out -o --size --resize --split --limit --first-classes --draft --no-draft --class-map --seed --preset --workers --force --dry-run --json --help -h" ;;
-        sample) opts="--w --n -n --num-samples --steps -T --v --sampler --grid --eta --guidance-interval --guidance --guide-with --rescale --threshold --out -o --seeds --balanced --classes --batch-per-device --shard-size --preview --no-clip --force --dry-run --json --apg-eta --apg-momentum --apg-norm-threshold --help -h" ;;
+        sample) opts="--w --n -n --num-samples --steps -T --sampler --grid --guidance-interval --guidance --guide-with --rescale --threshold --out -o --seeds --balanced --classes --batch-per-device --shard-size --preview --no-clip --force --dry-run --json --v --eta --apg-eta --apg-momentum --apg-norm-threshold --help -h" ;;
         score) opts="--ref --inception --batch-per-device --save-stats --metrics --results --fid-method --ref-resize --json --force --help -h" ;;
-        sweep) opts="--w --n -n --num-samples --sampler --steps -T --grid --guidance-interval --guidance --v --eta --rescale --threshold --ref --out-dir -o --seeds --balanced --batch-per-device --inception --metrics --keep-samples --no-clip --dry-run --json --apg-eta --apg-momentum --apg-norm-threshold --help -h" ;;
+        sweep) opts="--w --n -n --num-samples --sampler --steps -T --grid --guidance-interval --guidance --rescale --threshold --ref --out-dir -o --seeds --balanced --batch-per-device --inception --metrics --keep-samples --no-clip --dry-run --json --v --eta --apg-eta --apg-momentum --apg-norm-threshold --help -h" ;;
         train) opts="--data --preset --run-dir --kimg --batch --batch-per-device --lr --lr-warmup --ema --ema-warmup --no-ema-warmup --dropout --grad-clip --seed --tick --snapshot --preview-every --sampler --grid --keep --workers --compile --no-compile --amp --no-amp --set --log --hours --dry-run --json --help -h" ;;
     esac
     if [[ "$cur" == -* ]]; then

@@ -49,7 +49,7 @@ def discretisation(mix, n: int = 60_000) -> None:
     print(f"{'T':>5}  {'v':>4}  {'variance':>9}  {'vs s^2':>8}")
     for steps, v in [(256, 0.3), (256, 0.0), (256, 1.0), (1024, 0.3)]:
         noise = BatchNoise(n, (2,), torch.Generator().manual_seed(1))
-        x = ancestral_sample(mix.eps, labels, noise, SamplerConfig(steps=steps, v=v, clip_x=False), null_label=k)
+        x = ancestral_sample(mix.eps, labels, noise, SamplerConfig(steps=steps, sampler_settings={"v": v}, clip_x=False), null_label=k)
         var = sum(torch.cov(x[labels == c].T).trace().item() for c in range(k)) / (2 * k)
         print(f"{steps:>5}  {v:>4}  {var:>9.5f}  {100 * (var / mix.s**2 - 1):>+7.1f}%")
 

@@ -4,12 +4,17 @@
 - saved_run: a run folder of checkpoint and EMA files of an untrained tiny net (train's own writer);
 - random_images: uint8 images from a seed;
 - random_state, as_pytorch_fid: Inception weights of the right shapes from a seed (saved by the
-  `random_weights` fixture), for metric tests that need the network, not its trained values.
+  `random_weights` fixture), for metric tests that need the network, not its trained values;
+- plugin_cli: a plug-in installed as pip would (module + dist-info with its entry points) and a
+  runner of `python -m cfgdiff ...` that sees it.
 """
 
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -93,3 +98,22 @@ def as_pytorch_fid(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     theirs.setdefault("fc.weight", torch.randn(1008, 2048) * 0.05)
     theirs["fc.bias"] = torch.randn(1008)
     return theirs
+
+
+def plugin_cli(tmp_path: Path, module: str, source: str, entry_points: str) -> Callable[..., subprocess.CompletedProcess]:
+    """Install `source` as the module `module` of a package whose entry_points.txt is `entry_points`, in a
+    fresh site folder; returns cli(*args, entry="cfgdiff"): `python -m <entry> args` with only that site
+    added (run in tmp_path, caches there)."""
+    site = tmp_path / "site"
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / f"{module}.py").write_text(source)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(tmp_path / "xdg"), "COLUMNS": "200"}
+
+    def cli(*args: str, entry: str = "cfgdiff") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", entry, *args], capture_output=True, text=True, env=env,
+                              cwd=tmp_path)
+
+    return cli

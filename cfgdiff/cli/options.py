@@ -60,7 +60,6 @@ Checkpoint = Annotated[
 Steps = Annotated[int, typer.Option("--steps", "-T", min=limits.STEPS[0], max=limits.STEPS[1],
                                     help="T: sampling steps (λ grid points). NFE per sample = T, 2T when guided "
                                          "(heun 2T−1, doubled); --dry-run prints the exact count.")]
-V = Annotated[float, typer.Option("--v", min=0.0, max=1.0, help="Variance interpolation v of Eq. 4.")]
 NoClip = Annotated[bool, typer.Option("--no-clip", help="Do not clip x̂ to [-1, 1].")]
 # `--n` as the paper's tools spell it; `-n` / `--num-samples` also work after `torchrun ... cfgdiff`,
 # whose argument parser rejects `--n` as an ambiguous abbreviation of its own --nnodes/--nproc-per-node.
@@ -92,7 +91,6 @@ GridName = Annotated[
                                 help="λ grid: paper (uniform in u of p(λ), default; a distilled student: its own), "
                                      "linear (uniform in λ), edm (Karras ρ=7).")
 ]
-Eta = Annotated[float, typer.Option("--eta", min=0.0, max=1.0, help="DDIM's η (0: deterministic); ddim only.")]
 GuideWith = Annotated[
     Optional[Path], typer.Option("--guide-with", metavar="RUN_OR_CKPT", show_default=False,
                                  help="Autoguidance: guide with this weaker network instead of the ∅ pass; "

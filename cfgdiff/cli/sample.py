@@ -26,12 +26,8 @@ def _sample(
         help="T: sampling steps (λ grid points). NFE per sample: T, 2T when guided (heun: 2T−1, doubled when "
              "guided), less with --guidance-interval; a distilled student: T; --dry-run prints it. Default 256: "
              "the paper's (a distilled student: the steps it was distilled for).")] = None,
-    v: Annotated[float, typer.Option("--v", min=0.0, max=1.0,
-                                     help="Variance interpolation v of Eq. 4 (ancestral only). Default 0.3: "
-                                          "the paper's.")] = 0.3,
     sampler: o.SamplerName = None,
     grid: o.GridName = None,
-    eta: o.Eta = 0.0,
     guidance_interval: o.LambdaInterval = None,
     guidance: o.GuidanceName = "cfg",
     guide_with: o.GuideWith = None,
@@ -64,14 +60,14 @@ def _sample(
 
     torchrun splits the seeds:  torchrun --nproc_per_node 8 -m cfgdiff sample ...
     """
-    from cfgdiff.cli.methods import sample_choice
+    from cfgdiff.cli.methods import given_samplers, sample_choice
     from cfgdiff.config import SampleConfig
 
     method = sample_choice(guidance)
     req = SampleConfig(  # the options checked together, before torch and the checkpoint load
-        checkpoint=checkpoint, w=w, n=n, steps=steps, v=v, out=Path(out), seeds=seeds, balanced=balanced,
+        checkpoint=checkpoint, w=w, n=n, steps=steps, out=Path(out), seeds=seeds, balanced=balanced,
         classes=classes, batch=batch_per_device, shard_size=shard_size, preview=preview, clip=not no_clip,
-        force=force, dry_run=dry_run, sampler=sampler, grid=grid, eta=eta, guidance_interval=guidance_interval,
+        force=force, dry_run=dry_run, sampler=sampler, grid=grid, sampler_given=given_samplers(), guidance_interval=guidance_interval,
         guide=guide_with, rescale=rescale, threshold=threshold, guidance=method.name,
         guidance_settings=method.settings, out_is_folder=out.endswith(("/", os.sep)),
     )
@@ -89,5 +85,5 @@ def _sample(
         typer.echo(plan_line(parts["results"]))
 
 
-# every guidance method's settings as flags, derived from their declarations
+# every sampler's and guidance method's settings as flags (--v, --eta, --apg-eta, ...), derived from their declarations
 sample = with_settings(_sample, sweep=False)

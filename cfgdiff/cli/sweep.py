@@ -43,8 +43,6 @@ def _sweep(
                                          "everywhere). Default: everywhere.")
     ] = None,
     guidance: o.GuidanceNames = "cfg",
-    v: o.V = 0.3,
-    eta: Annotated[float, typer.Option("--eta", min=0.0, max=1.0, help="DDIM's η (ddim only; 0 = deterministic).")] = 0.0,
     rescale: Annotated[float, typer.Option("--rescale", min=0.0, max=1.0, metavar="PHI",
                                            help="CFG-rescale φ (0 = off).")] = 0.0,
     threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, metavar="P",
@@ -84,13 +82,13 @@ def _sweep(
 
     Example:  cfgdiff sweep runs/in64-adm64 --w 0:4:0.5 --steps 256,32,16
     """
-    from cfgdiff.cli.methods import sweep_choices
+    from cfgdiff.cli.methods import given_samplers, sweep_choices
     from cfgdiff.config import SweepConfig
 
     req = SweepConfig(  # the options checked together, before torch and the checkpoint load
         checkpoint=checkpoint, w=w, n=n, samplers=tuple(parse_axis(sampler, "sampler")) if sampler else None,
         steps=tuple(parse_steps_axis(steps)) if steps else None, grids=tuple(parse_axis(grid, "grid")) if grid else None,
-        intervals=tuple(parse_interval_axis(guidance_interval)) if guidance_interval else (None,), v=v, eta=eta,
+        intervals=tuple(parse_interval_axis(guidance_interval)) if guidance_interval else (None,), sampler_given=given_samplers(),
         rescale=rescale, threshold=threshold, ref=ref, out_dir=out_dir, seeds=seeds, balanced=balanced,
         batch=batch_per_device, inception=inception, metrics=_metrics(metrics), keep_samples=keep_samples,
         clip=not no_clip, dry_run=dry_run,

@@ -26,54 +26,18 @@ model: one B-batch forward, no second prediction, for every method. The second p
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cfgdiff.errors import ConfigError
 from cfgdiff.registry import Registry
+from cfgdiff.settings import Setting, check_names, find, label, resolve
 
 if TYPE_CHECKING:  # torch-free at import: cfgdiff.config checks method names and settings before torch loads
     from torch import Tensor
 
 ENTRY_POINT_GROUP = "cfgdiff.guidance"
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting of a guidance method, declared where the method is.
-
-    name: lower-case words joined by '_' (flag `--<method>-<name with ->`, key `<method>.<name>`);
-    type: float or int; bounds: inclusive (lo, hi), finite (every numeric option of the CLI states its
-    range: tests/faults/test_faults_bounds.py); axis: a sweep may vary it (`--<method>-<name> 0,0.5,1`).
-    """
-
-    name: str
-    type: type
-    default: float
-    bounds: tuple[float, float]
-    help: str
-    axis: bool = True
-
-    def __post_init__(self) -> None:
-        lo, hi = self.bounds
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi and self.type in (int, float)):
-            raise ValueError(f"setting {self.name!r}: bounds must be finite, lo <= hi, type int or float")
-
-    def check(self, method: str, value: Any) -> float:
-        """The value as the setting's type, or ConfigError naming the flag and the bounds."""
-        flag = option_name(method, self.name)
-        try:
-            if isinstance(value, bool) or (self.type is int and float(value) != int(float(value))):
-                raise ValueError
-            v = self.type(float(value)) if self.type is int else self.type(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{flag} takes a {self.type.__name__}, got {value!r}") from None
-        lo, hi = self.bounds
-        if not lo <= v <= hi:  # NaN fails too
-            raise ConfigError(f"{flag} must lie in [{lo:g}, {hi:g}], got {value!r}")
-        return v
 
 
 @dataclass(frozen=True)
@@ -123,27 +87,15 @@ class Method:
     reference: str = ""
 
     def setting(self, name: str) -> Setting:
-        for s in self.settings:
-            if s.name == name:
-                return s
-        known = ", ".join(s.name for s in self.settings) or "none"
-        raise ConfigError(f"guidance {self.name} has no setting {name!r} (its settings: {known})")
+        return find(self.settings, "guidance", self.name, name)
 
     def resolve(self, given: dict[str, Any] | tuple[tuple[str, Any], ...] = ()) -> tuple[tuple[str, float], ...]:
         """Every setting of the method, given or default, checked, in declaration order."""
-        given = dict(given)
-        for name in given:
-            self.setting(name)
-        return tuple((s.name, s.check(self.name, given.get(s.name, s.default))) for s in self.settings)
+        return resolve(self.settings, "guidance", self.name, given)
 
     def check_w(self, w: float) -> None:
         if self.max_w is not None and w > self.max_w:
             raise ConfigError(f"--guidance {self.name} takes w in [0, {self.max_w:g}] (its own scale), got {w:g}")
-
-
-def option_name(method: str, setting: str) -> str:
-    """The command-line flag of a setting: --apg-norm-threshold."""
-    return f"--{method}-{setting.replace('_', '-')}"
 
 
 # ---- the built-in methods --------------------------------------------------------------------------------------
@@ -217,10 +169,7 @@ def _check_plugin(name: str, method: Method) -> None:
     """A plug-in's names make flags (--<name>-<setting>) and parameter names: refuse what cannot."""
     if not (name.isascii() and name.isalnum() and name.islower()):
         raise ValueError(f"the name {name!r}: lower-case letters and digits only (it makes flags)")
-    for s in method.settings:
-        if not (s.name.isascii() and s.name.replace("_", "").isalnum() and s.name.islower()) or "__" in s.name:
-            raise ValueError(f"setting name {s.name!r}: lower-case letters, digits and '_' only")
-        s.check(name, s.default)
+    check_names(name, method.settings)
 
 
 METHODS: Registry[Method] = Registry("guidance method", ENTRY_POINT_GROUP, Method, BUILTIN, _check_plugin)
@@ -248,5 +197,5 @@ class MethodChoice:
 
     def label(self) -> str:
         """cfg, or apg(eta=0, momentum=-0.75, norm_threshold=2.5)."""
-        inner = ", ".join(f"{k}={v:g}" for k, v in self.settings)
+        inner = label(self.settings)
         return f"{self.name}({inner})" if inner else self.name

@@ -1,12 +1,13 @@
 """The sampler contract, the registry of samplers, and the one front door `sample`.
 
-Every sampler is a `Sampler`: a name, a function with ONE signature
+Every sampler is a `Sampler` (declared in sampler_registry.py, torch-free, with its settings): a name,
+a function with ONE signature
 
     run(eps, lams, labels, noise, cfg) -> x                      (float64, the shape of noise())
 
 over a guided ε̃ at a scalar λ, the λ grid, the labels and a noise source (see `solvers.py`), and
 the list of λs at which it evaluates ε̃ (for exact NFE counting). Built in: ancestral (the paper's,
-the default), ddim, dpmpp-2m, heun. Third-party samplers are `Sampler` objects named in the
+the default), ddim, dpmpp-2m, heun, dpmpp-2m-sde, distill-sde. Third-party samplers are `Sampler` objects named in the
 entry-point group `cfgdiff.samplers` (`name = "module:attribute"`), as commands are in
 `cfgdiff.commands`; a plugin that fails to load is reported in one line on stderr and the others
 keep working.
@@ -18,8 +19,7 @@ per-step ε̃, then runs the sampler named by cfg.sampler.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -29,73 +29,10 @@ from cfgdiff.diffusion import solvers
 from cfgdiff.diffusion.grids import check_grid, make_grid
 from cfgdiff.diffusion.guidance import EpsFn, Guidance
 from cfgdiff.diffusion.methods import get_method
+from cfgdiff.diffusion.sampler_registry import BUILTIN, Sampler, get_sampler, samplers  # noqa: F401 (plug-ins import Sampler here)
 from cfgdiff.errors import ConfigError
-from cfgdiff.registry import Registry
-
-ENTRY_POINT_GROUP = "cfgdiff.samplers"
 
 SamplerFn = Callable[[solvers.StepEps, Tensor, Tensor, solvers.Noise, SamplerConfig], Tensor]
-
-
-def each_lambda_once(lams: Sequence[float]) -> list[float]:
-    """One ε̃ evaluation per grid point (ancestral, DDIM, DPM-Solver++(2M))."""
-    return list(lams)
-
-
-def heun_evaluations(lams: Sequence[float]) -> list[float]:
-    """EDM's Heun: λ_1 once, then every later λ twice (the corrector, then the next step)."""
-    return [lams[0]] + [lam for lam in lams[1:] for _ in range(2)]
-
-
-@dataclass(frozen=True)
-class Sampler:
-    """A named sampler: `run` follows the contract above; `evaluations(lams)` lists the λ of every
-    ε̃ it computes on the grid `lams` (Python floats), in order."""
-
-    name: str
-    run: SamplerFn
-    evaluations: Callable[[Sequence[float]], list[float]] = field(default=each_lambda_once)
-    summary: str = ""
-    max_sigma_ratio: float | None = None  # the widest grid step (σ_e ratio) it handles; see grid_advice
-    # It takes guidance methods that renoise (CFG++): it calls eps(z, lam, labels, with_renoise=True)
-    # and uses the second ε it returns, where not None, for its update's noise direction.
-    renoise: bool = False
-
-
-# Heun's corrector is the trapezoidal rule in EDM's σ_e = e^{−λ/2}. Over a step whose σ_e falls by a
-# ratio r it weights the denoised image at the step's end by about r/2, where the flow gives the
-# whole step a weight of log r. The paper's grid starts with r = 2316 at T = 16; on the demo's model
-# heun then scores FID 300, against 145 on the linear grid (r = 3.8; docs/benchmarks.md).
-HEUN_MAX_SIGMA_RATIO = 100.0
-
-
-BUILTIN: dict[str, Sampler] = {
-    s.name: s
-    for s in (
-        Sampler("ancestral", solvers.ancestral, summary="Ho & Salimans 2022 Eq. 4 with v; the paper's sampler"),
-        Sampler("ddim", solvers.ddim, summary="Song et al. 2021 Eq. 12, η = cfg.eta (0: deterministic)",
-                renoise=True),
-        Sampler("dpmpp-2m", solvers.dpmpp_2m, summary="DPM-Solver++(2M), Lu et al. 2022 Alg. 2"),
-        Sampler("heun", solvers.heun, heun_evaluations, summary="EDM Heun, Karras et al. 2022 Alg. 1",
-                max_sigma_ratio=HEUN_MAX_SIGMA_RATIO),
-        Sampler("dpmpp-2m-sde", solvers.dpmpp_2m_sde,
-                summary="stochastic DPM-Solver++(2M), Lu et al. 2022; for weakly trained networks"),
-        Sampler("distill-sde", solvers.distill_sde,
-                summary="Meng et al. 2023 Sec. 4.2: a DDIM step twice as long, then noise back; for distilled students"),
-    )
-}
-
-
-SAMPLERS: Registry[Sampler] = Registry("sampler", ENTRY_POINT_GROUP, Sampler, BUILTIN)
-
-
-def samplers() -> dict[str, Sampler]:
-    """Every sampler by name: the built-ins, then the plugins (loaded once per process)."""
-    return SAMPLERS.all()
-
-
-def get_sampler(name: str) -> Sampler:
-    return SAMPLERS.get(name)
 
 
 def check_sampler_config(cfg: SamplerConfig, w_input: bool = False, guided_by: str | None = None) -> None:
@@ -183,7 +120,7 @@ def sample(
             return eps_hat.double(), None if renoise is None else renoise.double()
         return eps_hat.double()
 
-    return sampler.run(eps, lams, labels, noise, cfg)
+    return sampler.solver()(eps, lams, labels, noise, cfg)
 
 
 # The name cfgdiff 0.1 exported (train/grid.py, bench/, examples/); cfg.sampler defaults to "ancestral".

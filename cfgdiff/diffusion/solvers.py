@@ -97,7 +97,7 @@ def ancestral(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: Sam
     T − 1 stochastic transitions, one noise draw each. Bit-identical to cfgdiff 0.1's sampler.
     """
     z = noise()  # z_{λ_min} ~ N(0, I)
-    k = step_coefficients(lams, cfg.v)
+    k = step_coefficients(lams, cfg.setting("v"))
     lam_list = lams.tolist()
     steps = len(lam_list)
 
@@ -128,7 +128,7 @@ def ddim(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: SamplerC
     """
     z = noise()
     lam_list = lams.tolist()
-    eta = cfg.eta
+    eta = cfg.setting("eta")
     renoising = get_method(cfg.guidance).renoise  # CFG++: the direction term takes ε_u (methods.py)
     for lam, lam_next in zip(lam_list[:-1], lam_list[1:]):
         alpha, sigma = alpha_sigma_at(lam)

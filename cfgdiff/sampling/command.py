@@ -137,7 +137,7 @@ def smaller_plan(seconds: float, n: int, per_sample: int, sampler: Any, diffusio
     from cfgdiff.console import duration
     from cfgdiff.sampling.generate import nfe
 
-    small = replace(sampler, sampler=FIRST_LOOK["sampler"], steps=FIRST_LOOK["steps"], grid="paper")
+    small = replace(sampler, sampler=FIRST_LOOK["sampler"], sampler_settings=(), steps=FIRST_LOOK["steps"], grid="paper")
     quick = seconds * min(n, FIRST_LOOK["n"]) / n * nfe(small, 1, diffusion) * rows / per_sample
     return (f"this plan takes ~{duration(seconds)} on {device.type}; for a first look: --n {FIRST_LOOK['n']} "
             f"--sampler {FIRST_LOOK['sampler']} --steps {FIRST_LOOK['steps']} (~{duration(quick)}), or a GPU")

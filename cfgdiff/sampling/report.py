@@ -16,7 +16,7 @@ import numpy as np
 
 from cfgdiff.diffusion.methods import MethodChoice
 from cfgdiff.files import atomic_write
-from cfgdiff.sampling.sweep_files import OWNER
+from cfgdiff.sampling.sweep_files import OWNER, own_settings_label
 
 if TYPE_CHECKING:  # torch only where sampling runs
     from cfgdiff.runs import SamplingModel
@@ -156,12 +156,14 @@ def write_fid_vs_nfe(rows: dict[Any, dict[str, Any]], path: Path, subtitle: str 
     by_sampler: dict[Any, list[tuple[int, float, float, int]]] = {}
     for line, r in best_per_line(rows).items():
         if r.get("nfe") is not None:
-            by_sampler.setdefault((line[0], *line[2:]), []).append((r["nfe"], r["fid"], r["w"], line[1]))
-    for (sampler, grid, interval, guidance, settings), points in by_sampler.items():
+            joined = (line.sampler, line.sampler_settings, line.grid, line.guidance_interval, line.guidance,
+                      line.guidance_settings)  # every axis but steps: one curve over T
+            by_sampler.setdefault(joined, []).append((r["nfe"], r["fid"], r["w"], line.steps))
+    for (sampler, own, grid, interval, guidance, settings), points in by_sampler.items():
         points.sort()
         extra = ("" if grid == "paper" else f", {grid}") + (f", λ∈[{interval[0]:g}, {interval[1]:g}]" if interval else "")
         extra += "" if guidance == "cfg" else f", {MethodChoice(guidance, settings).label()}"
-        ax.plot([p[0] for p in points], [p[1] for p in points], "-o", ms=4, label=sampler + extra)
+        ax.plot([p[0] for p in points], [p[1] for p in points], "-o", ms=4, label=own_settings_label(sampler, own) + extra)
         for nfe, fid, w, steps in points:
             ax.annotate(f"T={steps}, w={w:g}", (nfe, fid), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if by_sampler:

@@ -110,12 +110,34 @@ def _compact_seeds(seeds: tuple[int, ...]) -> str:
     return ",".join(out)
 
 
+# Before the samplers declared their own settings, every SamplerConfig held v (ancestral's) and η (ddim's),
+# whatever its sampler: (owner, default) of each. A job's identity keeps that layout.
+_TOP_LEVEL = {"v": ("ancestral", 0.3), "eta": ("ddim", 0.0)}
+
+
+def _own_settings(sampler: dict[str, Any]) -> dict[str, Any]:
+    """A recorded SamplerConfig in the layout of the files written before the samplers' own settings
+    (v and η at the top level; other samplers' settings as `sampler_settings`), so that those files, and
+    their job ids, stay valid."""
+    sampler = dict(sampler)
+    pairs = sampler.pop("sampler_settings", None)
+    if pairs is None:  # written before: already this layout
+        return sampler
+    own = dict(pairs)
+    for key, (owner, default) in _TOP_LEVEL.items():
+        sampler[key] = own.pop(key) if sampler.get("sampler") == owner and key in own else default
+    if own:
+        sampler["sampler_settings"] = [[k, v] for k, v in own.items()]
+    return sampler
+
+
 def _identity(prov: dict[str, Any]) -> dict[str, Any]:
     """The part of the provenance that must match for parts to be reused (not the kimg label etc.)."""
     keys = ["checkpoint_sha256", "sampler", "diffusion", "n", "seeds_sha256", "labels_sha256", "resolution"]
     ident = {k: prov[k] for k in keys}
     if ident["sampler"].get("guidance", "cfg") == "cfg":  # as written before guidance methods: parts stay valid
         ident["sampler"] = {k: v for k, v in ident["sampler"].items() if k not in ("guidance", "guidance_settings")}
+    ident["sampler"] = _own_settings(ident["sampler"])
     if prov.get("guide") is not None:  # absent for unguided jobs, so their parts and files stay valid
         ident["guide_sha256"] = prov["guide"]["sha256"]
     return ident

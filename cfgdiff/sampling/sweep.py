@@ -22,6 +22,7 @@ import numpy as np
 from cfgdiff import __version__, dist
 from cfgdiff.config import SweepConfig
 from cfgdiff.console import Progress
+from cfgdiff.diffusion.sampler_registry import get_sampler
 from cfgdiff.errors import ConfigError, DataError, OutputError
 from cfgdiff.files import check_outputs, claim_folder, is_ours, output_lock, run_inputs, write_json, write_text
 from cfgdiff.runs import SamplingModel, newest_run, resolve_weights_file, run_config
@@ -45,6 +46,7 @@ from cfgdiff.sampling.sweep_files import (
     fingerprint,
     finished_sweep,
     key_of,
+    legacy_sampler_settings,
     line_label,
     line_of,
     markdown_table,
@@ -70,10 +72,12 @@ def _check_settings(out_dir: Path, settings: dict[str, Any], write: bool = True)
     if path.exists():
         old = _recorded_settings(out_dir)
         unknown = [k for k in ("reference_sha256", "inception_sha256") if settings.get(k) is None]
+        if legacy_sampler_settings(old):  # format 2: v and η were shared; its rows keep them (`row_key`)
+            old = {**old, "format": FORMAT, "sampler": {k: v for k, v in old["sampler"].items() if k in SHARED}}
         if isinstance(old, dict):
             old = {k: v for k, v in old.items() if k not in unknown}
         if old != {k: v for k, v in settings.items() if k not in unknown}:
-            raise OutputError(f"{out_dir} holds a sweep with other settings (checkpoint, n, seeds, v, eta, rescale, "
+            raise OutputError(f"{out_dir} holds a sweep with other settings (checkpoint, n, seeds, rescale, "
                               "threshold, metrics or reference); choose another --out-dir")
     elif write:
         write_json(path, settings, indent=1, owner=OWNER)
@@ -129,8 +133,10 @@ def score_row(model: SamplingModel, job: SampleJob, detector: Any, device: Any, 
 
 
 def _keep_name(key: Key) -> str:
-    sampler, steps, grid, interval, guidance, settings, w = key
-    tail = f"_{grid}" if grid != "paper" else ""
+    sampler, own, steps, grid, interval, guidance, settings, w = key
+    default = get_sampler(sampler).resolve()
+    tail = "".join(f"_{k}{v:g}" for (k, v), d in zip(own, default) if v != d[1])  # the settings not at default
+    tail += f"_{grid}" if grid != "paper" else ""
     tail += f"_gi{interval[0]:g}:{interval[1]:g}" if interval else ""
     tail += "" if guidance == "cfg" else f"_{guidance}" + "".join(f"_{k}{v:g}" for k, v in settings)
     return f"samples_{sampler}_T{steps}{tail}_w{w:g}.npz"
@@ -138,8 +144,8 @@ def _keep_name(key: Key) -> str:
 
 def _meta(model: SamplingModel, req: SweepConfig, seeds: list[int], reference: Any, detector: Any) -> dict[str, Any]:
     return {
-        "n": req.n, "v": req.v, "seeds": _compact_seeds(tuple(seeds)), "labels": "balanced" if req.balanced else
-        "uniform", "eta": req.eta, "rescale": req.rescale, "threshold": req.threshold, "clip_x": req.clip,
+        "n": req.n, "seeds": _compact_seeds(tuple(seeds)), "labels": "balanced" if req.balanced else
+        "uniform", "rescale": req.rescale, "threshold": req.threshold, "clip_x": req.clip,
         "checkpoint": {"path": str(model.path), "step": model.step, "kimg": model.kimg, "sha256": model.sha256},
         "reference": {"path": str(reference.path), "sha256": reference.sha256},
         "inception": {"path": str(detector.path), "sha256": detector.sha256},
@@ -161,8 +167,10 @@ def plan_rows(req: SweepConfig, model: SamplingModel, rows: dict[Key, dict[str, 
     disk = (len(todo) * image_bytes if req.keep_samples else 0) + 2_000_000  # npz per row; table, csv and plots
     return {
         "rows_total": len(req.combinations()), "rows_done": len(req.combinations()) - len(todo),
-        "rows_to_compute": [{"sampler": k[0], "steps": k[1], "grid": k[2], "guidance_interval": list(k[3]) or None,
-                             "guidance": k[4], "guidance_settings": dict(k[5]), "w": k[6], "nfe_per_sample": v}
+        "rows_to_compute": [{"sampler": k.sampler, "sampler_settings": dict(k.sampler_settings), "steps": k.steps,
+                             "grid": k.grid, "guidance_interval": list(k.guidance_interval) or None,
+                             "guidance": k.guidance, "guidance_settings": dict(k.guidance_settings), "w": k.w,
+                             "nfe_per_sample": v}
                             for k, v in per_sample.items()],
         "nfe": total, "seconds_per_forward": t, "forward_batch": b, "estimated_seconds": seconds,
         "processes": dist.world_size(), "device": str(device), "disk_bytes": disk, "reference": ref,
@@ -217,7 +225,8 @@ def run_sweep(req: SweepConfig) -> SweepResult:
     if not ref:
         raise ConfigError("no --ref given and the checkpoint records no training dataset")
     if req.dry_run:  # the plan needs n, not the seeds (up to 10^8 of them)
-        plan = plan_rows(req, model, read_rows(out_dir / "sweep.jsonl"), device, ref)
+        plan = plan_rows(req, model, read_rows(out_dir / "sweep.jsonl", legacy_sampler_settings(_recorded_settings(out_dir))),
+                         device, ref)
         todo = plan["rows_to_compute"]
         note = todo and smaller_plan(plan["estimated_seconds"], req.n, plan["nfe"] // req.n, combos[0],
                                      model.diffusion_cfg, device, rows=len(todo))
@@ -245,7 +254,7 @@ def run_sweep(req: SweepConfig) -> SweepResult:
     dist.barrier()
     computed: list[Key] = []
     with output_lock(out_dir / "sweep.jsonl", "sweep") if dist.is_main() else contextlib.nullcontext():
-        rows = read_rows(out_dir / "sweep.jsonl")
+        rows = read_rows(out_dir / "sweep.jsonl", legacy_sampler_settings(_recorded_settings(out_dir)))
         for cfg in combos:
             key = key_of(cfg)
             label = f"{line_label(line_of(key))}, w={cfg.w:g}"
@@ -261,8 +270,9 @@ def run_sweep(req: SweepConfig) -> SweepResult:
             row = {"sampler": cfg.sampler, "steps": cfg.steps, "grid": cfg.grid,
                    "guidance_interval": list(cfg.guidance_interval) if cfg.guidance_interval else None,
                    "guidance": cfg.guidance, "guidance_settings": dict(cfg.guidance_settings), "w": cfg.w,
+                   "sampler_settings": dict(cfg.sampler_settings),
                    "nfe": nfe(cfg, 1, model.diffusion_cfg, model.w_input),
-                   **{k: metrics.get(k) for k in columns() if k in metrics}, "n": req.n, "v": req.v,
+                   **{k: metrics.get(k) for k in columns() if k in metrics}, "n": req.n,
                    "seconds": round(time.perf_counter() - t0, 2), "cfgdiff_version": __version__,
                    "unavailable": metrics["unavailable"]}
             rows[key] = row

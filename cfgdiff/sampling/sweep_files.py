@@ -13,21 +13,25 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cfgdiff.config import SamplerConfig, SweepConfig
 from cfgdiff.diffusion.methods import MethodChoice, get_method
+from cfgdiff.diffusion.sampler_registry import get_sampler
 from cfgdiff.console import duration
-from cfgdiff.errors import OutputError
+from cfgdiff.errors import ConfigError, OutputError
 from cfgdiff.files import Owner, is_ours, write_text
 from cfgdiff import layout
 from cfgdiff.launch import launched_rank
+from cfgdiff.settings import label
 
-FORMAT = 2  # settings.json: 2 = axes in every row's key (1, unmarked: one sampler and T per folder)
-AXES = ("sampler", "steps", "grid", "guidance_interval", "guidance", "guidance_settings", "w")  # a row's key, in order
+# settings.json: 3 = the samplers' own settings in every row's key; 2 = v and η shared by every row (read
+# back: its rows take them from settings.json, `legacy_sampler_settings`); 1, unmarked: one sampler and T a folder
+FORMAT = 3
 PLOTS = ("fid_vs_is.png", "fid_vs_w.png", "fid_vs_nfe.png")
 OUTPUTS = ("settings.json", "sweep.jsonl", "sweep.csv", "table.md", *PLOTS, "grid.png", "sweep.json")  # in --out-dir
-SHARED = ("v", "clip_x", "eta", "rescale", "threshold")  # sampler settings that are the same in every row
+SHARED = ("clip_x", "rescale", "threshold")  # sampler settings that are the same in every row
+LEGACY_SHARED = ("v", "eta")  # format 2's shared settings, now the samplers' own (ancestral's v, ddim's η)
 OWNER = Owner("sweep", "sweep")  # every file of a sweep folder, which the sweep claims (cfgdiff.files.claim_folder)
 _KEPT = re.compile(r"^samples_.+\.npz(\.json)?$")  # samples a sweep keeps (--keep-samples) and their sidecars
 
@@ -36,9 +40,25 @@ def sweep_writes(name: str) -> bool:
     """Whether a sweep writes a file of this name in its folder."""
     return name in OUTPUTS or bool(_KEPT.match(name))
 
-# (sampler, steps, grid, interval, guidance method, its settings as (name, value) pairs, w)
-Key = tuple[str, int, str, tuple[float, ...], str, tuple[tuple[str, float], ...], float]
-Line = tuple[str, int, str, tuple[float, ...], str, tuple[tuple[str, float], ...]]
+Pairs = tuple[tuple[str, float], ...]  # settings as (name, value), in declaration order
+
+
+class Key(NamedTuple):
+    """A row's key: every axis, in AXES' order (so keys sort as the table)."""
+
+    sampler: str
+    sampler_settings: Pairs
+    steps: int
+    grid: str
+    guidance_interval: tuple[float, ...]
+    guidance: str
+    guidance_settings: Pairs
+    w: float
+
+
+AXES = Key._fields  # a row's key, in order
+# A plot line and table group: every axis of a row but w.
+Line = NamedTuple("Line", [(name, kind) for name, kind in Key.__annotations__.items() if name != "w"])  # type: ignore[misc]
 
 
 def columns() -> list[str]:
@@ -46,51 +66,73 @@ def columns() -> list[str]:
     (`cfgdiff.metrics.registry`), the shared settings."""
     from cfgdiff.metrics import registry
 
-    return [*AXES, "nfe", *registry.result_keys(), "n", "v", "seconds"]
+    return [*AXES, "nfe", *registry.result_keys(), "n", "seconds"]
 
 
 # ---- rows and their keys ------------------------------------------------------------------------------------------
 def key_of(cfg: SamplerConfig) -> Key:
-    return (cfg.sampler, cfg.steps, cfg.grid, tuple(cfg.guidance_interval or ()), cfg.guidance,
-            tuple(cfg.guidance_settings), float(cfg.w))
+    return Key(cfg.sampler, tuple(cfg.sampler_settings), cfg.steps, cfg.grid, tuple(cfg.guidance_interval or ()),
+               cfg.guidance, tuple(cfg.guidance_settings), float(cfg.w))
 
 
-def row_key(row: dict[str, Any]) -> Key:
+def row_key(row: dict[str, Any], legacy: dict[str, Any] | None = None) -> Key:
     """A row's key; rows written without an axis (a dummy row in a test, a row from before guidance
-    methods) get that axis's default (cfg). Settings are resolved as a SamplerConfig resolves them."""
+    methods) get that axis's default (cfg). Settings are resolved as a SamplerConfig resolves them. A
+    row from before the samplers' own settings (format 2) takes them from its top-level keys (v), else
+    from `legacy` (settings.json's shared v and η, `legacy_sampler_settings`)."""
     d = SamplerConfig()
     guidance = row.get("guidance", d.guidance)
     settings = get_method(guidance).resolve(dict(row.get("guidance_settings") or {}))
-    return (row.get("sampler", d.sampler), int(row.get("steps", d.steps)), row.get("grid", d.grid),
-            tuple(row.get("guidance_interval") or ()), guidance, settings, float(row["w"]))
+    sampler = row.get("sampler", d.sampler)
+    own = row.get("sampler_settings")
+    if own is None:
+        old = {**(legacy or {}), **{k: row[k] for k in LEGACY_SHARED if k in row}}
+        own = {s.name: old[s.name] for s in get_sampler(sampler).settings if s.name in old}
+    return Key(sampler, get_sampler(sampler).resolve(dict(own)), int(row.get("steps", d.steps)),
+               row.get("grid", d.grid), tuple(row.get("guidance_interval") or ()), guidance, settings, float(row["w"]))
+
+
+def legacy_sampler_settings(recorded: Any) -> dict[str, Any]:
+    """The v and η a format-2 settings.json (as read, `recorded_settings`) shared by all its rows; {} else."""
+    if isinstance(recorded, dict) and recorded.get("format") == 2 and isinstance(recorded.get("sampler"), dict):
+        return {k: recorded["sampler"][k] for k in LEGACY_SHARED if k in recorded["sampler"]}
+    return {}
+
+
+def own_settings_label(sampler: str, settings: Pairs) -> str:
+    """The sampler's settings that differ from their defaults (ancestral(v=0.5)), else its name."""
+    changed = tuple((k, v) for k, v in settings if v != get_sampler(sampler).setting(k).default)
+    return f"{sampler}({label(changed)})" if changed else sampler
 
 
 def line_of(key: Key) -> Line:
     """The plot line (and table group) a row belongs to: every axis but w."""
-    return key[:-1]  # type: ignore[return-value]
+    return Line(*key[:-1])
 
 
 def line_label(line: Line) -> str:
-    sampler, steps, grid, interval, guidance, settings = line
+    sampler, own, steps, grid, interval, guidance, settings = line
     extra = ([] if grid == "paper" else [f"{grid} grid"]) + ([f"λ∈[{interval[0]:g}, {interval[1]:g}]"] if interval else [])
     extra += [] if guidance == "cfg" else [MethodChoice(guidance, settings).label()]
-    return ", ".join([f"{sampler}, T={steps}", *extra])
+    return ", ".join([f"{own_settings_label(sampler, own)}, T={steps}", *extra])
 
 
-def read_rows(path: Path) -> dict[Key, dict[str, Any]]:
-    """Rows of sweep.jsonl by key. A line that is not a row (torn, edited by hand, damaged) is dropped
-    with one warning on stderr, so that its row is computed again rather than trusted or crashed on."""
+def read_rows(path: Path, legacy: dict[str, Any] | None = None) -> dict[Key, dict[str, Any]]:
+    """Rows of sweep.jsonl by key (`legacy`: as `row_key`). A line that is not a row (torn, edited by hand,
+    damaged) is dropped with one warning on stderr, so that its row is computed again rather than trusted
+    or crashed on."""
     rows: dict[Key, dict[str, Any]] = {}
     if path.exists():
         damaged = 0
         for line in path.read_text(errors="replace").splitlines():
             try:
                 row = json.loads(line)
-                key = row_key(row)
+                key = row_key(row, legacy)
                 hash(key)  # an axis that is a list or a mapping is damage too
-                if not all(math.isfinite(x) for x in (key[1], key[-1], *key[3], *(v for _, v in key[5]))):
+                settings = (*key.sampler_settings, *key.guidance_settings)
+                if not all(math.isfinite(x) for x in (key.steps, key.w, *key.guidance_interval, *(v for _, v in settings))):
                     raise ValueError("non-finite axis")
-            except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+            except (ValueError, KeyError, TypeError, AttributeError, OverflowError, ConfigError):
                 damaged += line.strip() != ""
                 continue
             rows[key] = row
@@ -114,16 +156,17 @@ def write_rows(out_dir: Path, rows: dict[Any, dict[str, Any]]) -> None:
     for r in ordered:
         interval = r.get("guidance_interval")
         settings = ",".join(f"{k}={v!r}" for k, v in (r.get("guidance_settings") or {}).items())
-        writer.writerow({"guidance": "cfg", **r, "guidance_settings": settings,
+        own = ",".join(f"{k}={v!r}" for k, v in (r.get("sampler_settings") or {}).items())
+        writer.writerow({"guidance": "cfg", **r, "guidance_settings": settings, "sampler_settings": own,
                          "guidance_interval": f"{interval[0]!r}:{interval[1]!r}" if interval else ""})
     write_text(out_dir / "sweep.csv", buf.getvalue(), owner=OWNER)
 
 
 # ---- what the outputs say about themselves ------------------------------------------------------------------------
 def describe(meta: dict[str, Any]) -> str:
-    """Two lines naming n, v, the checkpoint, the reference and the Inception weights (table.md, plot titles)."""
+    """Two lines naming n, the checkpoint, the reference and the Inception weights (table.md, plot titles)."""
     c, r, i = meta["checkpoint"], meta["reference"], meta["inception"]
-    return (f"n={meta['n']} per row, v={meta['v']:g}; checkpoint {Path(c['path']).name} (step {c['step']}, "
+    return (f"n={meta['n']} per row; checkpoint {Path(c['path']).name} (step {c['step']}, "
             f"sha {c['sha256'][:12]})\nreference {Path(r['path']).name} (sha {r['sha256'][:12]}); "
             f"Inception sha {i['sha256'][:12]}")
 
@@ -136,7 +179,7 @@ def markdown_table(rows: dict[Any, dict[str, Any]], meta: dict[str, Any] | None 
     if meta is not None:
         c = meta["checkpoint"]
         out.append(f"- samples per row: n = {meta['n']} (seeds {meta['seeds']}, labels {meta['labels']}), "
-                   f"v = {meta['v']:g}\n- checkpoint: `{c['path']}` (step {c['step']}, {c['kimg']:g} kimg, "
+                   f"{_sampler_note(rows)}\n- checkpoint: `{c['path']}` (step {c['step']}, {c['kimg']:g} kimg, "
                    f"sha256 `{c['sha256'][:16]}…`)\n- reference: `{meta['reference']['path']}` "
                    f"(sha256 `{meta['reference']['sha256'][:16]}…`)\n- Inception weights: "
                    f"`{meta['inception']['path']}` (sha256 `{meta['inception']['sha256'][:16]}…`)\n")
@@ -154,6 +197,13 @@ def markdown_table(rows: dict[Any, dict[str, Any]], meta: dict[str, Any] | None 
                          f"{_f(r.get('precision'), 3)} | {_f(r.get('recall'), 3)} |")
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
+
+
+def _sampler_note(rows: dict[Any, dict[str, Any]]) -> str:
+    """The declared defaults of the rows' samplers' own settings (a heading names any other value)."""
+    names = dict.fromkeys(row_key(r)[0] for r in _ordered(rows))
+    parts = [f"{n} {label(get_sampler(n).resolve())}" for n in names if get_sampler(n).settings]
+    return f"sampler settings {'; '.join(parts)} unless a heading says otherwise" if parts else "no sampler settings"
 
 
 def _f(x: float | None, digits: int = 2) -> str:
@@ -197,7 +247,7 @@ def _stat(path: str | Path | None) -> list[Any] | None:
 def fingerprint(req: SweepConfig, file: Path, ref: str | None) -> dict[str, Any]:
     """What a finished sweep must match to be reused without loading anything: the request's shared
     settings and the identity (`_stat`: real path and content key) of the checkpoint file and the reference."""
-    shared = {k: getattr(req, k) for k in ("n", "seeds", "balanced", "v", "eta", "rescale", "threshold", "clip",
+    shared = {k: getattr(req, k) for k in ("n", "seeds", "balanced", "sampler_given", "rescale", "threshold", "clip",
                                             "inception", "keep_samples", "figure_ws", "metrics")}
     return {**shared, "checkpoint": _stat(file), "ref": req.ref, "reference": _stat(ref)}
 
@@ -210,10 +260,11 @@ def finished(out_dir: Path, req: SweepConfig, file: Path) -> dict[str, Any] | No
         return None
     try:
         summary = json.loads(summary_file.read_text())
-        rows = read_rows(out_dir / "sweep.jsonl")
+        legacy = legacy_sampler_settings(_recorded_settings(out_dir))
+        rows = read_rows(out_dir / "sweep.jsonl", legacy)
         ref = req.ref or summary["meta"]["reference"]["path"]
-        recorded = sorted(tuple(row_key(r)) for r in summary["rows"])
-    except (ValueError, KeyError, TypeError):
+        recorded = sorted(tuple(row_key(r, legacy)) for r in summary["rows"])
+    except (ValueError, KeyError, TypeError, ConfigError):
         return None
     if summary.get("request") != json.loads(json.dumps(fingerprint(req, file, ref))):
         return None
@@ -243,7 +294,8 @@ def format_plan(plan: dict[str, Any], out_dir: Path) -> str:
         gi = f", λ∈{r['guidance_interval']}" if r["guidance_interval"] else ""
         gi += "" if r.get("guidance", "cfg") == "cfg" else (
             f", {MethodChoice(r['guidance'], tuple(r['guidance_settings'].items())).label()}")
-        lines.append(f"  {r['sampler']}, T={r['steps']}, {r['grid']} grid{gi}, w={r['w']:g}: "
+        own = own_settings_label(r["sampler"], tuple(r.get("sampler_settings", {}).items()))
+        lines.append(f"  {own}, T={r['steps']}, {r['grid']} grid{gi}, w={r['w']:g}: "
                      f"NFE {r['nfe_per_sample']} per sample")
     lines.append(f"NFE = {plan['nfe']:,} in all; ~{duration(plan['estimated_seconds'])} of sampling on "
                  f"{plan['processes']}× {plan['device']} ({plan['seconds_per_forward'] * 1000:.1f} ms per forward of "

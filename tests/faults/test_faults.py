@@ -147,7 +147,7 @@ from cfgdiff.sampling.shards import SampleJob, run_sample
 torch.set_num_threads(1)
 model = load_model(sys.argv[1], torch.device("cpu"))
 seeds, labels = seeds_and_labels(40, None, model.num_classes, True, None)
-job = SampleJob(tuple(seeds), tuple(labels), SamplerConfig(steps=8, v=0.3, w=1.0), batch=4, shard_size=8)
+job = SampleJob(tuple(seeds), tuple(labels), SamplerConfig(steps=8, w=1.0), batch=4, shard_size=8)
 run_sample(model, job, Path(sys.argv[2]), torch.device("cpu"))
 """
 

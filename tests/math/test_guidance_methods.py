@@ -12,7 +12,8 @@ import torch
 from cfgdiff.config import SamplerConfig, from_dict, to_dict
 from cfgdiff.diffusion import BatchNoise, make_grid, nfe_per_sample, sample
 from cfgdiff.diffusion.guidance import Guidance
-from cfgdiff.diffusion.methods import BUILTIN, MethodChoice, option_name
+from cfgdiff.diffusion.methods import BUILTIN, MethodChoice
+from cfgdiff.settings import option_name
 from cfgdiff.diffusion.toy import GaussianMixture, default_mixture
 from cfgdiff.errors import ConfigError
 
@@ -24,7 +25,7 @@ GUIDE = GaussianMixture(MIX.mu * 0.8, 0.35)
 # float.hex: the first four coordinates and the sum. Eq. 6 and its variants must not move by one bit.
 PINNED_CASES = [
     (dict(sampler="ancestral", steps=16, w=2.0), None),
-    (dict(sampler="ddim", steps=12, eta=0.5, w=1.0, rescale=0.5), None),
+    (dict(sampler="ddim", steps=12, sampler_settings={"eta": 0.5}, w=1.0, rescale=0.5), None),
     (dict(sampler="dpmpp-2m", steps=10, w=3.0, guidance_interval=(-2.0, 4.0)), None),
     (dict(sampler="heun", steps=8, grid="linear", w=1.0), GUIDE.eps),
     (dict(sampler="dpmpp-2m-sde", steps=10, w=0.5, threshold=0.9), None),

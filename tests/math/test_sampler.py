@@ -26,7 +26,7 @@ def _sample(n, cfg, seed=0, mix=MIX):
 @pytest.mark.parametrize("v", [0.0, 0.3, 1.0])
 def test_sampler_reproduces_class_mean_and_covariance(v):
     n = 21_000
-    x = _sample(n, SamplerConfig(steps=256, v=v, clip_x=False))
+    x = _sample(n, SamplerConfig(steps=256, sampler_settings={"v": v}, clip_x=False))
     labels = _labels(n)
     for c in range(K):
         xc = x[labels == c]
@@ -59,7 +59,7 @@ def _reference_sampler(eps_fn, labels, noise, steps, v):
 
 def test_w0_equals_the_plain_conditional_sampler_sample_for_sample():
     n, steps = 64, 50
-    x = _sample(n, SamplerConfig(steps=steps, v=0.3, w=0.0), seed=3)
+    x = _sample(n, SamplerConfig(steps=steps, sampler_settings={"v": 0.3}, w=0.0), seed=3)
     noise = BatchNoise(n, (2,), torch.Generator().manual_seed(3))
     ref = _reference_sampler(MIX.eps, _labels(n), noise, steps, 0.3)
     assert torch.allclose(x, ref, atol=1e-10, rtol=0)

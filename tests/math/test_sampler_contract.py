@@ -10,6 +10,7 @@ import torch
 from cfgdiff.config import DiffusionConfig, SamplerConfig, from_dict, to_dict
 from cfgdiff.diffusion import BatchNoise, make_grid, nfe_per_sample, sample
 from cfgdiff.diffusion import sampler as sampler_module
+from cfgdiff.diffusion import sampler_registry
 from cfgdiff.diffusion.guidance import (
     Guidance,
     NetworkSpec,
@@ -275,7 +276,7 @@ def test_each_sampler_draws_the_noise_it_says(name, draws):
         calls.append(1)
         return torch.zeros(3, 2, dtype=torch.float64)
 
-    sample(MIX.eps, torch.arange(3) % K, noise, SamplerConfig(steps=9, sampler=name, eta=0.0))
+    sample(MIX.eps, torch.arange(3) % K, noise, SamplerConfig(steps=9, sampler=name))
     assert len(calls) == draws
 
 
@@ -299,12 +300,15 @@ def test_the_toy_mixture_samples_mu_plus_s_times_its_generators_draw():
 
 
 def test_sampler_config_round_trip_and_validation():
-    cfg = SamplerConfig(steps=20, sampler="dpmpp-2m", grid="edm", eta=0.5, guidance_interval=(-3, 4.5), rescale=0.7,
-                        threshold=0.995)
-    assert cfg.guidance_interval == (-3.0, 4.5)
+    cfg = SamplerConfig(steps=20, sampler="ddim", grid="edm", sampler_settings={"eta": 0.5}, guidance_interval=(-3, 4.5),
+                        rescale=0.7, threshold=0.995)
+    assert cfg.guidance_interval == (-3.0, 4.5) and cfg.sampler_settings == (("eta", 0.5),) and cfg.setting("eta") == 0.5
     assert from_dict(SamplerConfig, to_dict(cfg)) == cfg
-    assert from_dict(SamplerConfig, {"steps": 256, "v": 0.3, "w": 0.0, "clip_x": True}) == SamplerConfig()
-    for bad in [dict(eta=1.5), dict(rescale=-0.1), dict(guidance_interval=(4.0, 1.0)), dict(guidance_interval=(1.0,)),
+    assert SamplerConfig().sampler_settings == (("v", 0.3),)  # every declared setting, default filled in
+    assert SamplerConfig(sampler="dpmpp-2m").sampler_settings == ()
+    for bad in [dict(sampler="ddim", sampler_settings={"eta": 1.5}), dict(sampler_settings={"eta": 0.5}),
+                dict(sampler="ddim", sampler_settings={"v": 0.3}), dict(sampler_settings={"v": "x"}),
+                dict(sampler_settings=[("v",)]), dict(rescale=-0.1), dict(guidance_interval=(4.0, 1.0)), dict(guidance_interval=(1.0,)),
                 dict(sampler=""), dict(guidance_interval=(0.0, float("inf"))), dict(threshold=1.2)]:
         with pytest.raises(ConfigError):
             SamplerConfig(**bad)
@@ -340,7 +344,7 @@ def test_third_party_samplers_load_and_broken_ones_are_reported_in_one_line(tmp_
         (tmp_path / rel).parent.mkdir(exist_ok=True)
         (tmp_path / rel).write_text(text)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sampler_module.SAMPLERS, "_all", None)
+    monkeypatch.setattr(sampler_registry.SAMPLERS, "_all", None)
     known = sampler_module.samplers()
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [  # one line each, in the order of the names
@@ -348,7 +352,7 @@ def test_third_party_samplers_load_and_broken_ones_are_reported_in_one_line(tmp_
         "cfgdiff: sampler plugin 'missing' (mysamplers_gone:x) failed to load: "
         "ModuleNotFoundError: No module named 'mysamplers_gone'",
         "cfgdiff: sampler plugin 'wrong' (mysamplers:not_a_sampler) failed to load: "
-        "TypeError: int is not a cfgdiff.diffusion.sampler.Sampler",
+        "TypeError: int is not a cfgdiff.diffusion.sampler_registry.Sampler",
     ]
     assert set(known) == {*SAMPLERS, "one-shot", "renamed"}
     import mysamplers

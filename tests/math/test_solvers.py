@@ -247,8 +247,8 @@ def distill_sde_law(lams, c, w, _param=None):
 def test_stochastic_samplers_follow_the_exact_finite_t_law(name, law, param, grid):
     n, steps, w, lo, hi = 40_000, 6, 1.0, -6.0, 8.0
     labels = torch.arange(n) % K
-    cfg = SamplerConfig(steps=steps, w=w, sampler=name, grid=grid, clip_x=False, v=param if name == "ancestral" else 0.3,
-                        eta=param if name == "ddim" else 0.0)
+    cfg = SamplerConfig(steps=steps, w=w, sampler=name, grid=grid, clip_x=False,
+                        sampler_settings={"ancestral": {"v": param}, "ddim": {"eta": param}}.get(name, {}))
     x = sample(fast_eps, labels, BatchNoise(n, (D,), torch.Generator().manual_seed(7)), cfg,
                DiffusionConfig(lam_min=lo, lam_max=hi), null_label=K)
     lams = (paper_lams if grid == "paper" else linear_lams)(steps, lo, hi)
@@ -296,7 +296,8 @@ def test_dpmpp_2m_sde_first_and_last_steps_are_ancestral_v0_sample_for_sample():
 
     def draw(name, steps):
         return sample(mix.eps, labels, BatchNoise(n, (2,), torch.Generator().manual_seed(5)),
-                      SamplerConfig(sampler=name, v=0.0, steps=steps, w=1.5), null_label=3)
+                      SamplerConfig(sampler=name, sampler_settings={"v": 0.0} if name == "ancestral" else {},
+                                    steps=steps, w=1.5), null_label=3)
 
     assert torch.allclose(draw("dpmpp-2m-sde", 3), draw("ancestral", 3), atol=1e-12, rtol=0)
     assert not torch.allclose(draw("dpmpp-2m-sde", 6), draw("ancestral", 6), atol=1e-3, rtol=0)
@@ -322,9 +323,9 @@ def test_ddim_eta1_is_ancestral_v0_sample_for_sample():
     mix = default_mixture()
     labels = torch.arange(n) % 3
     x_a = sample(mix.eps, labels, BatchNoise(n, (2,), torch.Generator().manual_seed(4)),
-                 SamplerConfig(sampler="ancestral", v=0.0, **cfg), null_label=3)
+                 SamplerConfig(sampler="ancestral", sampler_settings={"v": 0.0}, **cfg), null_label=3)
     x_d = sample(mix.eps, labels, BatchNoise(n, (2,), torch.Generator().manual_seed(4)),
-                 SamplerConfig(sampler="ddim", eta=1.0, **cfg), null_label=3)
+                 SamplerConfig(sampler="ddim", sampler_settings={"eta": 1.0}, **cfg), null_label=3)
     assert torch.allclose(x_a, x_d, atol=1e-9, rtol=0)
 
 
@@ -427,11 +428,11 @@ def _eps_far(z, lam, labels):
 # sha256 of the float64 samples drawn by cfgdiff 0.1 (commit 524ed21, before the registry existed)
 # for seeds 40..47 and labels i mod 3.
 PINNED = [
-    (dict(steps=17, v=0.3, w=0.0), (-20.0, 20.0), "mix", "bf19cb85403dad2c23030137c92350d4e7e8f9e49606089d604ccf65a40465dd"),
-    (dict(steps=17, v=0.3, w=1.5), (-20.0, 20.0), "mix", "c2c1710a86acc2d77b130763b564aa02298444a09a9accfd4045e683d4844f02"),
-    (dict(steps=33, v=1.0, w=0.5, clip_x=False), (-8.0, 12.0), "mix",
+    (dict(steps=17, sampler_settings={"v": 0.3}, w=0.0), (-20.0, 20.0), "mix", "bf19cb85403dad2c23030137c92350d4e7e8f9e49606089d604ccf65a40465dd"),
+    (dict(steps=17, sampler_settings={"v": 0.3}, w=1.5), (-20.0, 20.0), "mix", "c2c1710a86acc2d77b130763b564aa02298444a09a9accfd4045e683d4844f02"),
+    (dict(steps=33, sampler_settings={"v": 1.0}, w=0.5, clip_x=False), (-8.0, 12.0), "mix",
      "046035f5e73cfa73d7926052f58dc7ede2b01a2e19ced23588218169ebb26e0f"),
-    (dict(steps=9, v=0.0, w=2.0), (-20.0, 20.0), "nonlin", "c6ba86d131b315afbcbb0798adf0aad7a0b1b4d0f0f5308d375983fa42ca3a32"),
+    (dict(steps=9, sampler_settings={"v": 0.0}, w=2.0), (-20.0, 20.0), "nonlin", "c6ba86d131b315afbcbb0798adf0aad7a0b1b4d0f0f5308d375983fa42ca3a32"),
 ]
 
 

@@ -5,14 +5,13 @@ entry point, which must show up in --help, the completions, the sweep's axes and
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from cfgdiff.cli.app import main
+from support import plugin_cli
 from cfgdiff.cli.methods import docs_table
 from cfgdiff.sampling import sweep as sweep_mod
 
@@ -105,19 +104,9 @@ PLUGIN = textwrap.dedent('''
 
 @pytest.mark.slow
 def test_a_plugin_method_gets_flags_help_completions_axes_and_row_keys(tmp_path, run_and_ref, random_weights):  # noqa: F811
-    site = tmp_path / "site"
-    (site / "myguidance-0.1.dist-info").mkdir(parents=True)
-    (site / "myguidance.py").write_text(PLUGIN)
-    (site / "myguidance-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: myguidance\nVersion: 0.1\n")
-    (site / "myguidance-0.1.dist-info" / "entry_points.txt").write_text("[cfgdiff.guidance]\nhalfcfg = myguidance:halfcfg\n")
-    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(tmp_path / "xdg"), "COLUMNS": "200"}
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "cfgdiff", *args], capture_output=True, text=True, env=env, cwd=tmp_path)
-
+    cli = plugin_cli(tmp_path, "myguidance", PLUGIN, "[cfgdiff.guidance]\nhalfcfg = myguidance:halfcfg\n")
     assert "--halfcfg-gain" in cli("sample", "--help").stdout and "--halfcfg-gain" in cli("sweep", "--help").stdout
-    comp = subprocess.run([sys.executable, "-m", "cfgdiff.cli.completions", "write", str(tmp_path / "c")],
-                          capture_output=True, text=True, env=env)
+    comp = cli("write", str(tmp_path / "c"), entry="cfgdiff.cli.completions")
     assert comp.returncode == 0, comp.stderr
     assert all("halfcfg-gain" in (tmp_path / "c" / f).read_text() for f in ("cfgdiff.bash", "_cfgdiff", "cfgdiff.fish"))
     out = tmp_path / "sw"

@@ -69,7 +69,8 @@ def test_one_more_value_computes_only_the_new_rows_with_the_same_seeds(run_and_r
     table = out.joinpath("table.md").read_text()
     assert table.count("### ") == 2 and "n = 2" in table and "step 4" in table and "ref.npz" in table
     header = out.joinpath("sweep.csv").read_text().splitlines()[0].split(",")
-    assert header[:8] == ["sampler", "steps", "grid", "guidance_interval", "guidance", "guidance_settings", "w", "nfe"]
+    assert header[:9] == ["sampler", "sampler_settings", "steps", "grid", "guidance_interval", "guidance",
+                          "guidance_settings", "w", "nfe"]
 
 
 def test_every_combination_uses_the_same_seeds_and_labels(run_and_ref, random_weights, tmp_path, calls):  # noqa: F811
@@ -160,7 +161,7 @@ def test_table_is_grouped_by_sampler_and_steps_and_plots_mark_each_lines_best(tm
     from cfgdiff.sampling.report import best_per_line, write_plots
 
     rows, best = _synthetic_rows()
-    got = {(line[0], line[1]): (r["w"], r["fid"]) for line, r in best_per_line(rows).items()}
+    got = {(line.sampler, line.steps): (r["w"], r["fid"]) for line, r in best_per_line(rows).items()}
     assert got.keys() == best.keys() and all(got[k] == pytest.approx(best[k]) for k in best)
     table = sweep_files.markdown_table(rows)
     headings = [ln for ln in table.splitlines() if ln.startswith("### ")]
@@ -177,14 +178,14 @@ def test_demo_report_carries_the_sweep_metadata(tmp_path):
 
     rows = {w: {"w": w, "nfe": 32 if w == 0 else 64, "fid": 10 - w, "precision": 0.5 + w / 10, "recall": 0.5 - w / 10}
             for w in (0.0, 1.0)}
-    meta = {"n": 200, "v": 0.3, "seeds": "0-199", "labels": "balanced",
+    meta = {"n": 200, "seeds": "0-199", "labels": "balanced",
             "checkpoint": {"path": "demo/runs/shapes16-tiny/ema-00000938.pt", "step": 938, "kimg": 60.0, "sha256": "ab" * 32},
             "reference": {"path": "demo/reference/shapes16.h5", "sha256": "cd" * 32},
             "inception": {"path": "weights.pth", "sha256": "ef" * 32}}
     checks = tradeoff_checks(rows)
     text = write_report(tmp_path, DemoConfig(), {"kimg": 60.0, "loss": 0.1}, rows, checks, meta).read_text()
     assert checks == {"precision_rises": True, "recall_falls": True}
-    for needle in ("ancestral, T = 32", "step 938", "`abababababababab…`", "shapes16.h5", "weights.pth", "| 1 | 64 |"):
+    for needle in ("ancestral with v = 0.3, T = 32", "step 938", "`abababababababab…`", "shapes16.h5", "weights.pth", "| 1 | 64 |"):
         assert needle in text, needle
 
 
