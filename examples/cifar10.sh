@@ -10,7 +10,9 @@
 #      - the guidance methods at their small searches: cfg's interval, APG's η, CFG++'s λ (ddim),
 #        autoguidance with an early EMA snapshot as the guide (sample + score);
 #      - the distilled student (cfgdiff distill) at 8 and 4 steps (9 and 5 evaluations);
-#   4. the Fig. 3 grid of the same seeds at growing w with GRID_SAMPLER.
+#   4. the Fig. 3 grid of the same seeds at growing w with GRID_SAMPLER;
+#   5. the page's tables and figures (examples/cifar10_report.py): each row on both seed sets, each line
+#      at its best w, FID against w and NFE with the two sets' range as bars, the loss curve.
 # Every step's wall time (and peak memory, via /usr/bin/time -v where it exists) goes to $WORK/times.log.
 # Rerunning resumes: prepare, train and distill resume, sweeps compute only their missing rows.
 #
@@ -160,5 +162,9 @@ for w in "${grid_ws[@]}"; do
         --seeds 0-15 --classes "$GRID_CLASSES" --out "$WORK/grid/w$w.npz" --preview "$WORK/grid/w$w.png"
 done
 
-echo "results: $WORK/sweep*/table.md and sweep.jsonl, $WORK/autoguidance/*.json, $WORK/distill/, $WORK/grid/;" \
-    "wall times: $LOG"
+# the page's tables and figures, from the files above only
+PYTHON=${PYTHON:-python3}   # a python with cfgdiff installed
+step report "$PYTHON" "$(dirname "$0")/cifar10_report.py" "$WORK" "$RUN" --out "$WORK/report"
+
+echo "results: $WORK/report/ (tables.md, fid_vs_w.png, fid_vs_nfe.png, training.md, loss.png, width.md)," \
+    "$WORK/sweep*/table.md and sweep.jsonl, $WORK/autoguidance/*.json, $WORK/distill/, $WORK/grid/; wall times: $LOG"
