@@ -78,6 +78,15 @@ step() {  # step NAME CMD...: run CMD, append its wall time (and /usr/bin/time -
     echo "[$(date -u +%FT%TZ)] $name: done in $((t1 - t0)) s" | tee -a "$LOG"
 }
 
+ema_near() {  # ema_near RUN KIMG: the run's EMA snapshot nearest KIMG thousand images
+    python3 - "$1" "$2" <<'PY'
+import json, pathlib, sys
+run, want = pathlib.Path(sys.argv[1]), float(sys.argv[2]) * 1000
+batch = json.loads((run / "config.json").read_text())["batch"]
+print(min(sorted(run.glob("ema-*.pt")), key=lambda p: abs(int(p.stem.split("-")[1]) * batch - want)))
+PY
+}
+
 step prepare-train "$CFGDIFF" prepare "$DATA" --split train --size 32 --out "$TRAIN_H5"
 step prepare-test "$CFGDIFF" prepare "$DATA" --split test --size 32 --out "$TEST_H5"
 
@@ -91,10 +100,9 @@ if [[ "$WIDE_KIMG" != 0 ]]; then
     # shellcheck disable=SC2086  # WIDE_SET is a list of flags
     step train-wide "$CFGDIFF" train --data "$TRAIN_H5" --preset "$PRESET" --kimg "$WIDE_KIMG" --run-dir "$RUN-wide" \
         --keep 100000 $WIDE_SET
-    batch=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["batch"])' "$RUN/config.json")
     for pair in "$RUN:$TINY_KIMG" "$RUN-wide:$WIDE_KIMG"; do
         run=${pair%:*} kimg=${pair##*:}
-        ema=$(printf "%s/ema-%08d.pt" "$run" $(((${kimg%.*} * 1000 + batch - 1) / batch)))
+        ema=$(ema_near "$run" "$kimg")
         step "width-$(basename "$run")" $LAUNCH "$CFGDIFF" sweep "$ema" --sampler dpmpp-2m-sde --steps 16 --w 1 \
             -n "$WIDTH_N" --out-dir "$WORK/width/$(basename "$run")" "${COMMON[@]}"
     done
@@ -124,15 +132,7 @@ both sweep-ddim "$RUN" --sampler ddim --steps "$FAST_STEPS" --w "$PAPER_W"   # C
 # autoguidance: an early EMA snapshot of the same run guides (Karras et al. 2024); sample + score per w
 mkdir -p "$WORK/autoguidance"
 GUIDE=$(ls "$RUN"/ema-*.pt | head -n 1)
-if [[ -n "$GUIDE_KIMG" ]]; then
-    GUIDE=$(python3 - "$RUN" "$GUIDE_KIMG" <<'PY'
-import json, pathlib, sys
-run, want = pathlib.Path(sys.argv[1]), float(sys.argv[2]) * 1000
-batch = json.loads((run / "config.json").read_text())["batch"]
-print(min(sorted(run.glob("ema-*.pt")), key=lambda p: abs(int(p.stem.split("-")[1]) * batch - want)))
-PY
-)
-fi
+[[ -n "$GUIDE_KIMG" ]] && GUIDE=$(ema_near "$RUN" "$GUIDE_KIMG")
 echo "autoguidance guide: $GUIDE" | tee -a "$LOG"
 IFS=, read -r -a paper_ws <<<"$PAPER_W"
 for seeds in "0-$((N - 1))" "$SEEDS2"; do

@@ -101,6 +101,8 @@ def autoguidance_table(folder: Path) -> str:
     """The autoguidance rows: `cfgdiff score` results of w<w>-seeds<range>.json, the seed sets side by side."""
     by_w: dict[float, list[dict[str, Any]]] = {}
     for path in sorted(folder.glob("w*-seeds*.json")):
+        if path.name.endswith(".npz.json"):  # the samples' own provenance, beside them
+            continue
         w = float(path.name[1:].split("-seeds")[0])
         by_w.setdefault(w, []).append(json.loads(path.read_text())["metrics"])
     out = ["### autoguidance (an early EMA snapshot as the guide)\n",
@@ -126,18 +128,26 @@ def _save(fig: Any, path: Path) -> None:
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
 
 
+MARKERS = "osD^v<>ph*X"
+COLOURS = 10  # matplotlib's default cycle: a (colour, marker) pair per curve stays distinct up to 100
+
+
 def _legend(ax: Any) -> None:
+    """Beside the axes, so that no label covers a point."""
     if ax.get_legend_handles_labels()[0]:  # an empty WORK draws empty axes, without a warning
-        ax.legend(fontsize=6, loc="best")
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 
 
-def _errorbar(ax: Any, xs: list[float], pairs: list[Pair], label: str, fmt: str = "-o") -> None:
-    """Mean FID with a bar from the lower to the higher seed set's value."""
+def _errorbar(ax: Any, xs: list[float], pairs: list[Pair], label: str, line: bool = True) -> None:
+    """Mean FID with a bar from the lower to the higher seed set's value; the i-th curve of the axes
+    gets colour i mod 10 and marker i // 10."""
+    i = len(ax.containers)
     fids = [values(p, "fid") for p in pairs]
     mean = [_mean(f) for f in fids]
     lo = [m - min(f) for m, f in zip(mean, fids)]
     hi = [max(f) - m for m, f in zip(mean, fids)]
-    ax.errorbar(xs, mean, yerr=[lo, hi], fmt=fmt, ms=4, capsize=3, label=label)
+    ax.errorbar(xs, mean, yerr=[lo, hi], fmt=("-" if line else "") + MARKERS[(i // COLOURS) % len(MARKERS)],
+                color=f"C{i % COLOURS}", ms=4, capsize=3, label=label)
 
 
 def plot_fid_vs_w(folders: dict[str, dict[Any, Pair]], path: Path) -> None:
@@ -149,7 +159,8 @@ def plot_fid_vs_w(folders: dict[str, dict[Any, Pair]], path: Path) -> None:
             if values(pair, "fid"):
                 lines.setdefault(line_of(key), []).append((key.w, pair))
         for line, points in lines.items():
-            _errorbar(ax, [w for w, _ in points], [p for _, p in points], f"{name}: {line_label(line)}")
+            scale = " (x: CFG++'s λ, its own scale)" if line.guidance == "cfgpp" else ""
+            _errorbar(ax, [w for w, _ in points], [p for _, p in points], f"{name}: {line_label(line)}{scale}")
     ax.set_xlabel("guidance weight w")
     ax.set_ylabel("FID (mean of two seed sets; bar: their range)")
     ax.set_title("FID against w")
@@ -161,10 +172,18 @@ def plot_fid_vs_w(folders: dict[str, dict[Any, Pair]], path: Path) -> None:
 def plot_fid_vs_nfe(folders: dict[str, dict[Any, Pair]], path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.8))
+    nfes: set[int] = set()
     for name, pairs in folders.items():
         for line, (key, pair) in best_per_line(pairs).items():
-            _errorbar(ax, [pair[0]["nfe"]], [pair], f"{name}: {line_label(line)}, w={key.w:g}", fmt="o")
+            _errorbar(ax, [pair[0]["nfe"]], [pair], f"{name}: {line_label(line)}, w={key.w:g}", line=False)
+            nfes.add(pair[0]["nfe"])
     ax.set_xscale("log")
+    if nfes:  # the NFE values themselves as ticks, in plain numbers
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        ax.set_xticks(sorted(nfes))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("network evaluations per sample (NFE)")
     ax.set_ylabel("FID at the line's best w (bar: two seed sets)")
     ax.set_title("FID against NFE")

@@ -42,6 +42,7 @@ def _work(tmp_path: Path) -> tuple[Path, Path]:
     for w, seeds, fid in ((1, "0-999", 7.0), (1, "1000-1999", 7.5)):
         (work / "autoguidance" / f"w{w}-seeds{seeds}.json").write_text(
             json.dumps({"metrics": {"fid": fid, "kid": 0.002, "precision": 0.6, "recall": 0.3}}))
+        (work / "autoguidance" / f"w{w}-seeds{seeds}.npz.json").write_text(json.dumps({"n": 1000}))  # sample's
     run.mkdir()
     ticks = [{"step": 32 * i, "kimg": 1.024 * i, "loss": 0.1 / i, "elapsed_s": 20.0 * i} for i in range(1, 181)]
     (run / "stats.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ticks))
