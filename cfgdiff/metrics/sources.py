@@ -213,7 +213,7 @@ class AreaResized(ImageSource):
     """Another source's images, each resized to size × size by prepare's exact area resize."""
 
     def __init__(self, inner: ImageSource, size: int):
-        from cfgdiff.data.resize import area_resize  # numpy only
+        from cfgdiff.data.resize import area_resize  # numpy and the optional C kernel, no torch
 
         self.inner, self.size, self.kind, self._resize = inner, size, inner.kind, area_resize
         super().__init__(inner.path, inner.count)

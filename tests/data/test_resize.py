@@ -144,3 +144,74 @@ def test_prepare_box_reproduces_the_chrabaszcz_recipe(tmp_path):
             recipe = Image.open(io.BytesIO(files[name.decode()])).convert("RGB").resize((32, 32), Image.BOX)
             assert np.array_equal(img, np.asarray(recipe)), name
         assert f.attrs["resize"] == "box"
+
+
+# The C kernel (cfgdiff/data/_area.c) and the numpy form it replaces, against the coverage-matrix
+# oracle over generated cases: every relation of input to output side (down, up, equal, 1 pixel,
+# multiples), 1, 3 and 4 channels, views that are not contiguous, and the extreme values.
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from cfgdiff.data import resize as resize_module  # noqa: E402
+
+
+def _area_forms() -> list:
+    forms = [resize_module.area_resize_numpy]
+    if resize_module._area is not None:
+        forms.append(resize_module.area_resize)
+    return forms
+
+
+def _reference(a: np.ndarray, size: int) -> np.ndarray:
+    """exact_area_reference for any channel count."""
+    return np.concatenate([exact_area_reference(np.repeat(a[:, :, k : k + 1], 3, axis=2), size)[:, :, :1]
+                           for k in range(a.shape[2])], axis=2)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(h=st.integers(1, 70), w=st.integers(1, 70), size=st.integers(1, 40), channels=st.sampled_from([1, 3, 4]),
+       fill=st.sampled_from(["random", "zeros", "max"]), view=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_area_forms_equal_the_coverage_oracle_on_generated_cases(h, w, size, channels, fill, view, seed):
+    rng = np.random.default_rng(seed)
+    big = {"random": rng.integers(0, 256, (h, 2 * w, channels + 1)),
+           "zeros": np.zeros((h, 2 * w, channels + 1)), "max": np.full((h, 2 * w, channels + 1), 255)}[fill]
+    big = big.astype(np.uint8)
+    a = big[:, ::2, :channels] if view else np.ascontiguousarray(big[:, ::2, :channels])  # strided or not
+    want = _reference(a, size)
+    for form in _area_forms():
+        got = form(a, size)
+        assert got.dtype == np.uint8 and got.shape == (size, size, channels), form.__name__
+        assert np.array_equal(got, want), (form.__name__, h, w, size, channels, fill, view)
+
+
+def test_area_kernel_sums_large_photos_without_overflow():
+    """255 · H · W passes 2^32 at 4100²: the column sums are 64-bit; a white photo stays white and a
+    half-split one has its exact mean on the cut."""
+    for form in _area_forms():
+        a = np.full((4100, 4103, 3), 255, np.uint8)
+        assert (form(a, 7) == 255).all(), form.__name__
+        a[:, 2051:] = 0  # columns 0..2050 white: cell 3 of 7 covers [1758.4, 2344.6): 292.6 of its 586.1 white, 127.3
+        got = form(a, 7)[0, :, 0].astype(int)
+        assert got.tolist() == [255, 255, 255, 127, 0, 0, 0], form.__name__
+
+
+def test_area_kernel_is_built():
+    """The install compiles cfgdiff/data/_area.c (pyproject's ext-modules); without it prepare's exact area
+    falls back to numpy: the same pixels, 3x slower (docs/benchmarks.md)."""
+    assert resize_module._area is not None, "cfgdiff/data/_area.c was not compiled: pip install -e . with a C compiler"
+    a = _photo(5, 375, 500)
+    assert np.array_equal(resize_module.area_resize(a, 64), resize_module.area_resize_numpy(a, 64))
+
+
+def test_area_rounds_exact_halves_up_for_every_level_and_many_areas():
+    """Means of exactly k + 1/2 (half the pixels k, half k + 1) become k + 1 for every k and every even
+    pixel count up to 96: the ties where a floating-point quotient can land just below k + 1."""
+    for h in range(1, 13):
+        for w in range(1, 9):
+            if h * w % 2:
+                continue
+            levels = np.arange(255, dtype=np.uint8)[:, None]  # one image per k, stacked as channels
+            flat = np.concatenate([np.repeat(levels, h * w // 2, 1), np.repeat(levels + 1, h * w // 2, 1)], 1)
+            a = np.ascontiguousarray(flat.T.reshape(h, w, 255))
+            for form in _area_forms():
+                assert np.array_equal(form(a, 1)[0, 0], np.arange(1, 256)), (form.__name__, h, w)
