@@ -14,15 +14,19 @@
 #   5. the page's tables and figures (examples/cifar10_report.py): each row on both seed sets, each line
 #      at its best w, FID against w and NFE with the two sets' range as bars, the loss curve.
 # Every step's wall time (and peak memory, via /usr/bin/time -v where it exists) goes to $WORK/times.log.
-# Rerunning resumes: prepare, train and distill resume, sweeps compute only their missing rows.
+# Rerunning resumes: prepare, train and distill resume, sweeps compute only their missing rows, and a run
+# whose final EMA file is there is not trained again.
+#
+# The default WORK is results/cifar10, the page's own files, committed (results/cifar10/README.md): run
+# from the repository's root, the script computes only what the folder lacks. WORK=elsewhere starts afresh.
 #
 #   bash examples/cifar10.sh                          # the defaults below
-#   KIMG=20 N=100 DISTILL_KIMG=2 TINY_KIMG=20 WIDE_KIMG=2 WIDTH_N=100 bash examples/cifar10.sh  # every step, quickly
+#   WORK=/tmp/c10 KIMG=20 N=100 DISTILL_KIMG=2 TINY_KIMG=20 WIDE_KIMG=2 WIDTH_N=100 bash examples/cifar10.sh  # every step, quickly
 set -euo pipefail
 
 CFGDIFF=${CFGDIFF:-cfgdiff}
 DATA=${DATA:-../shared/data/cifar10-jpg.tar.gz}
-WORK=${WORK:-work/cifar10}
+WORK=${WORK:-results/cifar10}
 PRESET=${PRESET:-tiny}          # see docs/results.md for the presets and widths tried
 KIMG=${KIMG:-700}               # training length; about 2 h of 2 free CPU cores for tiny at 32²
 TRAIN_SET=${TRAIN_SET:-}        # extra train flags, e.g. "--set model.model_channels=48"
@@ -92,18 +96,35 @@ PY
 step prepare-train "$CFGDIFF" prepare "$DATA" --split train --size 32 --out "$TRAIN_H5"
 step prepare-test "$CFGDIFF" prepare "$DATA" --split test --size 32 --out "$TEST_H5"
 
-# shellcheck disable=SC2086  # TRAIN_SET is a list of flags
-step train "$CFGDIFF" train --data "$TRAIN_H5" --preset "$PRESET" --kimg "$KIMG" --run-dir "$RUN" --keep 100000 $TRAIN_SET
+final_ema() {  # final_ema RUN KIMG: the EMA file a run of KIMG thousand images ends with (loop.total_steps)
+    python3 - "$1" "$2" <<'PY'
+import json, math, pathlib, sys
+run, kimg = pathlib.Path(sys.argv[1]), float(sys.argv[2])
+batch = json.loads((run / "config.json").read_text())["batch"] if (run / "config.json").exists() else 1
+print(run / f"ema-{max(1, math.ceil(kimg * 1000 / batch - 1e-9)):08d}.pt")
+PY
+}
+
+if [[ -f "$(final_ema "$RUN" "$KIMG")" ]]; then  # trained to KIMG (the committed run keeps only its EMA files)
+    echo "train: $RUN is trained to $KIMG kimg ($(final_ema "$RUN" "$KIMG"))" | tee -a "$LOG"
+else
+    # shellcheck disable=SC2086  # TRAIN_SET is a list of flags
+    step train "$CFGDIFF" train --data "$TRAIN_H5" --preset "$PRESET" --kimg "$KIMG" --run-dir "$RUN" --keep 100000 $TRAIN_SET
+fi
 
 COMMON=(--balanced --ref "$TEST_H5" --batch-per-device "$BATCH" "${INC[@]}")
 
-# the width check: the main run's snapshot at TINY_KIMG against the wider net at WIDE_KIMG (equal CPU time)
+# the width check: the main run's snapshot at TINY_KIMG against the wider net at WIDE_KIMG (equal CPU time);
+# a side scored earlier is not redone (the committed folder keeps its scores, not these snapshots)
 if [[ "$WIDE_KIMG" != 0 ]]; then
-    # shellcheck disable=SC2086  # WIDE_SET is a list of flags
-    step train-wide "$CFGDIFF" train --data "$TRAIN_H5" --preset "$PRESET" --kimg "$WIDE_KIMG" --run-dir "$RUN-wide" \
-        --keep 100000 $WIDE_SET
+    if [[ ! -f "$WORK/width/$(basename "$RUN-wide")/sweep.jsonl" && ! -f "$(final_ema "$RUN-wide" "$WIDE_KIMG")" ]]; then
+        # shellcheck disable=SC2086  # WIDE_SET is a list of flags
+        step train-wide "$CFGDIFF" train --data "$TRAIN_H5" --preset "$PRESET" --kimg "$WIDE_KIMG" --run-dir "$RUN-wide" \
+            --keep 100000 $WIDE_SET
+    fi
     for pair in "$RUN:$TINY_KIMG" "$RUN-wide:$WIDE_KIMG"; do
         run=${pair%:*} kimg=${pair##*:}
+        [[ -f "$WORK/width/$(basename "$run")/sweep.jsonl" ]] && continue
         ema=$(ema_near "$run" "$kimg")
         step "width-$(basename "$run")" $LAUNCH "$CFGDIFF" sweep "$ema" --sampler dpmpp-2m-sde --steps 16 --w 1 \
             -n "$WIDTH_N" --out-dir "$WORK/width/$(basename "$run")" "${COMMON[@]}"
