@@ -94,7 +94,7 @@ def ancestral(eps: StepEps, lams: Tensor, labels: Tensor, noise: Noise, cfg: Sam
         z_{λ'} ~ N(μ̃, (σ̃²_{λ'|λ})^{1−v} (σ²_{λ|λ'})^v)                                 (Eq. 4)
         σ̃²_{λ'|λ} = (1 − e^{λ−λ'}) σ²_{λ'},   σ²_{λ|λ'} = (1 − e^{λ−λ'}) σ²_λ
 
-    T − 1 stochastic transitions, one noise draw each. Bit-identical to cfgdiff 0.1's sampler.
+    T − 1 stochastic transitions, one noise draw each. Bit-identical to cfgdiff 0.1's sampler on the same CPU.
     """
     z = noise()  # z_{λ_min} ~ N(0, I)
     k = step_coefficients(lams, cfg.setting("v"))
