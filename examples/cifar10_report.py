@@ -200,8 +200,8 @@ def training(stats: Path, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ax.plot(kimg, loss, lw=0.6, alpha=0.5, label="tick mean")
     k = max(1, len(loss) // 50)
-    smooth = [statistics.fmean(loss[max(0, i - k) : i + 1]) for i in range(len(loss))]
-    ax.plot(kimg, smooth, lw=1.5, label=f"running mean of {k + 1} ticks")
+    smooth = [statistics.fmean(loss[i - k : i + 1]) for i in range(k, len(loss))]  # full windows only
+    ax.plot(kimg[k:], smooth, lw=1.5, label=f"running mean of {k + 1} ticks")
     ax.set_xlabel("kimg")
     ax.set_ylabel("loss (Eq. 5, ε-MSE)")
     ax.set_yscale("log")
