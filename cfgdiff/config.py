@@ -780,6 +780,8 @@ class SweepConfig:
     sampler_given: the samplers' own settings given, as (sampler, setting, values): every combination of
         a sampler's values is one line (like the guidance methods' axes); the rest take their defaults.
     rescale, threshold, clip: sampler settings shared by every row.
+    guide: autoguidance (Karras et al. 2024): a run folder or checkpoint whose network replaces the ∅
+        pass in every row (then w weighs the main network against the guide).
     out_dir: the sweep folder (default: sweeps/<run>-step<step>).
     metrics: the metrics of every row (default: all that the inputs allow; the rest are n/a with the reason).
     figure_ws: how many w values the Fig. 3 grid shows.
@@ -807,6 +809,7 @@ class SweepConfig:
     metrics: tuple[str, ...] | None = None  # names in cfgdiff.metrics.registry; None: every one the inputs allow
     dry_run: bool = False
     guidances: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = (("cfg", ()),)
+    guide: Path | None = None
 
     def __post_init__(self) -> None:
         from cfgdiff.diffusion.methods import get_method  # torch-free

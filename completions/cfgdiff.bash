@@ -81,6 +81,7 @@ _cfgdiff() {
         sweep:--batch-per-device) COMPREPLY=(); return ;;
         sweep:--inception) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         sweep:--metrics) COMPREPLY=($(compgen -W "fid is pr sfid kid" -- "$cur")); return ;;
+        sweep:--guide-with) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         sweep:--v) COMPREPLY=(); return ;;
         sweep:--eta) COMPREPLY=(); return ;;
         sweep:--apg-eta) COMPREPLY=(); return ;;
@@ -117,7 +118,7 @@ _cfgdiff() {
         prepare) opts="--out -o --size --resize --split --limit --first-classes --draft --no-draft --class-map --seed --preset --workers --force --dry-run --json --help -h" ;;
         sample) opts="--w --n -n --num-samples --steps -T --sampler --grid --guidance-interval --guidance --guide-with --rescale --threshold --out -o --seeds --balanced --classes --batch-per-device --shard-size --preview --no-clip --force --dry-run --json --v --eta --apg-eta --apg-momentum --apg-norm-threshold --help -h" ;;
         score) opts="--ref --inception --batch-per-device --save-stats --metrics --results --fid-method --ref-resize --json --force --help -h" ;;
-        sweep) opts="--w --n -n --num-samples --sampler --steps -T --grid --guidance-interval --guidance --rescale --threshold --ref --out-dir -o --seeds --balanced --batch-per-device --inception --metrics --keep-samples --no-clip --dry-run --json --v --eta --apg-eta --apg-momentum --apg-norm-threshold --help -h" ;;
+        sweep) opts="--w --n -n --num-samples --sampler --steps -T --grid --guidance-interval --guidance --rescale --threshold --ref --out-dir -o --seeds --balanced --batch-per-device --inception --metrics --keep-samples --no-clip --guide-with --dry-run --json --v --eta --apg-eta --apg-momentum --apg-norm-threshold --help -h" ;;
         train) opts="--data --preset --run-dir --kimg --batch --batch-per-device --lr --lr-warmup --ema --ema-warmup --no-ema-warmup --dropout --grad-clip --seed --tick --snapshot --preview-every --sampler --grid --keep --workers --compile --no-compile --amp --no-amp --set --log --hours --dry-run --json --help -h" ;;
     esac
     if [[ "$cur" == -* ]]; then

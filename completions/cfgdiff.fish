@@ -118,6 +118,7 @@ complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l inception -r -F -d
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l metrics -x -a 'fid is pr sfid kid' -d 'Comma-separated subset of fid,is,pr,sfid,kid'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l keep-samples -d 'Keep each row’s samples as npz'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l no-clip -d 'Do not clip x̂ to (-1, 1)'
+complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l guide-with -r -F -d 'Autoguidance: guide with this weaker network instead of the ∅ pass; its classes, resolution and λ range must match'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l dry-run -d 'Print the plan (rows to compute, NFE, time, disk) and exit'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l json -d 'Print one JSON document on stdout'
 complete -c cfgdiff -n '__fish_seen_subcommand_from sweep' -l v -x -d 'Variance interpolation v of Eq. 4: 0 = the posterior’s σ̃², 1 = the forward σ²; 0.3 is the paper’s. --sampler ancestral only; default 0.3 (a comma list: one sweep line per value)'

@@ -69,6 +69,7 @@ def _sweep(
     ] = None,
     keep_samples: Annotated[bool, typer.Option("--keep-samples", help="Keep each row's samples as npz.")] = False,
     no_clip: o.NoClip = False,
+    guide_with: o.GuideWith = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (rows to compute, NFE, time, disk) and exit.")]
     = False,
     as_json: o.Json = False,
@@ -91,7 +92,7 @@ def _sweep(
         intervals=tuple(parse_interval_axis(guidance_interval)) if guidance_interval else (None,), sampler_given=given_samplers(),
         rescale=rescale, threshold=threshold, ref=ref, out_dir=out_dir, seeds=seeds, balanced=balanced,
         batch=batch_per_device, inception=inception, metrics=_metrics(metrics), keep_samples=keep_samples,
-        clip=not no_clip, dry_run=dry_run,
+        clip=not no_clip, dry_run=dry_run, guide=guide_with,
         guidances=tuple((c.name, c.settings) for c in sweep_choices(parse_axis(guidance, "guidance"))),
     )
     import dataclasses

@@ -60,8 +60,9 @@ def _shared_settings(model: SamplingModel, job: SampleJob, ref_hash: str | None,
     prov = provenance(model, job)
     keys = ["checkpoint_sha256", "n", "seeds_sha256", "labels_sha256", "diffusion", "resolution"]
     sampler = {k: v for k, v in prov["sampler"].items() if k in SHARED}
+    guide = {} if job.guide is None else {"guide_sha256": job.guide.sha256}  # absent unguided, as before guides
     return {"format": FORMAT, **{k: prov[k] for k in keys}, "sampler": sampler, "reference_sha256": ref_hash,
-            "inception_sha256": weights, "metrics": list(metrics) if metrics else None}
+            "inception_sha256": weights, "metrics": list(metrics) if metrics else None, **guide}
 
 
 def _check_settings(out_dir: Path, settings: dict[str, Any], write: bool = True) -> None:
@@ -77,7 +78,7 @@ def _check_settings(out_dir: Path, settings: dict[str, Any], write: bool = True)
         if isinstance(old, dict):
             old = {k: v for k, v in old.items() if k not in unknown}
         if old != {k: v for k, v in settings.items() if k not in unknown}:
-            raise OutputError(f"{out_dir} holds a sweep with other settings (checkpoint, n, seeds, rescale, "
+            raise OutputError(f"{out_dir} holds a sweep with other settings (checkpoint, guide, n, seeds, rescale, "
                               "threshold, metrics or reference); choose another --out-dir")
     elif write:
         write_json(path, settings, indent=1, owner=OWNER)
@@ -126,7 +127,7 @@ def score_row(model: SamplingModel, job: SampleJob, detector: Any, device: Any, 
     with Progress(f"{line_label(line_of(key_of(job.sampler)))}, w={job.sampler.w:g}", total=n, unit="img") as bar:
         for i, a in enumerate(starts):
             b = min(a + job.batch, n)
-            images = sample_batch(model, job.seeds[a:b], job.labels[a:b], job.sampler, device)
+            images = sample_batch(model, job.seeds[a:b], job.labels[a:b], job.sampler, device, guide=job.guide)
             acc.add_images(detector, images)
             bar.advance(rounds[i], nfe=nfe(job.sampler, rounds[i], model.diffusion_cfg, model.w_input))
     return acc.finalize(detector.sha256)
@@ -142,13 +143,16 @@ def _keep_name(key: Key) -> str:
     return f"samples_{sampler}_T{steps}{tail}_w{w:g}.npz"
 
 
-def _meta(model: SamplingModel, req: SweepConfig, seeds: list[int], reference: Any, detector: Any) -> dict[str, Any]:
+def _meta(model: SamplingModel, req: SweepConfig, seeds: list[int], reference: Any, detector: Any,
+          guide: SamplingModel | None) -> dict[str, Any]:
     return {
         "n": req.n, "seeds": _compact_seeds(tuple(seeds)), "labels": "balanced" if req.balanced else
         "uniform", "rescale": req.rescale, "threshold": req.threshold, "clip_x": req.clip,
         "checkpoint": {"path": str(model.path), "step": model.step, "kimg": model.kimg, "sha256": model.sha256},
         "reference": {"path": str(reference.path), "sha256": reference.sha256},
         "inception": {"path": str(detector.path), "sha256": detector.sha256},
+        **({} if guide is None else {"guide": {"path": str(guide.path), "step": guide.step, "kimg": guide.kimg,
+                                               "sha256": guide.sha256}}),
     }
 
 
@@ -206,7 +210,13 @@ def run_sweep(req: SweepConfig) -> SweepResult:
     device = dist.device()
     model = load_model(file, device)
     for c in {(c.sampler, c.grid, c.guidance, c.w): c for c in combos}.values():  # a student: its w range
-        run_sampler(c, model, None)
+        run_sampler(c, model, req.guide)
+    guide = None
+    if req.guide is not None:  # autoguidance: checked against the main network before anything is written
+        from cfgdiff.sampling.generate import check_guide_model
+
+        guide = load_model(req.guide, device)
+        check_guide_model(model, guide)
     for c in {(c.sampler, c.grid, c.steps): c for c in combos}.values():
         advice = grid_advice(c, model.config.diffusion)
         if advice:
@@ -237,8 +247,9 @@ def run_sweep(req: SweepConfig) -> SweepResult:
     seeds, labels = seeds_and_labels(req.n, req.seeds, model.num_classes, req.balanced, None)
     claim_folder(out_dir, OWNER, writes=sweep_writes, flag="--out-dir", create=False)  # checked now, made below
     check_outputs({f"--out-dir {out_dir}: {name}": out_dir / name for name in OUTPUTS},
-                  [*run_inputs(req.checkpoint), file, ref, req.inception], owners=OWNER, make_folders=True)
-    base = SampleJob(tuple(seeds), tuple(labels), combos[0], req.batch)
+                  [*run_inputs(req.checkpoint), file, ref, req.inception, *run_inputs(req.guide)], owners=OWNER,
+                  make_folders=True)
+    base = SampleJob(tuple(seeds), tuple(labels), combos[0], req.batch, guide=guide)
     _check_settings(out_dir, _shared_settings(model, base, None, None, req.metrics), write=False)  # before Inception
     detector = load_detector(req.inception, device)
     res = model.resolution
@@ -248,7 +259,7 @@ def run_sweep(req: SweepConfig) -> SweepResult:
     if dist.is_main():  # the inputs are good: the folder is made and claimed now, never left behind empty
         claim_folder(out_dir, OWNER, writes=sweep_writes, flag="--out-dir")
         _check_settings(out_dir, _shared_settings(model, base, reference.sha256, detector.sha256, req.metrics))
-    meta = _meta(model, req, seeds, reference, detector)
+    meta = _meta(model, req, seeds, reference, detector, guide)
     for line in small_n_warnings(req.n, req.metrics or ("fid", "is")):  # once the inputs are known good
         dist.print0(f"cfgdiff: warning: {line} (per w here: the best w the plots mark is a rough guide)")
     dist.barrier()

@@ -166,9 +166,19 @@ def write_rows(out_dir: Path, rows: dict[Any, dict[str, Any]]) -> None:
 def describe(meta: dict[str, Any]) -> str:
     """Two lines naming n, the checkpoint, the reference and the Inception weights (table.md, plot titles)."""
     c, r, i = meta["checkpoint"], meta["reference"], meta["inception"]
+    g = meta.get("guide")
+    guide = "" if g is None else f"; guide {Path(g['path']).name} (step {g['step']})"
     return (f"n={meta['n']} per row; checkpoint {Path(c['path']).name} (step {c['step']}, "
-            f"sha {c['sha256'][:12]})\nreference {Path(r['path']).name} (sha {r['sha256'][:12]}); "
+            f"sha {c['sha256'][:12]}){guide}\nreference {Path(r['path']).name} (sha {r['sha256'][:12]}); "
             f"Inception sha {i['sha256'][:12]}")
+
+
+def _guide_note(meta: dict[str, Any]) -> str:
+    g = meta.get("guide")
+    if g is None:
+        return ""
+    return (f"- guide (autoguidance, in place of the ∅ pass): `{g['path']}` (step {g['step']}, {g['kimg']:g} kimg, "
+            f"sha256 `{g['sha256'][:16]}…`)\n")
 
 
 def markdown_table(rows: dict[Any, dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
@@ -180,7 +190,7 @@ def markdown_table(rows: dict[Any, dict[str, Any]], meta: dict[str, Any] | None 
         c = meta["checkpoint"]
         out.append(f"- samples per row: n = {meta['n']} (seeds {meta['seeds']}, labels {meta['labels']}), "
                    f"{_sampler_note(rows)}\n- checkpoint: `{c['path']}` (step {c['step']}, {c['kimg']:g} kimg, "
-                   f"sha256 `{c['sha256'][:16]}…`)\n- reference: `{meta['reference']['path']}` "
+                   f"sha256 `{c['sha256'][:16]}…`)\n{_guide_note(meta)}- reference: `{meta['reference']['path']}` "
                    f"(sha256 `{meta['reference']['sha256'][:16]}…`)\n- Inception weights: "
                    f"`{meta['inception']['path']}` (sha256 `{meta['inception']['sha256'][:16]}…`)\n")
     groups: dict[Any, list[dict[str, Any]]] = {}
@@ -246,10 +256,13 @@ def _stat(path: str | Path | None) -> list[Any] | None:
 
 def fingerprint(req: SweepConfig, file: Path, ref: str | None) -> dict[str, Any]:
     """What a finished sweep must match to be reused without loading anything: the request's shared
-    settings and the identity (`_stat`: real path and content key) of the checkpoint file and the reference."""
+    settings and the identity (`_stat`: real path and content key) of the checkpoint file, the reference
+    and the autoguidance guide's weights file."""
     shared = {k: getattr(req, k) for k in ("n", "seeds", "balanced", "sampler_given", "rescale", "threshold", "clip",
                                             "inception", "keep_samples", "figure_ws", "metrics")}
-    return {**shared, "checkpoint": _stat(file), "ref": req.ref, "reference": _stat(ref)}
+    # the guide's weights file where there is one (absent unguided: the sweeps written before stay finished)
+    guide = {} if req.guide is None else {"guide": _stat(weights_file_guess(req.guide))}
+    return {**shared, "checkpoint": _stat(file), "ref": req.ref, "reference": _stat(ref), **guide}
 
 
 def finished(out_dir: Path, req: SweepConfig, file: Path) -> dict[str, Any] | None:

@@ -141,6 +141,75 @@ def test_a_single_axis_sweep_folder_is_refused_in_one_line(run_and_ref, random_w
     assert len(err) == 1 and "older cfgdiff" in err[0] and not (out / "sweep.jsonl").exists()
 
 
+# ---- autoguidance (--guide-with): the guide is every row's, recorded and checked --------------------------------
+def _perturbed_copy(run: Path, dest: Path, seed: int) -> Path:
+    """The run's newest EMA file with noise of std 0.05 added to every weight (seeded) under another name:
+    an untrained net predicts ε = 0 (its last layer is zero), this one depends on z and the label. Equal
+    seeds give equal numbers; other seeds, a guide with the same classes, resolution and λ range."""
+    import torch
+
+    from cfgdiff.runs import atomic_save, resolve_weights_file
+
+    state = torch.load(resolve_weights_file(run), map_location="cpu", weights_only=False)
+    g = torch.Generator().manual_seed(seed)
+    state["ema"] = {k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+                    for k, v in state["ema"].items()}
+    atomic_save(state, dest)
+    return dest
+
+
+def test_guided_by_the_network_itself_every_row_is_the_unguided_draw(run_and_ref, random_weights, tmp_path):  # noqa: F811
+    """Autoguidance with the main network as its own guide: ε̃ = (1 + w) ε(z, c) − w ε(z, c) = ε(z, c), so each
+    row's kept samples are w = 0's (to float rounding); plain CFG at w = 3 is far from them."""
+    run, ref = run_and_ref
+    main_net, same = (_perturbed_copy(run, tmp_path / name, 1) for name in ("main.pt", "same.pt"))
+    args = _args((main_net, ref), random_weights, tmp_path / "g", "--w", "0,3", "--steps", "3", "--sampler", "ddim",
+                 "--keep-samples")
+    assert main([*args, "--guide-with", str(same)]) == 0
+    assert main([*_args((main_net, ref), random_weights, tmp_path / "c", "--w", "3", "--steps", "3", "--sampler",
+                        "ddim", "--keep-samples")]) == 0
+    with np.load(tmp_path / "g" / "samples_ddim_T3_w0.npz") as a, np.load(tmp_path / "g" / "samples_ddim_T3_w3.npz") as b, \
+            np.load(tmp_path / "c" / "samples_ddim_T3_w3.npz") as c:
+        plain, guided, cfg = (f["arr_0"].astype(int) for f in (a, b, c))
+    assert np.abs(guided - plain).max() <= 1
+    assert np.abs(cfg - plain).mean() > 5  # so the check above can fail
+    rows = [json.loads(x) for x in (tmp_path / "g" / "sweep.jsonl").read_text().splitlines()]
+    assert [r["nfe"] for r in rows] == [3, 6]  # the guide's pass counts as the ∅ pass would
+
+
+def test_a_guided_row_is_what_sample_draws_with_the_same_guide(run_and_ref, random_weights, tmp_path, capsys,
+                                                               monkeypatch):  # noqa: F811
+    run, ref = run_and_ref
+    main_net, guide = _perturbed_copy(run, tmp_path / "main.pt", 1), _perturbed_copy(run, tmp_path / "guide.pt", 2)
+    out = tmp_path / "sw"
+    args = _args((main_net, ref), random_weights, out, "--w", "2", "--steps", "3", "--sampler", "dpmpp-2m",
+                 "--keep-samples", "--seeds", "7,9", "--guide-with", str(guide))
+    assert main(args) == 0
+    assert main(["sample", str(main_net), "--guide-with", str(guide), "--w", "2", "--steps", "3", "--sampler", "dpmpp-2m",
+                 "--n", "2", "--seeds", "7,9", "--out", str(tmp_path / "s.npz")]) == 0
+    with np.load(out / "samples_dpmpp-2m_T3_w2.npz") as a, np.load(tmp_path / "s.npz") as b:
+        drawn = b["arr_0"]
+        assert np.array_equal(a["arr_0"], drawn)
+    # unkept, the samples stream into Inception: the images scored are the same
+    scored = []
+    real = sweep_mod.sample_batch
+    monkeypatch.setattr(sweep_mod, "sample_batch", lambda *a, **k: scored.append(real(*a, **k)) or scored[-1])
+    streamed = [str(tmp_path / "unkept") if x == str(out) else x for x in args if x != "--keep-samples"]
+    assert main(streamed) == 0
+    assert len(scored) == 1 and np.array_equal(scored[0], drawn)
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["meta"]["guide"]["path"] == str(guide) and len(summary["meta"]["guide"]["sha256"]) == 64
+    assert f"guide (autoguidance, in place of the ∅ pass): `{guide}`" in (out / "table.md").read_text()
+    capsys.readouterr()
+    # the folder is this guide's: another guide, or none, is refused in one line and computes nothing
+    other = _perturbed_copy(run, tmp_path / "other.pt", 3)
+    for swap in (["--guide-with", str(other)], []):
+        assert main([*args[:-2], *swap, "--w", "2,4"]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "other settings (checkpoint, guide," in err[0], err
+    assert [json.loads(x)["w"] for x in (out / "sweep.jsonl").read_text().splitlines()] == [2.0]
+
+
 # ---- table, plots and report from rows alone (no model) -----------------------------------------------------------
 def _synthetic_rows():
     """Two samplers × two T over 51 w values; FID(w) = a + (w − b)², so each line's best w is b (the oracle)."""
