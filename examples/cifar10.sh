@@ -4,15 +4,16 @@
 #   2. train on the train split (every snapshot kept: an early one guides autoguidance), and the width
 #      check: a wider net (WIDE_SET) against the main run's snapshot at equal CPU time, scored alike;
 #   3. the same N class-balanced seeds and the test split's statistics for every row, each row again
-#      from a disjoint seed set (error bars), with FID, KID, precision/recall, NFE and wall time:
+#      from SETS - 1 disjoint seed sets (error bars), with FID, KID, precision/recall, NFE and wall time:
 #      - the paper's sampler (ancestral, T = 256) at w ∈ PAPER_W;
 #      - dpmpp-2m-sde T = 16 (paper grid) and dpmpp-2m T = 20 (linear grid) at the same w;
 #      - the guidance methods at their small searches: cfg's interval, APG's η, CFG++'s λ (ddim),
-#        autoguidance with an early EMA snapshot as the guide (sample + score);
+#        autoguidance with an early EMA snapshot as the guide (sweep --guide-with);
 #      - the distilled student (cfgdiff distill) at 8 and 4 steps (9 and 5 evaluations);
 #   4. the Fig. 3 grid of the same seeds at growing w with GRID_SAMPLER;
-#   5. the page's tables and figures (examples/cifar10_report.py): each row on both seed sets, each line
-#      at its best w, FID against w and NFE with the two sets' range as bars, the loss curve.
+#   5. the page's tables and figures (examples/cifar10_report.py): each row on every seed set, each line
+#      at its best w, FID against w and NFE with the seed sets' spread as bars, the loss curve; the fast
+#      solver's NOISE_W points on NOISE_SETS seed sets give FID's seed std at N.
 # Every step's wall time (and peak memory, via /usr/bin/time -v where it exists) goes to $WORK/times.log.
 # Rerunning resumes: prepare, train and distill resume, sweeps compute only their missing rows, and a run
 # whose final EMA file is there is not trained again.
@@ -30,14 +31,17 @@ WORK=${WORK:-results/cifar10}
 PRESET=${PRESET:-tiny}          # see docs/results.md for the presets and widths tried
 KIMG=${KIMG:-700}               # training length; about 2 h of 2 free CPU cores for tiny at 32²
 TRAIN_SET=${TRAIN_SET:-}        # extra train flags, e.g. "--set model.model_channels=48"
-N=${N:-1000}                    # samples a point (a multiple of 10: class-balanced); seeds 0..N-1, then N..2N-1
+N=${N:-1000}                    # samples a point (a multiple of 10: class-balanced); seed set k: (k-1)N..kN-1
+SETS=${SETS:-2}                 # disjoint seed sets per row (the first in <name>/, set k in <name>-seeds<k>/)
 BATCH=${BATCH:-250}             # sampling / Inception batch per process
 FAST_SAMPLER=${FAST_SAMPLER:-dpmpp-2m}
 FAST_STEPS=${FAST_STEPS:-20}
-FAST_W=${FAST_W:-0,0.1,0.2,0.3,0.5,1,2,3,4}
+FAST_W=${FAST_W:-0,0.1,0.2,0.3,0.5,1,2,3,4,6,8}
 PAPER_STEPS=${PAPER_STEPS:-256}
-PAPER_W=${PAPER_W:-0,0.3,1,2,4} # the w of every method's rows
-NOISE_W=${NOISE_W:-0.3,1}       # (fast-solver curve) points sampled again from disjoint seeds
+PAPER_W=${PAPER_W:-0,0.3,1,2,4} # the w of the samplers' rows (the paper's sampler and the fast solvers)
+METHOD_W=${METHOD_W:-0.3,1,2,4} # the w of the guidance methods' rows (at w = 0 each is the unguided sweep row)
+NOISE_W=${NOISE_W:-0.3,1}       # (fast-solver curve) points sampled again from disjoint seeds,
+NOISE_SETS=${NOISE_SETS:-5}     # in this many seed sets in all: FID's seed std at N
 INTERVALS=${INTERVALS:--3.4:2.6,-5:5,0:10}  # guidance intervals in λ searched (Kynkäänniemi et al.'s first)
 APG_ETA=${APG_ETA:-0,1}         # APG's η searched (its other settings at their defaults)
 CFGPP_W=${CFGPP_W:-0.2,0.4,0.6,0.8,1}  # CFG++'s λ searched (its w; ddim only)
@@ -130,50 +134,78 @@ if [[ "$WIDE_KIMG" != 0 ]]; then
             -n "$WIDTH_N" --out-dir "$WORK/width/$(basename "$run")" "${COMMON[@]}"
     done
 fi
-SEEDS2="$N-$((2 * N - 1))"
-both() {  # both NAME CHECKPOINT ARGS...: a sweep on seeds 0..N-1 into $WORK/NAME, again on N..2N-1 into NAME-seeds2
-    local name=$1 checkpoint=$2
-    shift 2
-    step "$name" $LAUNCH "$CFGDIFF" sweep "$checkpoint" -n "$N" --out-dir "$WORK/$name" "${COMMON[@]}" "$@"
-    step "$name-seeds2" $LAUNCH "$CFGDIFF" sweep "$checkpoint" -n "$N" --seeds "$SEEDS2" \
-        --out-dir "$WORK/$name-seeds2" "${COMMON[@]}" "$@"
+seed_set() {  # seed_set NAME K: seed set K's folder (NAME itself for the first) and its seeds
+    local k=$2
+    if [[ $k == 1 ]]; then echo "$WORK/$1 0-$((N - 1))"; else echo "$WORK/$1-seeds$k $(((k - 1) * N))-$((k * N - 1))"; fi
 }
-# the curve: the fast solver over every w
+sets() {  # sets NAME CHECKPOINT ARGS...: a sweep on each of the first $SETS seed sets, into NAME, NAME-seeds2, ...
+    local name=$1 checkpoint=$2 k out seeds
+    shift 2
+    for ((k = 1; k <= SETS; k++)); do
+        read -r out seeds <<<"$(seed_set "$name" "$k")"
+        step "$(basename "$out")" $LAUNCH "$CFGDIFF" sweep "$checkpoint" -n "$N" --seeds "$seeds" --out-dir "$out" \
+            "${COMMON[@]}" "$@"
+    done
+}
+best_setting() {  # best_setting FOLDER FLAG: FLAG's value on the line with the lowest FID of FOLDER (any w)
+    python3 - "$1" "$2" <<'PY'
+import json, pathlib, sys
+folder, flag = pathlib.Path(sys.argv[1]), sys.argv[2]
+rows = [json.loads(line) for line in (folder / "sweep.jsonl").read_text().splitlines() if line.strip()]
+best = min((r for r in rows if r.get("fid") is not None), key=lambda r: r["fid"])
+if flag == "--guidance-interval":
+    print("{:g}:{:g}".format(*best["guidance_interval"]))
+else:  # a guidance method's setting: --apg-eta is APG's "eta"
+    print("{:g}".format(best["guidance_settings"][flag.split("-", 3)[3].replace("-", "_")]))
+PY
+}
+search() {  # search NAME FLAG VALUES CHECKPOINT ARGS...: seed set 1 over every value of FLAG (the search the
+    # page shows), then sets 2..SETS at the best value only (its error bar)
+    local name=$1 flag=$2 values=$3 checkpoint=$4 k out seeds best
+    shift 4
+    read -r out seeds <<<"$(seed_set "$name" 1)"
+    step "$name" $LAUNCH "$CFGDIFF" sweep "$checkpoint" -n "$N" --seeds "$seeds" --out-dir "$out" "${COMMON[@]}" "$@" \
+        "$flag=$values"
+    best=$(best_setting "$out" "$flag")
+    echo "$name: best $flag=$best" | tee -a "$LOG"
+    for ((k = 2; k <= SETS; k++)); do
+        read -r out seeds <<<"$(seed_set "$name" "$k")"
+        step "$(basename "$out")" $LAUNCH "$CFGDIFF" sweep "$checkpoint" -n "$N" --seeds "$seeds" --out-dir "$out" \
+            "${COMMON[@]}" "$@" "$flag=$best"
+    done
+}
+# the curve: the fast solver over every w; then NOISE_W again on seed sets 2..NOISE_SETS
 step sweep-fast $LAUNCH "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$FAST_W" \
     -n "$N" --out-dir "$WORK/sweep" "${COMMON[@]}"
-step sweep-seeds2 $LAUNCH "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$NOISE_W" \
-    -n "$N" --seeds "$SEEDS2" --out-dir "$WORK/sweep-seeds2" "${COMMON[@]}"
-# the paper's sampler and the two fast solvers at the same w
-both sweep-paper "$RUN" --sampler ancestral --steps "$PAPER_STEPS" --w "$PAPER_W"
-both sweep-2m-sde "$RUN" --sampler dpmpp-2m-sde --steps 16 --w "$PAPER_W"
-both sweep-2m-linear "$RUN" --sampler dpmpp-2m --steps 20 --grid linear --w "$PAPER_W"
-# the guidance methods, each searched over its setting (on the fast solver, CFG++ on ddim)
-both sweep-interval "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$PAPER_W" --guidance-interval="$INTERVALS"
-both sweep-apg "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$PAPER_W" --guidance cfg,apg --apg-eta "$APG_ETA"
-both sweep-cfgpp "$RUN" --sampler ddim --steps "$FAST_STEPS" --w "$CFGPP_W" --guidance cfgpp
-both sweep-ddim "$RUN" --sampler ddim --steps "$FAST_STEPS" --w "$PAPER_W"   # CFG on the same sampler as CFG++
-# autoguidance: an early EMA snapshot of the same run guides (Karras et al. 2024); sample + score per w
-mkdir -p "$WORK/autoguidance"
+for ((k = 2; k <= NOISE_SETS; k++)); do
+    read -r out seeds <<<"$(seed_set sweep "$k")"
+    step "sweep-seeds$k" $LAUNCH "$CFGDIFF" sweep "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" \
+        --w "$NOISE_W" -n "$N" --seeds "$seeds" --out-dir "$out" "${COMMON[@]}"
+done
+# the two fast solvers at the paper's w (the paper's own sampler, the slowest rows, comes last)
+sets sweep-2m-sde "$RUN" --sampler dpmpp-2m-sde --steps 16 --w "$PAPER_W"
+sets sweep-2m-linear "$RUN" --sampler dpmpp-2m --steps 20 --grid linear --w "$PAPER_W"
+# autoguidance: an early EMA snapshot of the same run guides (Karras et al. 2024) in place of the ∅ pass
 GUIDE=$(ls "$RUN"/ema-*.pt | head -n 1)
 [[ -n "$GUIDE_KIMG" ]] && GUIDE=$(ema_near "$RUN" "$GUIDE_KIMG")
 echo "autoguidance guide: $GUIDE" | tee -a "$LOG"
-IFS=, read -r -a paper_ws <<<"$PAPER_W"
-for seeds in "0-$((N - 1))" "$SEEDS2"; do
-    for w in "${paper_ws[@]}"; do
-        out="$WORK/autoguidance/w$w-seeds$seeds"
-        [[ -f "$out.json" ]] && continue
-        step "autoguidance-w$w-$seeds" $LAUNCH "$CFGDIFF" sample "$RUN" --guide-with "$GUIDE" --w "$w" \
-            --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" -n "$N" --seeds "$seeds" --balanced \
-            --batch-per-device "$BATCH" --out "$out.npz"
-        step "autoguidance-score-w$w-$seeds" "$CFGDIFF" score "$out.npz" --ref "$TEST_H5" "${INC[@]}" \
-            --results "$out.json"
-    done
-done
+sets sweep-autoguidance "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$METHOD_W" --guide-with "$GUIDE"
+# the other guidance methods, each searched over its setting on the fast solver (CFG++ on ddim, and CFG
+# on ddim beside it); their CFG is the sweep/ curve's rows on the same seeds
+search sweep-apg --apg-eta "$APG_ETA" "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$METHOD_W" --guidance apg
+sets sweep-cfgpp "$RUN" --sampler ddim --steps "$FAST_STEPS" --w "$CFGPP_W" --guidance cfgpp
+sets sweep-ddim "$RUN" --sampler ddim --steps "$FAST_STEPS" --w "$PAPER_W"
+search sweep-interval --guidance-interval "$INTERVALS" "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" \
+    --w "$METHOD_W"
 # the distilled student: stage 1, then rounds 17 -> 9 -> 5 (8 and 4 steps: 9 and 5 evaluations)
-step distill "$CFGDIFF" distill "$RUN" --steps 5 --rounds 2 --kimg "$DISTILL_KIMG" --w-range "0:4" \
-    --out "$WORK/distill"
+# (skipped when the last student's final EMA is here: the committed folders keep the students' final EMA
+# files, not the training checkpoints a rerun would resume from)
+if [[ ! -f "$(final_ema "$WORK/distill/steps-5" "$DISTILL_KIMG")" ]]; then
+    step distill "$CFGDIFF" distill "$RUN" --steps 5 --rounds 2 --kimg "$DISTILL_KIMG" --w-range "0:4" \
+        --out "$WORK/distill"
+fi
 for t in 9 5; do  # each student with its own sampler: ddim on its grid, one evaluation a step
-    both "sweep-student$t" "$WORK/distill/steps-$t" --w "$PAPER_W"
+    sets "sweep-student$t" "$WORK/distill/steps-$t" --w "$PAPER_W"
 done
 
 # Fig. 3: the same seeds 0..15 (four a class, one class a column) at growing w
@@ -185,9 +217,12 @@ for w in "${grid_ws[@]}"; do
         --seeds 0-15 --classes "$GRID_CLASSES" --out "$WORK/grid/w$w.npz" --preview "$WORK/grid/w$w.png"
 done
 
+# the paper's sampler at the paper's w: 256 steps, about 1.3 h a seed set on 2 CPU cores
+sets sweep-paper "$RUN" --sampler ancestral --steps "$PAPER_STEPS" --w "$PAPER_W"
+
 # the page's tables and figures, from the files above only
 PYTHON=${PYTHON:-python3}   # a python with cfgdiff installed
-step report "$PYTHON" "$(dirname "$0")/cifar10_report.py" "$WORK" "$RUN" --out "$WORK/report"
+step report "$PYTHON" "$(dirname "$0")/cifar10_report.py" "$WORK" "$RUN" --out "$WORK/report" --grid-classes "$GRID_CLASSES"
 
-echo "results: $WORK/report/ (tables.md, fid_vs_w.png, fid_vs_nfe.png, training.md, loss.png, width.md)," \
-    "$WORK/sweep*/table.md and sweep.jsonl, $WORK/autoguidance/*.json, $WORK/distill/, $WORK/grid/; wall times: $LOG"
+echo "results: $WORK/report/ (tables.md, fid_vs_w.png, fid_vs_nfe.png, fig3.png, training.md, loss.png, width.md)," \
+    "$WORK/sweep*/table.md and sweep.jsonl, $WORK/distill/, $WORK/grid/; wall times: $LOG"

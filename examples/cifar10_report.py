@@ -2,16 +2,22 @@
 
     python examples/cifar10_report.py WORK RUN [--out WORK/report]
 
-Reads, under WORK: every sweep folder `<name>/sweep.jsonl` with its disjoint-seed twin
-`<name>-seeds2/sweep.jsonl`, the autoguidance score files `autoguidance/w<w>-seeds<range>.json`, the
-width check `width/*/sweep.jsonl`; and RUN/stats.jsonl (the training run's ticks). Writes into --out:
+Reads, under WORK: every sweep folder `<name>/sweep.jsonl` with its disjoint-seed sets
+`<name>-seeds2/sweep.jsonl`, `<name>-seeds3/...` (autoguidance is the sweep folder made with
+`--guide-with`), the width check `width/*/sweep.jsonl`; and RUN/stats.jsonl (the training run's ticks).
+Writes into --out:
 
 - tables.md: per sweep folder, one line of the table per (line, w): NFE, FID and KID ×10³ on each
-  seed set, precision, recall, seconds; then the summary: each line at its best w (lowest mean FID).
-- fid_vs_w.png: FID against w, one curve per line, the mean of the two seed sets, each point's bar
-  spanning the two values (two sets give a range, not a standard deviation).
+  seed set, precision, recall, seconds; the seed spread (the rows on three or more seed sets: FID's
+  standard deviation over them); then each line at its best w (lowest mean FID over its seed sets),
+  and each folder (method) at its best setting and w.
+- fid_vs_w.png: FID against w, one curve per line, the mean over the seed sets, each point's bar
+  ±1 standard deviation where there are three sets or more, the two values' range where two.
 - fid_vs_nfe.png: each line at its best w against its NFE per sample, bars as above; a legend, no
   labels printed over the points.
+- fig3.png: the Fig. 3 grid, the previews `grid/w<w>.png` side by side, each panel headed by its w and
+  each column by its class's name (`--grid-classes`, the order `sample --classes` cycles through;
+  the names from RUN's weights file).
 - loss.png and training.md: the loss (Eq. 5, tick means) against kimg; kimg, wall time, final loss.
 - width.md: the width check's rows.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,15 +36,23 @@ from typing import Any
 from cfgdiff.files import atomic_write, write_text
 from cfgdiff.sampling.sweep_files import line_label, line_of, read_rows
 
-Pair = tuple[dict[str, Any], dict[str, Any] | None]  # a row on seeds 0..N-1, and on N..2N-1 (or None)
+# A key's rows on seed set 1 (seeds 0..N-1), 2 (N..2N-1), ...: None where a set lacks the key.
+Pair = tuple[dict[str, Any] | None, ...]
+SET_SUFFIX = re.compile(r"-seeds(\d+)$")
+
+
+def seed_set_folders(folder: Path) -> list[Path]:
+    """`folder` and its seed sets `folder`-seeds2, -seeds3, ... that exist, in the order of k."""
+    sets = {int(m.group(1)): p for p in folder.parent.glob(folder.name + "-seeds*")
+            if (m := SET_SUFFIX.search(p.name)) and p.name == f"{folder.name}-seeds{m.group(1)}"
+            and (p / "sweep.jsonl").exists()}
+    return [folder, *(sets[k] for k in sorted(sets) if k >= 2)]
 
 
 def paired_rows(folder: Path) -> dict[Any, Pair]:
-    """Rows of `folder` by key, each with the same key's row of `folder`-seeds2 (None where missing)."""
-    first = read_rows(folder / "sweep.jsonl")
-    twin = folder.with_name(folder.name + "-seeds2") / "sweep.jsonl"
-    second = read_rows(twin) if twin.exists() else {}
-    return {key: (row, second.get(key)) for key, row in sorted(first.items())}
+    """Rows of `folder` by key, each with the same key's row of every seed set (None where missing)."""
+    first, *others = [read_rows(f / "sweep.jsonl") for f in seed_set_folders(folder)]
+    return {key: (row, *(o.get(key) for o in others)) for key, row in sorted(first.items())}
 
 
 def values(pair: Pair, name: str, scale: float = 1.0) -> list[float]:
@@ -58,9 +73,28 @@ def _mean(vs: list[float]) -> float | None:
     return statistics.fmean(vs) if vs else None
 
 
+def _bar(vs: list[float]) -> tuple[float, float]:
+    """A point's error bar below and above the mean: ±1 sample standard deviation from three seed sets
+    on; from two, their range (a spread of two values is not a standard deviation); from one, none."""
+    m = statistics.fmean(vs)
+    if len(vs) >= 3:
+        sd = statistics.stdev(vs)
+        return sd, sd
+    return m - min(vs), max(vs) - m
+
+
+def _agg(vs: list[float]) -> str:
+    """A mean with its seed sets' values, and from three sets on its standard deviation."""
+    if not vs:
+        return "n/a"
+    sd = f" ± {statistics.stdev(vs):.2f}" if len(vs) >= 3 else ""
+    return f"{statistics.fmean(vs):.2f}{sd} ({_cell(vs)})"
+
+
 def sweep_table(name: str, pairs: dict[Any, Pair]) -> str:
     """One markdown table of a sweep folder: a line per (line, w), both seed sets side by side."""
-    out = [f"### {name}\n", "| line | w | NFE | FID (seeds 1 / 2) | KID ×10³ (1 / 2) | precision | recall | s |",
+    out = [f"### {name}\n", "| line | w | NFE | FID (seed sets 1 / 2 / …) | KID ×10³ (1 / 2 / …) | precision | recall "
+                             "| s (set 1) |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for key, pair in pairs.items():
         row = pair[0]
@@ -82,36 +116,53 @@ def best_per_line(pairs: dict[Any, Pair]) -> dict[Any, tuple[Any, Pair]]:
     return {line: (key, pair) for line, (_, key, pair) in best.items()}
 
 
+def _summary_line(name: str, key: Any, pair: Pair) -> str:
+    fid, kid = values(pair, "fid"), values(pair, "kid", 1e3)
+    prec, rec = _mean(values(pair, "precision")), _mean(values(pair, "recall"))
+    return (f"| {name} | {line_label(line_of(key))} | {key.w:g} | {pair[0].get('nfe', 'n/a')} | {len(fid)} | "
+            f"{_agg(fid)} | {_agg(kid)} | {_cell([prec] if prec is not None else [], 3)} | "
+            f"{_cell([rec] if rec is not None else [], 3)} | {pair[0].get('seconds', 'n/a')} |")
+
+
+SUMMARY_HEAD = ["| sweep | line | best w | NFE | sets | FID mean (± std from 3 sets; values) | KID ×10³ mean (± std; values) "
+                "| precision | recall | s (set 1) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+
 def summary_table(folders: dict[str, dict[Any, Pair]]) -> str:
-    out = ["### Each line at its best w (lowest mean FID of the two seed sets)\n",
-           "| sweep | line | best w | NFE | FID mean (range) | KID ×10³ mean (range) | precision | recall |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    out = ["### Each line at its best w (lowest mean FID over its seed sets)\n", *SUMMARY_HEAD]
     for name, pairs in folders.items():
-        for line, (key, pair) in best_per_line(pairs).items():
-            fid, kid = values(pair, "fid"), values(pair, "kid", 1e3)
-            out.append(f"| {name} | {line_label(line)} | {key.w:g} | {pair[0].get('nfe', 'n/a')} | "
-                       f"{_mean(fid):.2f} ({_cell(fid)}) | "
-                       + (f"{_mean(kid):.2f} ({_cell(kid)})" if kid else "n/a")
-                       + f" | {_cell([p] if (p := _mean(values(pair, 'precision'))) is not None else [], 3)} | "
-                       f"{_cell([r] if (r := _mean(values(pair, 'recall'))) is not None else [], 3)} |")
+        for key, pair in best_per_line(pairs).values():
+            out.append(_summary_line(name, key, pair))
     return "\n".join(out) + "\n"
 
 
-def autoguidance_table(folder: Path) -> str:
-    """The autoguidance rows: `cfgdiff score` results of w<w>-seeds<range>.json, the seed sets side by side."""
-    by_w: dict[float, list[dict[str, Any]]] = {}
-    for path in sorted(folder.glob("w*-seeds*.json")):
-        if path.name.endswith(".npz.json"):  # the samples' own provenance, beside them
-            continue
-        w = float(path.name[1:].split("-seeds")[0])
-        by_w.setdefault(w, []).append(json.loads(path.read_text())["metrics"])
-    out = ["### autoguidance (an early EMA snapshot as the guide)\n",
-           "| w | FID (seeds 1 / 2) | KID ×10³ (1 / 2) | precision | recall |", "| ---: | ---: | ---: | ---: | ---: |"]
-    for w, ms in sorted(by_w.items()):
-        pairs: Pair = (ms[0], ms[1] if len(ms) > 1 else None)
-        prec, rec = _mean(values(pairs, "precision")), _mean(values(pairs, "recall"))
-        out.append(f"| {w:g} | {_cell(values(pairs, 'fid'))} | {_cell(values(pairs, 'kid', 1e3))} | "
-                   f"{_cell([prec] if prec is not None else [], 3)} | {_cell([rec] if rec is not None else [], 3)} |")
+def best_per_folder(pairs: dict[Any, Pair]) -> tuple[Any, Pair] | None:
+    """A folder's (key, pair) with the lowest mean FID over every line and w: a method at its best setting."""
+    best = best_per_line(pairs).values()
+    return min(best, key=lambda kp: _mean(values(kp[1], "fid"))) if best else None
+
+
+def methods_table(folders: dict[str, dict[Any, Pair]]) -> str:
+    out = ["### Each sweep (sampler or guidance method) at its best setting and w\n", *SUMMARY_HEAD]
+    for name, pairs in folders.items():
+        if (best := best_per_folder(pairs)) is not None:
+            out.append(_summary_line(name, *best))
+    return "\n".join(out) + "\n"
+
+
+def noise_table(folders: dict[str, dict[Any, Pair]]) -> str:
+    """The rows on three or more seed sets: FID's mean and sample standard deviation over the sets, the
+    seed noise at this N that every other row's difference is read against."""
+    out = ["### Seed spread: rows on three or more disjoint seed sets\n",
+           "| sweep | line | w | sets | FID mean | FID std | FID range | KID ×10³ mean | KID ×10³ std |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, pairs in folders.items():
+        for key, pair in pairs.items():
+            fid, kid = values(pair, "fid"), values(pair, "kid", 1e3)
+            if len(fid) >= 3:
+                kid_cells = f"{statistics.fmean(kid):.2f} | {statistics.stdev(kid):.2f}" if len(kid) >= 3 else "n/a | n/a"
+                out.append(f"| {name} | {line_label(line_of(key))} | {key.w:g} | {len(fid)} | {statistics.fmean(fid):.2f} | "
+                           f"{statistics.stdev(fid):.2f} | {max(fid) - min(fid):.2f} | {kid_cells} |")
     return "\n".join(out) + "\n"
 
 
@@ -129,6 +180,7 @@ def _save(fig: Any, path: Path) -> None:
 
 
 MARKERS = "osD^v<>ph*X"
+BAR_LABEL = "FID, mean over seed sets (bar: ±1 std from 3 sets, range of 2)"
 COLOURS = 10  # matplotlib's default cycle: a (colour, marker) pair per curve stays distinct up to 100
 
 
@@ -139,13 +191,12 @@ def _legend(ax: Any) -> None:
 
 
 def _errorbar(ax: Any, xs: list[float], pairs: list[Pair], label: str, line: bool = True) -> None:
-    """Mean FID with a bar from the lower to the higher seed set's value; the i-th curve of the axes
-    gets colour i mod 10 and marker i // 10."""
+    """Mean FID over the seed sets with `_bar`'s error bar; the i-th curve of the axes gets colour
+    i mod 10 and marker i // 10."""
     i = len(ax.containers)
     fids = [values(p, "fid") for p in pairs]
     mean = [_mean(f) for f in fids]
-    lo = [m - min(f) for m, f in zip(mean, fids)]
-    hi = [max(f) - m for m, f in zip(mean, fids)]
+    lo, hi = zip(*(_bar(f) for f in fids)) if fids else ((), ())
     ax.errorbar(xs, mean, yerr=[lo, hi], fmt=("-" if line else "") + MARKERS[(i // COLOURS) % len(MARKERS)],
                 color=f"C{i % COLOURS}", ms=4, capsize=3, label=label)
 
@@ -162,7 +213,7 @@ def plot_fid_vs_w(folders: dict[str, dict[Any, Pair]], path: Path) -> None:
             scale = " (x: CFG++'s λ, its own scale)" if line.guidance == "cfgpp" else ""
             _errorbar(ax, [w for w, _ in points], [p for _, p in points], f"{name}: {line_label(line)}{scale}")
     ax.set_xlabel("guidance weight w")
-    ax.set_ylabel("FID (mean of two seed sets; bar: their range)")
+    ax.set_ylabel(BAR_LABEL)
     ax.set_title("FID against w")
     _legend(ax)
     _save(fig, path)
@@ -185,11 +236,41 @@ def plot_fid_vs_nfe(folders: dict[str, dict[Any, Pair]], path: Path) -> None:
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("network evaluations per sample (NFE)")
-    ax.set_ylabel("FID at the line's best w (bar: two seed sets)")
+    ax.set_ylabel("FID at the line's best w\n" + BAR_LABEL)
     ax.set_title("FID against NFE")
     _legend(ax)
     _save(fig, path)
     plt.close(fig)
+
+
+def class_names(run: Path) -> list[str]:
+    """The class names RUN's newest weights file records (its dataset's), index by index."""
+    from cfgdiff.runs import read_checkpoint, resolve_weights_file
+
+    return [str(c) for c in read_checkpoint(resolve_weights_file(run))["dataset_info"]["class_names"]]
+
+
+def fig3(grid: Path, classes: list[int], names: list[str], path: Path) -> list[float]:
+    """The previews grid/w<w>.png (n seeds tiled in len(classes) columns: sample i has class
+    classes[i mod len]) in order of w, one panel each, headed by w, each column by its class name."""
+    from PIL import Image
+
+    panels = sorted((float(p.stem[1:]), p) for p in grid.glob("w*.png"))
+    if not panels:
+        return []
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.8), squeeze=False)
+    for ax, (w, png) in zip(axes[0], panels):
+        with Image.open(png) as im:
+            ax.imshow(im.convert("RGB"), interpolation="nearest")
+            width = im.size[0]
+        ax.set_title(f"w = {w:g}", fontsize=9)
+        ax.set_xticks([(j + 0.5) * width / len(classes) for j in range(len(classes))])
+        ax.set_xticklabels([names[c] if c < len(names) else str(c) for c in classes], fontsize=6, rotation=45)
+        ax.set_yticks([])
+    _save(fig, path)
+    plt.close(fig)
+    return [w for w, _ in panels]
 
 
 def training(stats: Path, out: Path) -> str:
@@ -229,9 +310,11 @@ def width_table(folder: Path) -> str:
 
 
 def sweep_folders(work: Path) -> Iterable[Path]:
-    """WORK's sweep folders (not the -seeds2 twins, which pair with them), by name."""
+    """WORK's sweep folders (not their seed sets NAME-seeds<k>, read with them), by name."""
+    names = {p.name for p in work.iterdir()}
     for p in sorted(work.iterdir()):
-        if (p / "sweep.jsonl").exists() and not p.name.endswith("-seeds2"):
+        m = SET_SUFFIX.search(p.name)
+        if (p / "sweep.jsonl").exists() and not (m and p.name[: m.start()] in names):
             yield p
 
 
@@ -240,14 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("work", type=Path, help="examples/cifar10.sh's WORK folder")
     ap.add_argument("run", type=Path, help="the training run folder (its stats.jsonl)")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: WORK/report)")
+    ap.add_argument("--grid-classes", default="1,3,7,8", help="the classes the grid previews were drawn with")
     args = ap.parse_args(argv)
     out = args.out or args.work / "report"
     out.mkdir(parents=True, exist_ok=True)
     folders = {p.name: paired_rows(p) for p in sweep_folders(args.work)}
     parts = [sweep_table(name, pairs) for name, pairs in folders.items()]
-    if (args.work / "autoguidance").is_dir():
-        parts.append(autoguidance_table(args.work / "autoguidance"))
-    parts.append(summary_table(folders))
+    parts += [noise_table(folders), summary_table(folders), methods_table(folders)]
     write_text(out / "tables.md", "\n".join(parts))
     plot_fid_vs_w(folders, out / "fid_vs_w.png")
     plot_fid_vs_nfe(folders, out / "fid_vs_nfe.png")
@@ -255,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         write_text(out / "training.md", training(args.run / "stats.jsonl", out))
     if (args.work / "width").is_dir():
         write_text(out / "width.md", width_table(args.work / "width"))
-    print(f"wrote {out}/: tables.md, fid_vs_w.png, fid_vs_nfe.png, training.md, loss.png, width.md")
+    if (args.work / "grid").is_dir():
+        fig3(args.work / "grid", [int(c) for c in args.grid_classes.split(",")], class_names(args.run), out / "fig3.png")
+    print(f"wrote {out}/: tables.md, fid_vs_w.png, fid_vs_nfe.png, training.md, loss.png, width.md, fig3.png")
     return 0
 
 

@@ -1,7 +1,8 @@
 """examples/cifar10_report.py, which turns the files examples/cifar10.sh writes into docs/results.md's
-tables and figures: rows paired with their disjoint-seed twins, each line's best w by the mean FID of
-the two sets, the autoguidance score files, the training facts. Inputs are written here in the
-sweep's and score's own formats, with numbers chosen so that each aggregate is checked by hand."""
+tables and figures: rows joined with their disjoint seed sets (NAME-seeds2, -seeds3, ...), each line's best
+w by the mean FID over the sets, the standard deviation from three sets on, each method at its best, the
+training facts. Inputs are written here in the sweep's own format, with numbers chosen so that each
+aggregate is checked by hand."""
 
 from __future__ import annotations
 
@@ -38,18 +39,21 @@ def _work(tmp_path: Path) -> tuple[Path, Path]:
                                          _row("ancestral", 256, 1, 9.0, 0.005, {"v": 0.3})])
     # a fast solver without a twin: one value a cell, best w = 0 (20 < 21)
     _sweep(work / "sweep-2m-sde", [_row("dpmpp-2m-sde", 16, 0, 20.0, 0.010), _row("dpmpp-2m-sde", 16, 2, 21.0, 0.011)])
-    (work / "autoguidance").mkdir()
-    for w, seeds, fid in ((1, "0-999", 7.0), (1, "1000-1999", 7.5)):
-        (work / "autoguidance" / f"w{w}-seeds{seeds}.json").write_text(
-            json.dumps({"metrics": {"fid": fid, "kid": 0.002, "precision": 0.6, "recall": 0.3}}))
-        (work / "autoguidance" / f"w{w}-seeds{seeds}.npz.json").write_text(json.dumps({"n": 1000}))  # sample's
+    # autoguidance, a sweep folder like the others (made with --guide-with)
+    _sweep(work / "sweep-autoguidance", [_row("dpmpp-2m", 20, 1, 7.0, 0.002)])
+    _sweep(work / "sweep-autoguidance-seeds2", [_row("dpmpp-2m", 20, 1, 7.5, 0.002)])
+    # the fast curve: w = 0 on one set (30), w = 1 on three: FID 10, 12, 14 (mean 12, std 2, range 4),
+    # KID 5, 6, 7 (×10³: mean 6, std 1)
+    _sweep(work / "sweep", [_row("dpmpp-2m", 20, 0, 30.0, 0.020), _row("dpmpp-2m", 20, 1, 10.0, 0.005)])
+    _sweep(work / "sweep-seeds2", [_row("dpmpp-2m", 20, 1, 12.0, 0.006)])
+    _sweep(work / "sweep-seeds3", [_row("dpmpp-2m", 20, 1, 14.0, 0.007)])
     run.mkdir()
     ticks = [{"step": 32 * i, "kimg": 1.024 * i, "loss": 0.1 / i, "elapsed_s": 20.0 * i} for i in range(1, 181)]
     (run / "stats.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ticks))
     return work, run
 
 
-def test_the_report_pairs_seed_sets_and_picks_each_lines_best_w(tmp_path):
+def test_the_report_joins_seed_sets_and_picks_each_lines_best_w(tmp_path):
     work, run = _work(tmp_path)
     out = tmp_path / "report"
     r = subprocess.run([sys.executable, str(SCRIPT), str(work), str(run), "--out", str(out)], capture_output=True,
@@ -58,10 +62,18 @@ def test_the_report_pairs_seed_sets_and_picks_each_lines_best_w(tmp_path):
     tables = (out / "tables.md").read_text()
     assert "| ancestral, T=256 | 0 | 256 | 10.00 / 12.00 | 4.00 / 6.00 | 0.500 | 0.400 | 12.5 |" in tables
     assert "| dpmpp-2m-sde, T=16 | 2 | 32 | 21.00 | 11.00 |" in tables  # no twin: one value
-    assert "| 1 | 7.00 / 7.50 | 2.00 / 2.00 | 0.600 | 0.300 |" in tables  # autoguidance
-    summary = tables.split("Each line at its best w")[1]
-    assert "| sweep-paper | ancestral, T=256 | 1 | 512 | 8.50 (8.00 / 9.00) | 4.00 (3.00 / 5.00) | 0.600 | 0.300 |" in summary
-    assert "| sweep-2m-sde | dpmpp-2m-sde, T=16 | 0 | 16 | 20.00 (20.00) |" in summary
+    assert "| dpmpp-2m, T=20 | 1 | 40 | 7.00 / 7.50 | 2.00 / 2.00 | 0.600 | 0.300 | 12.5 |" in tables  # autoguidance
+    assert "| dpmpp-2m, T=20 | 1 | 40 | 10.00 / 12.00 / 14.00 | 5.00 / 6.00 / 7.00 |" in tables
+    assert "### sweep-seeds2" not in tables and "### sweep-autoguidance-seeds2" not in tables  # sets, not sweeps
+    noise, summary = tables.split("Seed spread")[1].split("Each line at its best w")
+    assert noise.count("| sweep") == 1 + 1 and "| sweep | dpmpp-2m, T=20 | 1 | 3 | 12.00 | 2.00 | 4.00 | 6.00 | 1.00 |" in noise
+    summary, methods = summary.split("at its best setting and w")
+    assert ("| sweep-paper | ancestral, T=256 | 1 | 512 | 2 | 8.50 (8.00 / 9.00) | 4.00 (3.00 / 5.00) | 0.600 | 0.300 "
+            "| 12.5 |") in summary
+    assert "| sweep-2m-sde | dpmpp-2m-sde, T=16 | 0 | 16 | 1 | 20.00 (20.00) | 10.00 (10.00) |" in summary
+    assert "| sweep | dpmpp-2m, T=20 | 1 | 40 | 3 | 12.00 ± 2.00 (10.00 / 12.00 / 14.00) | 6.00 ± 1.00 (5.00 / 6.00 / 7.00) |" \
+        in summary
+    assert methods.count("| sweep") == 1 + 4 and "| sweep-autoguidance | dpmpp-2m, T=20 | 1 | 40 | 2 | 7.25 (7.00 / 7.50) |" in methods
     training = (out / "training.md").read_text()
     assert "184.32 kimg (step 5760), 1.00 h" in training and "loss 0.0006 (mean of the last 10 ticks)" in training
     for name in ("fid_vs_w.png", "fid_vs_nfe.png", "loss.png"):
@@ -83,3 +95,31 @@ def test_best_w_is_by_the_mean_of_the_two_sets_not_the_first():
     report.line_of = lambda key: key[0]  # one line: every key's line is "k"
     (key, pair), = report.best_per_line(keyed).values()
     assert key.w == 1.0 and report.values(pair, "fid") == [6.0, 6.0]
+
+
+def test_error_bars_are_the_std_from_three_sets_and_the_range_of_two():
+    spec = importlib.util.spec_from_file_location("cifar10_report", SCRIPT)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    assert report._bar([10.0, 12.0, 14.0]) == (2.0, 2.0)  # sample std: sqrt((4 + 0 + 4) / 2)
+    assert report._bar([1.0, 2.0, 3.0, 6.0]) == (2.160246899469287, 2.160246899469287)  # sqrt(14 / 3)
+    assert report._bar([8.0, 9.0]) == (0.5, 0.5) and report._bar([7.0, 10.0]) == (1.5, 1.5)
+    assert report._bar([5.0]) == (0.0, 0.0)
+
+
+def test_fig3_puts_the_grid_previews_side_by_side_in_order_of_w(tmp_path):
+    import numpy as np
+
+    from cfgdiff.images import save_grid
+
+    spec = importlib.util.spec_from_file_location("cifar10_report", SCRIPT)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    (tmp_path / "grid").mkdir()
+    for w in (4, 0.3, 0):  # written out of order; w10 would sort before w4 as text
+        save_grid(np.full((16, 8, 8, 3), 40 * w, np.uint8), tmp_path / "grid" / f"w{w:g}.png", 4)
+    save_grid(np.zeros((16, 8, 8, 3), np.uint8), tmp_path / "grid" / "w10.png", 4)
+    assert report.fig3(tmp_path / "grid", [1, 3], ["a", "b", "c", "d"], tmp_path / "fig3.png") == [0.0, 0.3, 4.0, 10.0]
+    with Image.open(tmp_path / "fig3.png") as im:
+        assert im.format == "PNG" and im.size[0] > 2 * im.size[1]  # four panels in a row
+    assert report.fig3(tmp_path / "none", [1], [], tmp_path / "x.png") == [] and not (tmp_path / "x.png").exists()
