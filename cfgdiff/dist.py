@@ -55,6 +55,31 @@ def device() -> torch.device:
     return torch.device("cuda", cuda_index(local_rank(), torch.cuda.device_count()))
 
 
+def describe_device(device: torch.device) -> str:
+    """The hardware a wall time was measured on, in words: "4× NVIDIA H100 80GB HBM3", or the CPU's
+    model name with torch's thread count ("AMD EPYC 9R14, 2 threads"), times the processes."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        threads = torch.get_num_threads()
+        name = _cpu_model() + f", {threads} thread{'s' if threads != 1 else ''}"
+    return f"{world_size()}× {name}" if world_size() > 1 else name
+
+
+def _cpu_model() -> str:
+    """/proc/cpuinfo's model name (Linux), else platform.processor(), else "cpu"."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 natively: a CUDA device of compute capability 8.0 or later
     (Ampere on; a T4 or V100 only emulates bf16, slower than float32), or a CPU with AVX512-BF16 (or AMX)."""

@@ -29,6 +29,7 @@ import json
 import math
 import re
 import statistics
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,8 @@ def _agg(vs: list[float]) -> str:
 
 
 def sweep_table(name: str, pairs: dict[Any, Pair]) -> str:
-    """One markdown table of a sweep folder: a line per (line, w), both seed sets side by side."""
+    """One markdown table of a sweep folder: a line per (line, w), every seed set side by side; under it,
+    the hardware set 1's wall times were measured on (rows of cfgdiff before 2026-12-07 did not record it)."""
     out = [f"### {name}\n", "| line | w | NFE | FID (seed sets 1 / 2 / …) | KID ×10³ (1 / 2 / …) | precision | recall "
                              "| s (set 1) |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -102,6 +104,9 @@ def sweep_table(name: str, pairs: dict[Any, Pair]) -> str:
         out.append(f"| {line_label(line_of(key))} | {key.w:g} | {row.get('nfe', 'n/a')} | {_cell(values(pair, 'fid'))} | "
                    f"{_cell(values(pair, 'kid', 1e3))} | {_cell([prec] if prec is not None else [], 3)} | "
                    f"{_cell([rec] if rec is not None else [], 3)} | {row.get('seconds', 'n/a')} |")
+    devices = Counter(pair[0].get("device", "not recorded") for pair in pairs.values())
+    out.append("\nWall times (s, set 1) measured on: " + "; ".join(f"{d} ({k} row{'s' * (k != 1)})"
+                                                               for d, k in sorted(devices.items())) + ".")
     return "\n".join(out) + "\n"
 
 

@@ -284,7 +284,8 @@ def run_sweep(req: SweepConfig) -> SweepResult:
                    "sampler_settings": dict(cfg.sampler_settings),
                    "nfe": nfe(cfg, 1, model.diffusion_cfg, model.w_input),
                    **{k: metrics.get(k) for k in columns() if k in metrics}, "n": req.n,
-                   "seconds": round(time.perf_counter() - t0, 2), "cfgdiff_version": __version__,
+                   "seconds": round(time.perf_counter() - t0, 2), "device": dist.describe_device(device),
+                   "cfgdiff_version": __version__,
                    "unavailable": metrics["unavailable"]}
             rows[key] = row
             computed.append(key)

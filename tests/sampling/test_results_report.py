@@ -44,7 +44,8 @@ def _work(tmp_path: Path) -> tuple[Path, Path]:
     _sweep(work / "sweep-autoguidance-seeds2", [_row("dpmpp-2m", 20, 1, 7.5, 0.002)])
     # the fast curve: w = 0 on one set (30), w = 1 on three: FID 10, 12, 14 (mean 12, std 2, range 4),
     # KID 5, 6, 7 (×10³: mean 6, std 1)
-    _sweep(work / "sweep", [_row("dpmpp-2m", 20, 0, 30.0, 0.020), _row("dpmpp-2m", 20, 1, 10.0, 0.005)])
+    _sweep(work / "sweep", [_row("dpmpp-2m", 20, 0, 30.0, 0.020),
+                            {**_row("dpmpp-2m", 20, 1, 10.0, 0.005), "device": "AMD EPYC, 2 threads"}])
     _sweep(work / "sweep-seeds2", [_row("dpmpp-2m", 20, 1, 12.0, 0.006)])
     _sweep(work / "sweep-seeds3", [_row("dpmpp-2m", 20, 1, 14.0, 0.007)])
     run.mkdir()
@@ -64,6 +65,7 @@ def test_the_report_joins_seed_sets_and_picks_each_lines_best_w(tmp_path):
     assert "| dpmpp-2m-sde, T=16 | 2 | 32 | 21.00 | 11.00 |" in tables  # no twin: one value
     assert "| dpmpp-2m, T=20 | 1 | 40 | 7.00 / 7.50 | 2.00 / 2.00 | 0.600 | 0.300 | 12.5 |" in tables  # autoguidance
     assert "| dpmpp-2m, T=20 | 1 | 40 | 10.00 / 12.00 / 14.00 | 5.00 / 6.00 / 7.00 |" in tables
+    assert "measured on: AMD EPYC, 2 threads (1 row); not recorded (1 row)." in tables.split("### sweep\n")[1]
     assert "### sweep-seeds2" not in tables and "### sweep-autoguidance-seeds2" not in tables  # sets, not sweeps
     noise, summary = tables.split("Seed spread")[1].split("Each line at its best w")
     assert noise.count("| sweep") == 1 + 1 and "| sweep | dpmpp-2m, T=20 | 1 | 3 | 12.00 | 2.00 | 4.00 | 6.00 | 1.00 |" in noise

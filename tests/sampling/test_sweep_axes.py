@@ -64,6 +64,10 @@ def test_one_more_value_computes_only_the_new_rows_with_the_same_seeds(run_and_r
     rows = [json.loads(x) for x in lines]
     assert [(r["sampler"], r["steps"], r["w"], r["nfe"]) for r in rows] == [
         ("ancestral", 3, 0.0, 3), ("ancestral", 3, 1.0, 6), ("ddim", 3, 0.0, 3), ("ddim", 3, 1.0, 6)]
+    # each row names the hardware its wall time was measured on: here the CPU's model, one torch thread
+    cpu = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
+                if x.startswith("model name")), None) if Path("/proc/cpuinfo").exists() else None
+    assert all(r["device"] == f"{cpu}, 1 thread" for r in rows) if cpu else all(r["device"] for r in rows)
     # the table on stdout, grouped: one heading per (sampler, steps), in that order
     assert table_out.index("### ancestral, T=3") < table_out.index("### ddim, T=3") < table_out.index("table.md:")
     table = out.joinpath("table.md").read_text()
