@@ -11,8 +11,9 @@ Writes into --out:
   seed set, precision, recall, seconds; the seed spread (the rows on three or more seed sets: FID's
   standard deviation over them); then each line at its best w (lowest mean FID over its seed sets),
   and each folder (method) at its best setting and w.
-- fid_vs_w.png: FID against w, one curve per line, the mean over the seed sets, each point's bar
-  ±1 standard deviation where there are three sets or more, the two values' range where two.
+- fid_vs_w.png: FID against w, one curve per line: each point the mean over the seed sets all the
+  line's points have (the same seeds at every w), its bar from all its own sets: ±1 standard
+  deviation where there are three sets or more, the two values' range where two.
 - fid_vs_nfe.png: each line at its best w against its NFE per sample, bars as above; a legend, no
   labels printed over the points.
 - fig3.png: the Fig. 3 grid, the previews `grid/w<w>.png` side by side, each panel headed by its w and
@@ -74,14 +75,24 @@ def _mean(vs: list[float]) -> float | None:
     return statistics.fmean(vs) if vs else None
 
 
-def _bar(vs: list[float]) -> tuple[float, float]:
-    """A point's error bar below and above the mean: ±1 sample standard deviation from three seed sets
-    on; from two, their range (a spread of two values is not a standard deviation); from one, none."""
-    m = statistics.fmean(vs)
+def _bar(vs: list[float], y: float) -> tuple[float, float]:
+    """The error bar below and above a point drawn at `y`, from its values on every seed set: ±1 sample
+    standard deviation from three sets on; from two, their range (a spread of two values is not a
+    standard deviation); from one, none."""
     if len(vs) >= 3:
         sd = statistics.stdev(vs)
         return sd, sd
-    return m - min(vs), max(vs) - m
+    return y - min(vs), max(vs) - y
+
+
+def curve(pairs: list[Pair], name: str = "fid") -> list[float]:
+    """A line's points: each the mean over the seed sets that every point of the line has, so that all
+    points average the same seeds (common random numbers: the differences along the line are the
+    effect of w, not of which seeds a point happened to get)."""
+    common = [k for k in range(max(len(p) for p in pairs))
+              if all(k < len(p) and p[k] is not None and p[k].get(name) is not None and math.isfinite(p[k][name])
+                     for p in pairs)]
+    return [statistics.fmean(p[k][name] for k in common) for p in pairs]
 
 
 def _agg(vs: list[float]) -> str:
@@ -185,7 +196,7 @@ def _save(fig: Any, path: Path) -> None:
 
 
 MARKERS = "osD^v<>ph*X"
-BAR_LABEL = "FID, mean over seed sets (bar: ±1 std from 3 sets, range of 2)"
+BAR_LABEL = "FID on the line's common seed sets\n(bar: ±1 std of all sets from 3 on; the range of 2)"
 COLOURS = 10  # matplotlib's default cycle: a (colour, marker) pair per curve stays distinct up to 100
 
 
@@ -196,13 +207,12 @@ def _legend(ax: Any) -> None:
 
 
 def _errorbar(ax: Any, xs: list[float], pairs: list[Pair], label: str, line: bool = True) -> None:
-    """Mean FID over the seed sets with `_bar`'s error bar; the i-th curve of the axes gets colour
-    i mod 10 and marker i // 10."""
+    """FID along a line (`curve`) with each point's `_bar` from all its seed sets; the i-th curve of the
+    axes gets colour i mod 10 and marker i // 10."""
     i = len(ax.containers)
-    fids = [values(p, "fid") for p in pairs]
-    mean = [_mean(f) for f in fids]
-    lo, hi = zip(*(_bar(f) for f in fids)) if fids else ((), ())
-    ax.errorbar(xs, mean, yerr=[lo, hi], fmt=("-" if line else "") + MARKERS[(i // COLOURS) % len(MARKERS)],
+    ys = curve(pairs)
+    lo, hi = zip(*(_bar(values(p, "fid"), y) for p, y in zip(pairs, ys))) if pairs else ((), ())
+    ax.errorbar(xs, ys, yerr=[lo, hi], fmt=("-" if line else "") + MARKERS[(i // COLOURS) % len(MARKERS)],
                 color=f"C{i % COLOURS}", ms=4, capsize=3, label=label)
 
 

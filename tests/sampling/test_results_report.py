@@ -103,10 +103,22 @@ def test_error_bars_are_the_std_from_three_sets_and_the_range_of_two():
     spec = importlib.util.spec_from_file_location("cifar10_report", SCRIPT)
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
-    assert report._bar([10.0, 12.0, 14.0]) == (2.0, 2.0)  # sample std: sqrt((4 + 0 + 4) / 2)
-    assert report._bar([1.0, 2.0, 3.0, 6.0]) == (2.160246899469287, 2.160246899469287)  # sqrt(14 / 3)
-    assert report._bar([8.0, 9.0]) == (0.5, 0.5) and report._bar([7.0, 10.0]) == (1.5, 1.5)
-    assert report._bar([5.0]) == (0.0, 0.0)
+    assert report._bar([10.0, 12.0, 14.0], 10.0) == (2.0, 2.0)  # sample std: sqrt((4 + 0 + 4) / 2), about y
+    assert report._bar([1.0, 2.0, 3.0, 6.0], 1.0) == (2.160246899469287, 2.160246899469287)  # sqrt(14 / 3)
+    assert report._bar([8.0, 9.0], 8.0) == (0.0, 1.0) and report._bar([7.0, 10.0], 8.5) == (1.5, 1.5)  # the range
+    assert report._bar([5.0], 5.0) == (0.0, 0.0)
+
+
+def test_a_curve_averages_only_the_seed_sets_all_its_points_have():
+    spec = importlib.util.spec_from_file_location("cifar10_report", SCRIPT)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    # w = 0 on set 1 only, w = 1 on sets 1..3: the line is set 1's values; the extra sets only make bars
+    pairs = [({"fid": 30.0},), ({"fid": 10.0}, {"fid": 12.0}, {"fid": 14.0})]
+    assert report.curve(pairs) == [30.0, 10.0]
+    # both points on sets 1 and 2 (set 3 missing at w = 0, NaN counts as missing): the mean of sets 1, 2
+    pairs = [({"fid": 30.0}, {"fid": 34.0}, {"fid": float("nan")}), ({"fid": 10.0}, {"fid": 12.0}, {"fid": 14.0})]
+    assert report.curve(pairs) == [32.0, 11.0]
 
 
 def test_fig3_puts_the_grid_previews_side_by_side_in_order_of_w(tmp_path):
