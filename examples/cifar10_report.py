@@ -10,7 +10,8 @@ Writes into --out:
 - tables.md: per sweep folder, one line of the table per (line, w): NFE, FID and KID ×10³ on each
   seed set, precision, recall, seconds; the seed spread (the rows on three or more seed sets: FID's
   standard deviation over them); then each line at its best w (lowest mean FID over its seed sets),
-  and each folder (method) at its best setting and w.
+  and each folder (method) at its best setting and w; the cost of each sweep (rows, samples, network
+  evaluations, wall time) per machine.
 - fid_vs_w.png: FID against w, one curve per line: each point the mean over the seed sets all the
   line's points have (the same seeds at every w), its bar from all its own sets: ±1 standard
   deviation where there are three sets or more, the two values' range where two.
@@ -149,6 +150,26 @@ def summary_table(folders: dict[str, dict[Any, Pair]]) -> str:
     for name, pairs in folders.items():
         for key, pair in best_per_line(pairs).values():
             out.append(_summary_line(name, key, pair))
+    return "\n".join(out) + "\n"
+
+
+def cost_table(work: Path, folders: dict[str, dict[Any, Pair]]) -> str:
+    """Each sweep's cost from its rows (every seed set): rows, samples, network evaluations, and the
+    wall time they recorded (sampling and Inception scoring), per machine."""
+    out = ["### Cost: every row of every seed set, from the rows' own wall times\n",
+           "| sweep | machine | rows | samples | network evaluations | wall time | s per row |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name in folders:
+        per: dict[str, list[dict[str, Any]]] = {}
+        for folder in seed_set_folders(work / name):
+            for row in read_rows(folder / "sweep.jsonl").values():
+                per.setdefault(row.get("device", "not recorded"), []).append(row)
+        for device, rows in sorted(per.items()):
+            seconds = sum(r.get("seconds") or 0.0 for r in rows)
+            samples = sum(r.get("n") or 0 for r in rows)
+            evals = sum((r.get("n") or 0) * (r.get("nfe") or 0) for r in rows)
+            out.append(f"| {name} | {device} | {len(rows)} | {samples:,} | {evals:,} | {seconds / 60:.1f} min | "
+                       f"{seconds / len(rows):.0f} |")
     return "\n".join(out) + "\n"
 
 
@@ -344,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     folders = {p.name: paired_rows(p) for p in sweep_folders(args.work)}
     parts = [sweep_table(name, pairs) for name, pairs in folders.items()]
-    parts += [noise_table(folders), summary_table(folders), methods_table(folders)]
+    parts += [noise_table(folders), summary_table(folders), methods_table(folders), cost_table(args.work, folders)]
     write_text(out / "tables.md", "\n".join(parts))
     plot_fid_vs_w(folders, out / "fid_vs_w.png")
     plot_fid_vs_nfe(folders, out / "fid_vs_nfe.png")

@@ -75,6 +75,10 @@ def test_the_report_joins_seed_sets_and_picks_each_lines_best_w(tmp_path):
     assert "| sweep-2m-sde | dpmpp-2m-sde, T=16 | 0 | 16 | 1 | 20.00 (20.00) | 10.00 (10.00) |" in summary
     assert "| sweep | dpmpp-2m, T=20 | 1 | 40 | 3 | 12.00 ± 2.00 (10.00 / 12.00 / 14.00) | 6.00 ± 1.00 (5.00 / 6.00 / 7.00) |" \
         in summary
+    methods, cost = methods.split("### Cost")
+    # sweep: 2 rows on set 1 (1 with a device), 1 on each of sets 2, 3; n = 1000, NFE 20 and 40; 12.5 s each
+    assert "| sweep | AMD EPYC, 2 threads | 1 | 1,000 | 40,000 | 0.2 min | 12 |" in cost
+    assert "| sweep | not recorded | 3 | 3,000 | 100,000 | 0.6 min | 12 |" in cost
     assert methods.count("| sweep") == 1 + 4 and "| sweep-autoguidance | dpmpp-2m, T=20 | 1 | 40 | 2 | 7.25 (7.00 / 7.50) |" in methods
     training = (out / "training.md").read_text()
     assert "184.32 kimg (step 5760), 1.00 h" in training and "loss 0.0006 (mean of the last 10 ticks)" in training
