@@ -22,6 +22,9 @@ Writes into --out:
   the names from RUN's weights file).
 - loss.png and training.md: the loss (Eq. 5, tick means) against kimg; kimg, wall time, final loss.
 - width.md: the width check's rows.
+
+With --page PAGE.md, every table the page marks `<!-- report: FILE#HEADING -->` (FILE in --out, HEADING
+a `### ` section of it; no HEADING: the file's first table) is replaced by that table as it is now.
 """
 
 from __future__ import annotations
@@ -354,12 +357,55 @@ def sweep_folders(work: Path) -> Iterable[Path]:
             yield p
 
 
+MARK = re.compile(r"^<!-- report: ([^\s#]+)(?:#(.+?))? -->$")
+
+
+def report_section(text: str, heading: str | None) -> list[str]:
+    """The table lines of a report file: under `### heading` (its first table), or the file's first table."""
+    lines = text.splitlines()
+    start = 0
+    if heading is not None:
+        try:
+            start = lines.index(f"### {heading}")
+        except ValueError:
+            raise SystemExit(f"the report has no section '### {heading}'") from None
+    table, seen = [], False
+    for line in lines[start:]:
+        if line.startswith("|"):
+            table.append(line)
+            seen = True
+        elif seen:
+            break
+    return table
+
+
+def refresh_page(page: str, report: Path) -> str:
+    """`page` with the table after each `<!-- report: FILE#HEADING -->` mark replaced by that section's
+    table of report/FILE now: the page's tables are the report's, and its prose is the author's."""
+    lines, out, i = page.splitlines(), [], 0
+    while i < len(lines):
+        out.append(lines[i])
+        m = MARK.match(lines[i].strip())
+        i += 1
+        if not m:
+            continue
+        while i < len(lines) and not lines[i].startswith("|") and not lines[i].strip():
+            out.append(lines[i])
+            i += 1
+        while i < len(lines) and lines[i].startswith("|"):
+            i += 1
+        out += report_section((report / m.group(1)).read_text(), m.group(2))
+    return "\n".join(out) + ("\n" if page.endswith("\n") else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("work", type=Path, help="examples/cifar10.sh's WORK folder")
     ap.add_argument("run", type=Path, help="the training run folder (its stats.jsonl)")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: WORK/report)")
     ap.add_argument("--grid-classes", default="1,3,7,8", help="the classes the grid previews were drawn with")
+    ap.add_argument("--page", type=Path, default=None,
+                    help="a markdown page whose `<!-- report: FILE#HEADING -->` tables to refresh from the report")
     args = ap.parse_args(argv)
     out = args.out or args.work / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -376,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     if (args.work / "grid").is_dir():
         fig3(args.work / "grid", [int(c) for c in args.grid_classes.split(",")], class_names(args.run), out / "fig3.png")
     print(f"wrote {out}/: tables.md, fid_vs_w.png, fid_vs_nfe.png, training.md, loss.png, width.md, fig3.png")
+    if args.page is not None:
+        write_text(args.page, refresh_page(args.page.read_text(), out))
+        print(f"refreshed the report's tables in {args.page}")
     return 0
 
 

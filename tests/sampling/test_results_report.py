@@ -141,3 +141,16 @@ def test_fig3_puts_the_grid_previews_side_by_side_in_order_of_w(tmp_path):
     with Image.open(tmp_path / "fig3.png") as im:
         assert im.format == "PNG" and im.size[0] > 2 * im.size[1]  # four panels in a row
     assert report.fig3(tmp_path / "none", [1], [], tmp_path / "x.png") == [] and not (tmp_path / "x.png").exists()
+
+
+def test_refresh_page_replaces_each_marked_table_with_the_reports_and_keeps_the_prose(tmp_path):
+    spec = importlib.util.spec_from_file_location("cifar10_report", SCRIPT)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    (tmp_path / "tables.md").write_text("### a\n\n| x |\n| --- |\n| 1 |\n\n### b\n\n| y |\n| --- |\n| 2 |\n| 3 |\n")
+    (tmp_path / "width.md").write_text("| z |\n| 9 |\n")
+    page = ("# p\n\nprose 1\n<!-- report: tables.md#b -->\n\n| y |\n| old |\n\nprose 2\n"
+            "<!-- report: width.md -->\n| z |\n\n<!-- report: tables.md#a -->\n| x |\n| --- |\n| 0 |\nend\n")
+    assert report.refresh_page(page, tmp_path) == (
+        "# p\n\nprose 1\n<!-- report: tables.md#b -->\n\n| y |\n| --- |\n| 2 |\n| 3 |\n\nprose 2\n"
+        "<!-- report: width.md -->\n| z |\n| 9 |\n\n<!-- report: tables.md#a -->\n| x |\n| --- |\n| 1 |\nend\n")
