@@ -144,7 +144,7 @@ def _summary_line(name: str, key: Any, pair: Pair) -> str:
             f"{_cell([rec] if rec is not None else [], 3)} | {pair[0].get('seconds', 'n/a')} |")
 
 
-SUMMARY_HEAD = ["| sweep | line | best w | NFE | sets | FID mean (± std from 3 sets; values) | KID ×10³ mean (± std; values) "
+SUMMARY_HEAD = ["| sweep | line | best w | NFE | sets | FID mean (± std where ≥ 3 sets; values) | KID ×10³ mean (± std where ≥ 3 sets; values) "
                 "| precision | recall | s (set 1) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 
 
