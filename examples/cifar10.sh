@@ -7,8 +7,10 @@
 #      from SETS - 1 disjoint seed sets (error bars), with FID, KID, precision/recall, NFE and wall time:
 #      - the paper's sampler (ancestral, T = 256) at w ∈ PAPER_W;
 #      - dpmpp-2m-sde T = 16 (paper grid) and dpmpp-2m T = 20 (linear grid) at the same w;
-#      - the guidance methods at their small searches: cfg's interval, APG's η, CFG++'s λ (ddim),
-#        autoguidance with an early EMA snapshot as the guide (sweep --guide-with);
+#      - the guidance methods at their small searches on METHOD_SAMPLER (the stochastic 2M: on this
+#        model the deterministic solvers sit far behind, FID 141 against 51 unguided): cfg's interval,
+#        APG's η, autoguidance with an early EMA snapshot as the guide (sweep --guide-with); CFG++'s λ
+#        on ddim, the one sampler that takes it, beside CFG on ddim;
 #      - the distilled student (cfgdiff distill) at 8 and 4 steps (9 and 5 evaluations);
 #   4. the Fig. 3 grid of the same seeds at growing w with GRID_SAMPLER;
 #   5. the page's tables and figures (examples/cifar10_report.py): each row on every seed set, each line
@@ -40,6 +42,9 @@ FAST_W=${FAST_W:-0,0.1,0.2,0.3,0.5,1,2,3,4,6,8}
 PAPER_STEPS=${PAPER_STEPS:-256}
 PAPER_W=${PAPER_W:-0,0.3,1,2,4} # the w of the samplers' rows (the paper's sampler and the fast solvers)
 METHOD_W=${METHOD_W:-0.3,1,2,4} # the w of the guidance methods' rows (at w = 0 each is the unguided sweep row)
+METHOD_SAMPLER=${METHOD_SAMPLER:-dpmpp-2m-sde}  # the sampler the methods are compared on, and its T
+METHOD_STEPS=${METHOD_STEPS:-16}
+SDE_W=${SDE_W:-0,0.3,0.5,1,1.5,2,4}  # dpmpp-2m-sde's w: the paper's, and finer where its FID is lowest
 NOISE_W=${NOISE_W:-0.3,1}       # (fast-solver curve) points sampled again from disjoint seeds,
 NOISE_SETS=${NOISE_SETS:-5}     # in this many seed sets in all: FID's seed std at N
 INTERVALS=${INTERVALS:--3.4:2.6,-5:5,0:10}  # guidance intervals in λ searched (Kynkäänniemi et al.'s first)
@@ -183,20 +188,21 @@ for ((k = 2; k <= NOISE_SETS; k++)); do
         --w "$NOISE_W" -n "$N" --seeds "$seeds" --out-dir "$out" "${COMMON[@]}"
 done
 # the two fast solvers at the paper's w (the paper's own sampler, the slowest rows, comes last)
-sets sweep-2m-sde "$RUN" --sampler dpmpp-2m-sde --steps 16 --w "$PAPER_W"
+sets sweep-2m-sde "$RUN" --sampler dpmpp-2m-sde --steps 16 --w "$SDE_W"
 sets sweep-2m-linear "$RUN" --sampler dpmpp-2m --steps 20 --grid linear --w "$PAPER_W"
 # autoguidance: an early EMA snapshot of the same run guides (Karras et al. 2024) in place of the ∅ pass
 GUIDE=$(ls "$RUN"/ema-*.pt | head -n 1)
 [[ -n "$GUIDE_KIMG" ]] && GUIDE=$(ema_near "$RUN" "$GUIDE_KIMG")
 echo "autoguidance guide: $GUIDE" | tee -a "$LOG"
-sets sweep-autoguidance "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$METHOD_W" --guide-with "$GUIDE"
-# the other guidance methods, each searched over its setting on the fast solver (CFG++ on ddim, and CFG
-# on ddim beside it); their CFG is the sweep/ curve's rows on the same seeds
-search sweep-apg --apg-eta "$APG_ETA" "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" --w "$METHOD_W" --guidance apg
+sets sweep-autoguidance "$RUN" --sampler "$METHOD_SAMPLER" --steps "$METHOD_STEPS" --w "$METHOD_W" --guide-with "$GUIDE"
+# the other guidance methods, each searched over its setting on METHOD_SAMPLER (CFG++ on ddim, and CFG
+# on ddim beside it); their CFG is sweep-2m-sde's rows on the same seeds
+search sweep-apg --apg-eta "$APG_ETA" "$RUN" --sampler "$METHOD_SAMPLER" --steps "$METHOD_STEPS" --w "$METHOD_W" \
+    --guidance apg
 sets sweep-cfgpp "$RUN" --sampler ddim --steps "$FAST_STEPS" --w "$CFGPP_W" --guidance cfgpp
 sets sweep-ddim "$RUN" --sampler ddim --steps "$FAST_STEPS" --w "$PAPER_W"
-search sweep-interval --guidance-interval "$INTERVALS" "$RUN" --sampler "$FAST_SAMPLER" --steps "$FAST_STEPS" \
-    --w "$METHOD_W"
+search sweep-interval --guidance-interval "$INTERVALS" "$RUN" --sampler "$METHOD_SAMPLER" \
+    --steps "$METHOD_STEPS" --w "$METHOD_W"
 # the distilled student: stage 1, then rounds 17 -> 9 -> 5 (8 and 4 steps: 9 and 5 evaluations)
 # (skipped when the last student's final EMA is here: the committed folders keep the students' final EMA
 # files, not the training checkpoints a rerun would resume from)
