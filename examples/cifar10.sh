@@ -50,7 +50,7 @@ NOISE_SETS=${NOISE_SETS:-5}     # in this many seed sets in all: FID's seed std 
 INTERVALS=${INTERVALS:--3.4:2.6,-5:5,0:10}  # guidance intervals in λ searched (Kynkäänniemi et al.'s first)
 APG_ETA=${APG_ETA:-0,1}         # APG's η searched (its other settings at their defaults)
 CFGPP_W=${CFGPP_W:-0.2,0.4,0.6,0.8,1}  # CFG++'s λ searched (its w; ddim only)
-GUIDE_KIMG=${GUIDE_KIMG:-}      # autoguidance's guide: the EMA snapshot nearest this kimg (default: the first)
+GUIDE_KIMGS=${GUIDE_KIMGS:-10,80}  # autoguidance's guides searched: the run's EMA snapshots nearest these kimg
 DISTILL_KIMG=${DISTILL_KIMG:-40}  # per distillation stage and round
 GRID_SAMPLER=${GRID_SAMPLER:-ancestral}
 GRID_STEPS=${GRID_STEPS:-256}
@@ -190,11 +190,28 @@ done
 # the two fast solvers at the paper's w (the paper's own sampler, the slowest rows, comes last)
 sets sweep-2m-sde "$RUN" --sampler dpmpp-2m-sde --steps 16 --w "$SDE_W"
 sets sweep-2m-linear "$RUN" --sampler dpmpp-2m --steps 20 --grid linear --w "$PAPER_W"
-# autoguidance: an early EMA snapshot of the same run guides (Karras et al. 2024) in place of the ∅ pass
-GUIDE=$(ls "$RUN"/ema-*.pt | head -n 1)
-[[ -n "$GUIDE_KIMG" ]] && GUIDE=$(ema_near "$RUN" "$GUIDE_KIMG")
-echo "autoguidance guide: $GUIDE" | tee -a "$LOG"
-sets sweep-autoguidance "$RUN" --sampler "$METHOD_SAMPLER" --steps "$METHOD_STEPS" --w "$METHOD_W" --guide-with "$GUIDE"
+# autoguidance: an earlier EMA snapshot of the same run guides (Karras et al. 2024) in place of the ∅ pass;
+# the snapshot is its setting, searched on seed set 1 (one folder per guide), the best again on sets 2..SETS
+for g in ${GUIDE_KIMGS//,/ }; do
+    read -r out seeds <<<"$(seed_set "sweep-autoguidance-$g" 1)"
+    step "sweep-autoguidance-$g" $LAUNCH "$CFGDIFF" sweep "$RUN" -n "$N" --seeds "$seeds" --out-dir "$out" "${COMMON[@]}" \
+        --sampler "$METHOD_SAMPLER" --steps "$METHOD_STEPS" --w "$METHOD_W" --guide-with "$(ema_near "$RUN" "$g")"
+done
+g=$(python3 - "$WORK" "$GUIDE_KIMGS" <<'PY'
+import json, pathlib, sys
+work, guides = pathlib.Path(sys.argv[1]), sys.argv[2].split(",")
+def best(g):
+    rows = [json.loads(x) for x in (work / f"sweep-autoguidance-{g}" / "sweep.jsonl").read_text().splitlines() if x]
+    return min(r["fid"] for r in rows if r.get("fid") is not None)
+print(min(guides, key=best))
+PY
+)
+echo "autoguidance: best guide the snapshot nearest $g kimg ($(ema_near "$RUN" "$g"))" | tee -a "$LOG"
+for ((k = 2; k <= SETS; k++)); do
+    read -r out seeds <<<"$(seed_set "sweep-autoguidance-$g" "$k")"
+    step "$(basename "$out")" $LAUNCH "$CFGDIFF" sweep "$RUN" -n "$N" --seeds "$seeds" --out-dir "$out" "${COMMON[@]}" \
+        --sampler "$METHOD_SAMPLER" --steps "$METHOD_STEPS" --w "$METHOD_W" --guide-with "$(ema_near "$RUN" "$g")"
+done
 # the other guidance methods, each searched over its setting on METHOD_SAMPLER (CFG++ on ddim, and CFG
 # on ddim beside it); their CFG is sweep-2m-sde's rows on the same seeds
 search sweep-apg --apg-eta "$APG_ETA" "$RUN" --sampler "$METHOD_SAMPLER" --steps "$METHOD_STEPS" --w "$METHOD_W" \
