@@ -40,6 +40,7 @@ class _State:
     depth = 0  # nesting of critical() sections
     pending = 0  # a signal held by a critical section
     stopping = 0  # the signal already raised as Stopped
+    installs = 0  # nesting of install() (the CLI's, then train's): the outermost restore ends the stop
 
 
 def _exit_now(signum: int) -> None:
@@ -90,16 +91,26 @@ def install() -> dict[int, Any]:
     outside the main thread (Python delivers signals only there)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    _State.depth = _State.pending = _State.stopping = 0
+    if _State.installs == 0:
+        _State.depth = _State.pending = _State.stopping = 0
+    _State.installs += 1
     return {s: signal.signal(s, _handler) for s in SIGNALS}
 
 
 def restore(old: dict[int, Any], *, ignore: bool = False) -> None:
     """Give back the handlers `install` replaced, or (`ignore`) ignore stops from now on: a process
     whose work is done and is exiting (torch's teardown takes a while) must not turn exit 0 into a
-    late stop."""
+    late stop.
+
+    A stop belongs to the call that installed the handlers: the outermost restore clears its record,
+    so a process that goes on (a notebook, a test run, a library caller) is not stopped again by it.
+    An inner restore (train's, inside the CLI's) keeps it for the outer call to report."""
     for s, h in old.items():
         signal.signal(s, signal.SIG_IGN if ignore else h)
+    if old:  # install() in the main thread
+        _State.installs = max(0, _State.installs - 1)
+        if _State.installs == 0:
+            _State.depth = _State.pending = _State.stopping = 0
 
 
 @contextlib.contextmanager

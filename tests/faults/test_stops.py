@@ -130,6 +130,57 @@ def test_stops_are_held_inside_a_critical_section():
         stops.restore(old)
 
 
+# ---- a stop belongs to the call that installed the handlers (every way it is recorded × nesting) ----------
+def _stop_directly():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)  # the handler raises Stopped here
+
+
+def _stop_in_critical():
+    from cfgdiff import stops
+
+    with stops.critical():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # held; raised as the block ends
+
+
+def _stop_replaced_by_a_library():
+    from cfgdiff import stops
+
+    try:
+        _stop_directly()
+    except stops.Stopped:
+        raise OSError("write failed") from None  # as torch's writer does
+
+
+STOP_WAYS = {"directly": _stop_directly, "critical": _stop_in_critical, "replaced": _stop_replaced_by_a_library}
+
+
+@pytest.mark.parametrize("depth", [1, 2])  # the CLI's install alone, or train's inside it
+@pytest.mark.parametrize("way", sorted(STOP_WAYS))
+def test_a_handled_stop_leaves_no_stop_behind_once_the_outermost_handlers_are_restored(way, depth):
+    """The CI failure of 2026-12-07 (under load): a test's stop, held by a critical section, outlived its
+    install/restore, and a later test in the same worker loading sampler plugins got `Stopped`."""
+    from cfgdiff import stops
+    from cfgdiff.diffusion import sampler_registry
+
+    olds = [stops.install() for _ in range(depth)]
+    try:
+        with pytest.raises((stops.Stopped, OSError)):
+            STOP_WAYS[way]()
+        assert stops.stopping() == signal.SIGTERM  # the call reports it as a stop, a wrapped one too
+        for old in reversed(olds[1:]):  # an inner restore keeps it for the outer call to report
+            stops.restore(old)
+            assert stops.stopping() == signal.SIGTERM
+    finally:
+        stops.restore(olds[0])
+    assert stops.stopping() == 0
+    stops.reraise_stop(ValueError("a plugin's own error"))  # no stale stop raised
+    sampler_registry.SAMPLERS.reset()
+    assert "ddim" in sampler_registry.SAMPLERS.all()  # plugins load again in the same process
+    assert signal.getsignal(signal.SIGTERM) is not stops._handler
+
+
 # ---- a stop while plugins load is the user's stop, however it arrives (every loader × every way) ----------
 STOP_AT_IMPORT = {
     # raised at import, as the signal handler does
