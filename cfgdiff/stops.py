@@ -40,7 +40,6 @@ class _State:
     depth = 0  # nesting of critical() sections
     pending = 0  # a signal held by a critical section
     stopping = 0  # the signal already raised as Stopped
-    installs = 0  # nesting of install() (the CLI's, then train's): the outermost restore ends the stop
 
 
 def _exit_now(signum: int) -> None:
@@ -91,9 +90,7 @@ def install() -> dict[int, Any]:
     outside the main thread (Python delivers signals only there)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    if _State.installs == 0:
-        _State.depth = _State.pending = _State.stopping = 0
-    _State.installs += 1
+    _State.depth = _State.pending = _State.stopping = 0
     return {s: signal.signal(s, _handler) for s in SIGNALS}
 
 
@@ -102,15 +99,14 @@ def restore(old: dict[int, Any], *, ignore: bool = False) -> None:
     whose work is done and is exiting (torch's teardown takes a while) must not turn exit 0 into a
     late stop.
 
-    A stop belongs to the call that installed the handlers: the outermost restore clears its record,
-    so a process that goes on (a notebook, a test run, a library caller) is not stopped again by it.
-    An inner restore (train's, inside the CLI's) keeps it for the outer call to report."""
+    A stop belongs to the call that installed the handlers: the restore that gives back a handler
+    other than cfgdiff's (the outermost) clears its record, so a process that goes on (a notebook, a
+    test run, a library caller) is not stopped again by it. An inner restore (train's, inside the
+    CLI's) puts cfgdiff's handler back and keeps the record for the outer call to report."""
     for s, h in old.items():
         signal.signal(s, signal.SIG_IGN if ignore else h)
-    if old:  # install() in the main thread
-        _State.installs = max(0, _State.installs - 1)
-        if _State.installs == 0:
-            _State.depth = _State.pending = _State.stopping = 0
+    if old and all(h is not _handler for h in old.values()):  # the outermost install's handlers are back
+        _State.depth = _State.pending = _State.stopping = 0
 
 
 @contextlib.contextmanager

@@ -58,14 +58,16 @@ def train(cfg: TrainConfig, loggers: list[str] | None = None, refuse_slow: bool 
     img/s and ETA are printed, and a far too slow plan is refused (`refuse_slow`: zero-flag `train`)
     or warned about."""
     old_handlers = stops.install()
-    run_dir = Path(cfg.run_dir)
-    check_creatable(run_dir)
-    log = RunLog(run_dir, loggers)
-    log.hold_lock()  # an existing folder now; a new one once the first step has made it
-    try:
-        return _train(cfg, loggers, log, refuse_slow)
+    try:  # the handlers go back however this ends, a refused run folder included
+        run_dir = Path(cfg.run_dir)
+        check_creatable(run_dir)
+        log = RunLog(run_dir, loggers)
+        try:
+            log.hold_lock()  # an existing folder now; a new one once the first step has made it
+            return _train(cfg, loggers, log, refuse_slow)
+        finally:
+            log.close()
     finally:
-        log.close()
         stops.restore(old_handlers)
 
 

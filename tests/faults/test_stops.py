@@ -181,6 +181,20 @@ def test_a_handled_stop_leaves_no_stop_behind_once_the_outermost_handlers_are_re
     assert signal.getsignal(signal.SIGTERM) is not stops._handler
 
 
+def test_train_refusing_its_run_folder_gives_the_signal_handlers_back(tmp_path):
+    """An install without its restore (train raised before its try) kept cfgdiff's handler, and with it
+    the stop record, alive in the process after the call."""
+    from cfgdiff.errors import CfgdiffError
+    from cfgdiff.train.loop import train
+    from support import tiny_config
+
+    (tmp_path / "run").write_text("a file where the run folder would go")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(CfgdiffError, match="not a writable directory"):
+        train(tiny_config(tmp_path, run="run"))
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 # ---- a stop while plugins load is the user's stop, however it arrives (every loader × every way) ----------
 STOP_AT_IMPORT = {
     # raised at import, as the signal handler does
