@@ -76,3 +76,18 @@ def test_every_table_the_page_quotes_is_in_the_report_and_every_image_exists():
 def test_the_quote_parser_reads_the_table_after_each_mark():
     text = "x\n<!-- report: a.md#s t -->\n\n| h |\n| --- |\n| 1 |\n\nprose\n<!-- report: b.md -->\n| 2 |\n"
     assert quoted_tables(text) == [("a.md", "s t", ["| h |", "| --- |", "| 1 |"]), ("b.md", None, ["| 2 |"])]
+
+
+def test_every_table_of_the_v2_section_is_a_quoted_one():
+    """No table on the v2 page is typed by hand, and no stray rows survive an edit around a quoted table."""
+    text = PAGE.read_text()
+    v2 = text[text.index("## v2"):text.index("## v1")] if "## v1" in text else text[text.index("## v2"):]
+    lines, stray = v2.splitlines(), []
+    for i, line in enumerate(lines):
+        if line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|")):  # a table's first line
+            k = i - 1
+            while k >= 0 and not lines[k].strip():
+                k -= 1
+            if k < 0 or not MARK.match(lines[k].strip()):
+                stray.append(line[:80])
+    assert not stray, f"tables on the v2 page that no <!-- report: --> mark quotes: {stray}"
