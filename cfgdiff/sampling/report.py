@@ -205,7 +205,7 @@ def write_figure_grid(model: SamplingModel, base: Any, ws: list[float], path: Pa
     fig, axes = plt.subplots(len(chosen), 1, figsize=(n * 0.9, len(chosen) * 1.0), squeeze=False)
     for ax, w in zip(axes[:, 0], chosen):
         sampler = dataclasses.replace(base.sampler, w=w)
-        row = sample_batch(model, seeds, classes, sampler, device, guide=getattr(base, "guide", None))  # (n, R, R, 3)
+        row = sample_batch(model, seeds, classes, sampler, device, guide=base.guide)  # (n, R, R, 3)
         ax.imshow(np.concatenate(list(row), axis=1), interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])

@@ -263,6 +263,7 @@ def run_sweep(req: SweepConfig) -> SweepResult:
     for line in small_n_warnings(req.n, req.metrics or ("fid", "is")):  # once the inputs are known good
         dist.print0(f"cfgdiff: warning: {line} (per w here: the best w the plots mark is a rough guide)")
     dist.barrier()
+    machine = dist.describe_device(device)  # the hardware every row's wall time is measured on
     computed: list[Key] = []
     with output_lock(out_dir / "sweep.jsonl", "sweep") if dist.is_main() else contextlib.nullcontext():
         rows = read_rows(out_dir / "sweep.jsonl", legacy_sampler_settings(_recorded_settings(out_dir)))
@@ -284,7 +285,7 @@ def run_sweep(req: SweepConfig) -> SweepResult:
                    "sampler_settings": dict(cfg.sampler_settings),
                    "nfe": nfe(cfg, 1, model.diffusion_cfg, model.w_input),
                    **{k: metrics.get(k) for k in columns() if k in metrics}, "n": req.n,
-                   "seconds": round(time.perf_counter() - t0, 2), "device": dist.describe_device(device),
+                   "seconds": round(time.perf_counter() - t0, 2), "device": machine,
                    "cfgdiff_version": __version__,
                    "unavailable": metrics["unavailable"]}
             rows[key] = row
