@@ -12,11 +12,14 @@ Writes into --out:
   standard deviation over them); then each line at its best w (lowest mean FID over its seed sets),
   and each folder (method) at its best setting and w; the cost of each sweep (rows, samples, network
   evaluations, wall time) per machine.
-- fid_vs_w.png: FID against w, one curve per line: each point the mean over the seed sets all the
+- fid_vs_w.png: the samplers' CFG against w, one curve per line: each point the mean over the seed sets all the
   line's points have (the same seeds at every w), its bar from all its own sets: ±1 standard
   deviation where there are three sets or more, the two values' range where two.
-- fid_vs_nfe.png: each line at its best w against its NFE per sample, bars as above; a legend, no
-  labels printed over the points.
+- methods_vs_w.png: the guidance methods against w (autoguidance: the folders made with --guide-with;
+  APG; a guidance interval) beside CFG on the same sampler; under it CFG++ against its own λ, with CFG's
+  best FID on the same sampler as a level line.
+- fid_vs_nfe.png: each sampler's CFG line at its best w against its NFE per sample, bars as above; a
+  legend, no labels printed over the points.
 - fig3.png: the Fig. 3 grid, the previews `grid/w<w>.png` side by side, each panel headed by its w and
   each column by its class's name (`--grid-classes`, the order `sample --classes` cycles through;
   the names from RUN's weights file).
@@ -240,31 +243,112 @@ def _errorbar(ax: Any, xs: list[float], pairs: list[Pair], label: str, line: boo
                 color=f"C{i % COLOURS}", ms=4, capsize=3, label=label)
 
 
-def plot_fid_vs_w(folders: dict[str, dict[Any, Pair]], path: Path) -> None:
+Curve = tuple[str, list[float], list[Pair]]  # a plot's line: its legend label, x values, each point's pairs
+
+
+def method_line(line: Any) -> bool:
+    """A line of a guidance method other than plain CFG: another method, or CFG limited to an interval."""
+    return line.guidance != "cfg" or bool(line.guidance_interval)
+
+
+def folder_lines(pairs: dict[Any, Pair]) -> dict[Any, list[tuple[float, Pair]]]:
+    """A folder's rows with an FID, by line, in order of w."""
+    lines: dict[Any, list[tuple[float, Pair]]] = {}
+    for key, pair in pairs.items():
+        if values(pair, "fid"):
+            lines.setdefault(line_of(key), []).append((key.w, pair))
+    return lines
+
+
+def guide_label(guide: dict[str, Any]) -> str:
+    kimg = guide.get("kimg")
+    return f"autoguidance, guide: the {'?' if kimg is None else f'{kimg:.0f}'}-kimg EMA"
+
+
+def plot_groups(folders: dict[str, dict[Any, Pair]], guides: dict[str, dict[str, Any]]) -> dict[str, list[Curve]]:
+    """The curves of the three FID-against-w panels:
+    - "samplers": CFG (over the whole λ range, no guide) of every folder, one curve per sampler line;
+    - "methods": each guidance method's lines plotted against w (autoguidance: every line of a folder made
+      with --guide-with, `guides`; APG, a guidance interval), with CFG on the same sampler line beside them;
+    - "cfgpp": CFG++'s lines, whose x is its own λ (not comparable with w; CFG on the same sampler is a
+      level line on that panel, at its best w)."""
+    groups: dict[str, list[Curve]] = {"samplers": [], "methods": [], "cfgpp": []}
+    cfg: list[tuple[Any, Curve]] = []  # the samplers' CFG curves with their lines
+    method_samplers: set[tuple[Any, ...]] = set()  # the (sampler, its settings, steps, grid) methods ran on
+    for name, pairs in folders.items():
+        for line, points in folder_lines(pairs).items():
+            label, xs, ps = f"{name}: {line_label(line)}", [w for w, _ in points], [p for _, p in points]
+            if name in guides:
+                groups["methods"].append((f"{label}, {guide_label(guides[name])}", xs, ps))
+            elif line.guidance == "cfgpp":
+                groups["cfgpp"].append((label, xs, ps))
+                continue
+            elif method_line(line):
+                groups["methods"].append((label, xs, ps))
+            else:
+                groups["samplers"].append((label, xs, ps))
+                cfg.append((line, (f"{label} (CFG)", xs, ps)))
+                continue
+            method_samplers.add(tuple(line[:4]))
+    groups["methods"][:0] = [c for line, c in cfg if tuple(line[:4]) in method_samplers]
+    return groups
+
+
+def _draw(ax: Any, curves: list[Curve], xlabel: str, title: str) -> None:
+    for label, xs, pairs in curves:
+        _errorbar(ax, xs, pairs, label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(BAR_LABEL)
+    ax.set_title(title)
+    _legend(ax)
+
+
+def plot_fid_vs_w(groups: dict[str, list[Curve]], path: Path) -> None:
+    """fid_vs_w.png: the samplers' CFG curves."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.8))
-    for name, pairs in folders.items():
-        lines: dict[Any, list[tuple[float, Pair]]] = {}
-        for key, pair in pairs.items():
-            if values(pair, "fid"):
-                lines.setdefault(line_of(key), []).append((key.w, pair))
-        for line, points in lines.items():
-            scale = " (x: CFG++'s λ, its own scale)" if line.guidance == "cfgpp" else ""
-            _errorbar(ax, [w for w, _ in points], [p for _, p in points], f"{name}: {line_label(line)}{scale}")
-    ax.set_xlabel("guidance weight w")
-    ax.set_ylabel(BAR_LABEL)
-    ax.set_title("FID against w")
-    _legend(ax)
+    _draw(ax, groups["samplers"], "guidance weight w", "FID against w: the samplers, CFG")
     _save(fig, path)
     plt.close(fig)
 
 
-def plot_fid_vs_nfe(folders: dict[str, dict[Any, Pair]], path: Path) -> None:
+def plot_methods_vs_w(groups: dict[str, list[Curve]], cfg_levels: list[tuple[str, float]], path: Path) -> None:
+    """methods_vs_w.png: the guidance methods against w beside CFG on their sampler (top), and CFG++ against
+    its λ with CFG's best on the same sampler as a level line (bottom)."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 9))
+    fig.subplots_adjust(hspace=0.3)
+    _draw(top, groups["methods"], "guidance weight w", "FID against w: the guidance methods")
+    for i, (label, fid) in enumerate(cfg_levels):
+        bottom.axhline(fid, color=f"C{(i + len(groups['cfgpp'])) % COLOURS}", ls="--", lw=1, label=label)
+    _draw(bottom, groups["cfgpp"], "CFG++'s λ (its own scale, not w)", "FID against λ: CFG++")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def cfgpp_levels(folders: dict[str, dict[Any, Pair]]) -> list[tuple[str, float]]:
+    """CFG's best mean FID on each sampler line that CFG++ is run on: the level CFG++ is read against."""
+    samplers = {tuple(line_of(k)[:4]) for pairs in folders.values() for k in pairs if k.guidance == "cfgpp"}
+    out = []
+    for name, pairs in folders.items():
+        for line, (key, pair) in best_per_line(pairs).items():
+            if not method_line(line) and tuple(line[:4]) in samplers and (fid := _mean(values(pair, "fid"))) is not None:
+                out.append((f"{name}: {line_label(line)}, CFG at its best w = {key.w:g}", fid))
+    return out
+
+
+def plot_fid_vs_nfe(folders: dict[str, dict[Any, Pair]], guides: dict[str, dict[str, Any]], path: Path) -> None:
+    """fid_vs_nfe.png: each sampler's CFG line at its best w against its NFE (the methods are compared at
+    equal NFE in methods_vs_w.png)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.8))
     nfes: set[int] = set()
     for name, pairs in folders.items():
+        if name in guides:
+            continue
         for line, (key, pair) in best_per_line(pairs).items():
+            if method_line(line):
+                continue
             _errorbar(ax, [pair[0]["nfe"]], [pair], f"{name}: {line_label(line)}, w={key.w:g}", line=False)
             nfes.add(pair[0]["nfe"])
     ax.set_xscale("log")
@@ -276,7 +360,7 @@ def plot_fid_vs_nfe(folders: dict[str, dict[Any, Pair]], path: Path) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("network evaluations per sample (NFE)")
     ax.set_ylabel("FID at the line's best w\n" + BAR_LABEL)
-    ax.set_title("FID against NFE")
+    ax.set_title("FID against NFE: the samplers at their best w (CFG)")
     _legend(ax)
     _save(fig, path)
     plt.close(fig)
@@ -348,6 +432,12 @@ def width_table(folder: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def folder_guide(folder: Path) -> dict[str, Any] | None:
+    """The guide network a sweep folder's rows were drawn with (`sweep --guide-with`: autoguidance), or None."""
+    doc = folder / "sweep.json"
+    return json.loads(doc.read_text()).get("meta", {}).get("guide") if doc.exists() else None
+
+
 def sweep_folders(work: Path) -> Iterable[Path]:
     """WORK's sweep folders (not their seed sets NAME-seeds<k>, read with them), by name."""
     names = {p.name for p in work.iterdir()}
@@ -413,15 +503,18 @@ def main(argv: list[str] | None = None) -> int:
     parts = [sweep_table(name, pairs) for name, pairs in folders.items()]
     parts += [noise_table(folders), summary_table(folders), methods_table(folders), cost_table(args.work, folders)]
     write_text(out / "tables.md", "\n".join(parts))
-    plot_fid_vs_w(folders, out / "fid_vs_w.png")
-    plot_fid_vs_nfe(folders, out / "fid_vs_nfe.png")
+    guides = {name: guide for name in folders if (guide := folder_guide(args.work / name)) is not None}
+    groups = plot_groups(folders, guides)
+    plot_fid_vs_w(groups, out / "fid_vs_w.png")
+    plot_methods_vs_w(groups, cfgpp_levels(folders), out / "methods_vs_w.png")
+    plot_fid_vs_nfe(folders, guides, out / "fid_vs_nfe.png")
     if (args.run / "stats.jsonl").exists():
         write_text(out / "training.md", training(args.run / "stats.jsonl", out))
     if (args.work / "width").is_dir():
         write_text(out / "width.md", width_table(args.work / "width"))
     if (args.work / "grid").is_dir():
         fig3(args.work / "grid", [int(c) for c in args.grid_classes.split(",")], class_names(args.run), out / "fig3.png")
-    print(f"wrote {out}/: tables.md, fid_vs_w.png, fid_vs_nfe.png, training.md, loss.png, width.md, fig3.png")
+    print(f"wrote {out}/: tables.md, fid_vs_w.png, methods_vs_w.png, fid_vs_nfe.png, training.md, loss.png, width.md, fig3.png")
     if args.page is not None:
         write_text(args.page, refresh_page(args.page.read_text(), out))
         print(f"refreshed the report's tables in {args.page}")

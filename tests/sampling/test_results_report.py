@@ -154,3 +154,52 @@ def test_refresh_page_replaces_each_marked_table_with_the_reports_and_keeps_the_
     assert report.refresh_page(page, tmp_path) == (
         "# p\n\nprose 1\n<!-- report: tables.md#b -->\n\n| y |\n| --- |\n| 2 |\n| 3 |\n\nprose 2\n"
         "<!-- report: width.md -->\n| z |\n| 9 |\n\n<!-- report: tables.md#a -->\n| x |\n| --- |\n| 1 |\nend\n")
+
+
+def _load_report():
+    spec = importlib.util.spec_from_file_location("cifar10_report", SCRIPT)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    return report
+
+
+def test_each_kind_of_line_lands_in_its_own_plot(tmp_path):
+    """Samplers' CFG, the methods against w beside CFG on their sampler, CFG++ against its λ beside CFG's
+    best on its sampler: every kind of folder the script writes, each placed by its rows and sweep.json."""
+    work = tmp_path / "work"
+
+    def method(sampler, steps, w, fid, **axes):
+        return {**_row(sampler, steps, w, fid, 0.01), **axes}
+
+    _sweep(work / "sweep-2m-sde", [_row("dpmpp-2m-sde", 16, 0, 50.0, 0.01), _row("dpmpp-2m-sde", 16, 1, 44.0, 0.01)])
+    _sweep(work / "sweep-apg", [method("dpmpp-2m-sde", 16, 1, 46.0, guidance="apg", guidance_settings={"eta": 1.0})])
+    _sweep(work / "sweep-interval", [method("dpmpp-2m-sde", 16, 2, 45.0, guidance_interval=[-3.4, 2.6])])
+    _sweep(work / "sweep-autoguidance-80", [_row("dpmpp-2m-sde", 16, 1, 55.0, 0.01)])
+    (work / "sweep-autoguidance-80" / "sweep.json").write_text(json.dumps({"meta": {"guide": {"kimg": 80.0}}}))
+    _sweep(work / "sweep-ddim", [_row("ddim", 20, 0, 90.0, 0.05), _row("ddim", 20, 2, 70.0, 0.04)])
+    _sweep(work / "sweep-ddim-seeds2", [_row("ddim", 20, 0, 92.0, 0.05), _row("ddim", 20, 2, 74.0, 0.04)])
+    _sweep(work / "sweep-cfgpp", [method("ddim", 20, 0.4, 65.0, guidance="cfgpp")])
+    _sweep(work / "sweep-paper", [_row("ancestral", 256, 1, 40.0, 0.01, {"v": 0.3})])
+    report = _load_report()
+    folders = {p.name: report.paired_rows(p) for p in report.sweep_folders(work)}
+    guides = {n: g for n in folders if (g := report.folder_guide(work / n)) is not None}
+    assert guides == {"sweep-autoguidance-80": {"kimg": 80.0}}
+    groups = report.plot_groups(folders, guides)
+    labels = {k: [label for label, _, _ in v] for k, v in groups.items()}
+    assert labels["samplers"] == ["sweep-2m-sde: dpmpp-2m-sde, T=16", "sweep-ddim: ddim, T=20",
+                                  "sweep-paper: ancestral, T=256"]
+    assert labels["methods"] == [  # CFG on the methods' sampler first; ddim's CFG goes with CFG++, not here
+        "sweep-2m-sde: dpmpp-2m-sde, T=16 (CFG)",
+        "sweep-apg: dpmpp-2m-sde, T=16, apg(eta=1, momentum=-0.75, norm_threshold=2.5)",
+        "sweep-autoguidance-80: dpmpp-2m-sde, T=16, autoguidance, guide: the 80-kimg EMA",
+        "sweep-interval: dpmpp-2m-sde, T=16, λ∈[-3.4, 2.6]"]
+    assert labels["cfgpp"] == ["sweep-cfgpp: ddim, T=20, cfgpp"]
+    assert [xs for _, xs, _ in groups["samplers"]] == [[0.0, 1.0], [0.0, 2.0], [1.0]]
+    # CFG's level on CFG++'s sampler: ddim's best w by the mean of its two sets, (70 + 74) / 2 = 72
+    assert report.cfgpp_levels(folders) == [("sweep-ddim: ddim, T=20, CFG at its best w = 2", 72.0)]
+    out = tmp_path / "report"
+    r = subprocess.run([sys.executable, str(SCRIPT), str(work), str(tmp_path / "run"), "--out", str(out)],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    with Image.open(out / "methods_vs_w.png") as im:
+        assert im.format == "PNG" and im.size[1] > im.size[0] / 2  # two panels, one above the other
