@@ -485,6 +485,8 @@ def refresh_page(page: str, report: Path) -> str:
         while i < len(lines) and lines[i].startswith("|"):
             i += 1
         out += report_section((report / m.group(1)).read_text(), m.group(2))
+        if i < len(lines) and lines[i].strip():  # prose right after: a blank line ends the table
+            out.append("")
     return "\n".join(out) + ("\n" if page.endswith("\n") else "")
 
 

@@ -150,10 +150,13 @@ def test_refresh_page_replaces_each_marked_table_with_the_reports_and_keeps_the_
     (tmp_path / "tables.md").write_text("### a\n\n| x |\n| --- |\n| 1 |\n\n### b\n\n| y |\n| --- |\n| 2 |\n| 3 |\n")
     (tmp_path / "width.md").write_text("| z |\n| 9 |\n")
     page = ("# p\n\nprose 1\n<!-- report: tables.md#b -->\n\n| y |\n| old |\n\nprose 2\n"
-            "<!-- report: width.md -->\n| z |\n\n<!-- report: tables.md#a -->\n| x |\n| --- |\n| 0 |\nend\n")
+            "<!-- report: width.md -->\n| z |\n\n<!-- report: tables.md#a -->\n| x |\n| --- |\n| 0 |\nend\n"
+            "<!-- report: width.md -->\nprose 3\n")
+    # prose right after a table would read as one more row of it (GFM): a blank line ends each table
     assert report.refresh_page(page, tmp_path) == (
         "# p\n\nprose 1\n<!-- report: tables.md#b -->\n\n| y |\n| --- |\n| 2 |\n| 3 |\n\nprose 2\n"
-        "<!-- report: width.md -->\n| z |\n| 9 |\n\n<!-- report: tables.md#a -->\n| x |\n| --- |\n| 1 |\nend\n")
+        "<!-- report: width.md -->\n| z |\n| 9 |\n\n<!-- report: tables.md#a -->\n| x |\n| --- |\n| 1 |\n\nend\n"
+        "<!-- report: width.md -->\n| z |\n| 9 |\n\nprose 3\n")
 
 
 def _load_report():
