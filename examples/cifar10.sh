@@ -9,8 +9,8 @@
 #      - dpmpp-2m-sde T = 16 (paper grid) and dpmpp-2m T = 20 (linear grid) at the same w;
 #      - the guidance methods at their small searches on METHOD_SAMPLER (the stochastic 2M: on this
 #        model the deterministic solvers sit far behind, FID 141 against 51 unguided): cfg's interval,
-#        APG's η, autoguidance with an early EMA snapshot as the guide (sweep --guide-with); CFG++'s λ
-#        on ddim, the one sampler that takes it, beside CFG on ddim;
+#        APG's η and momentum, autoguidance with an early EMA snapshot as the guide (sweep --guide-with);
+#        CFG++'s λ on ddim, the one sampler that takes it, beside CFG on ddim;
 #      - the distilled student (cfgdiff distill) at 8 and 4 steps (9 and 5 evaluations);
 #   4. the Fig. 3 grid of the same seeds at growing w with GRID_SAMPLER;
 #   5. the page's tables and figures (examples/cifar10_report.py): each row on every seed set, each line
@@ -48,7 +48,10 @@ SDE_W=${SDE_W:-0,0.3,0.5,1,1.5,2,4}  # dpmpp-2m-sde's w: the paper's, and finer 
 NOISE_W=${NOISE_W:-0.3,1}       # (fast-solver curve) points sampled again from disjoint seeds,
 NOISE_SETS=${NOISE_SETS:-5}     # in this many seed sets in all: FID's seed std at N
 INTERVALS=${INTERVALS:--3.4:2.6,-5:5,0:10}  # guidance intervals in λ searched (Kynkäänniemi et al.'s first)
-APG_ETA=${APG_ETA:-0,1}         # APG's η searched (its other settings at their defaults)
+# APG's settings searched, flag sets split by ";": η at the default momentum and norm cap, then η = 0
+# without momentum (on the λ ∈ [-20, 20] grid the first step's x̂ difference, ‖Δx̂‖ ≈ 6900 against ≤ 4.4 at
+# the steps after, stays in a β = -0.75 momentum buffer for the whole run; docs/results.md)
+APG_SEARCH=${APG_SEARCH:---apg-eta=0,1;--apg-eta=0 --apg-momentum=0}
 CFGPP_W=${CFGPP_W:-0.2,0.4,0.6,0.8,1}  # CFG++'s λ searched (its w; ddim only)
 GUIDE_KIMGS=${GUIDE_KIMGS:-10,80}  # autoguidance's guides searched: the run's EMA snapshots nearest these kimg
 DISTILL_KIMG=${DISTILL_KIMG:-40}  # per distillation stage and round
@@ -152,31 +155,35 @@ sets() {  # sets NAME CHECKPOINT ARGS...: a sweep on each of the first $SETS see
             "${COMMON[@]}" "$@"
     done
 }
-best_setting() {  # best_setting FOLDER FLAG: FLAG's value on the line with the lowest FID of FOLDER (any w)
-    python3 - "$1" "$2" <<'PY'
+best_flags() {  # best_flags FOLDER: the flags that give FOLDER's line with the lowest FID (any w): its
+    # guidance interval, or every setting of its guidance method (--apg-eta=0 --apg-momentum=0 ...)
+    python3 - "$1" <<'PY'
 import json, pathlib, sys
-folder, flag = pathlib.Path(sys.argv[1]), sys.argv[2]
-rows = [json.loads(line) for line in (folder / "sweep.jsonl").read_text().splitlines() if line.strip()]
+rows = [json.loads(line) for line in (pathlib.Path(sys.argv[1]) / "sweep.jsonl").read_text().splitlines() if line.strip()]
 best = min((r for r in rows if r.get("fid") is not None), key=lambda r: r["fid"])
-if flag == "--guidance-interval":
-    print("{:g}:{:g}".format(*best["guidance_interval"]))
-else:  # a guidance method's setting: --apg-eta is APG's "eta"
-    print("{:g}".format(best["guidance_settings"][flag.split("-", 3)[3].replace("-", "_")]))
+flags = ["--guidance-interval={:g}:{:g}".format(*best["guidance_interval"])] if best.get("guidance_interval") else []
+flags += [f"--{best['guidance']}-{k.replace('_', '-')}={v:g}" for k, v in sorted(best["guidance_settings"].items())]
+print(" ".join(flags))
 PY
 }
-search() {  # search NAME FLAG VALUES CHECKPOINT ARGS...: seed set 1 over every value of FLAG (the search the
-    # page shows), then sets 2..SETS at the best value only (its error bar)
-    local name=$1 flag=$2 values=$3 checkpoint=$4 k out seeds best
-    shift 4
+search() {  # search NAME CANDIDATES CHECKPOINT ARGS...: seed set 1 on each candidate (CANDIDATES: flag sets
+    # split by ";", each one sweep, e.g. "--apg-eta=0,1;--apg-momentum=0": the search the page shows),
+    # then sets 2..SETS on the best line only (its error bar)
+    local name=$1 candidates=$2 checkpoint=$3 k out seeds best c
+    shift 3
     read -r out seeds <<<"$(seed_set "$name" 1)"
-    step "$name" $LAUNCH "$CFGDIFF" sweep "$checkpoint" -n "$N" --seeds "$seeds" --out-dir "$out" "${COMMON[@]}" "$@" \
-        "$flag=$values"
-    best=$(best_setting "$out" "$flag")
-    echo "$name: best $flag=$best" | tee -a "$LOG"
+    IFS=";" read -r -a cands <<<"$candidates"
+    for c in "${cands[@]}"; do
+        # shellcheck disable=SC2086  # a candidate is a list of flags
+        step "$name" $LAUNCH "$CFGDIFF" sweep "$checkpoint" -n "$N" --seeds "$seeds" --out-dir "$out" "${COMMON[@]}" "$@" $c
+    done
+    best=$(best_flags "$out")
+    echo "$name: best $best" | tee -a "$LOG"
     for ((k = 2; k <= SETS; k++)); do
         read -r out seeds <<<"$(seed_set "$name" "$k")"
+        # shellcheck disable=SC2086  # the best line's flags
         step "$(basename "$out")" $LAUNCH "$CFGDIFF" sweep "$checkpoint" -n "$N" --seeds "$seeds" --out-dir "$out" \
-            "${COMMON[@]}" "$@" "$flag=$best"
+            "${COMMON[@]}" "$@" $best
     done
 }
 # the curve: the fast solver over every w; then NOISE_W again on seed sets 2..NOISE_SETS
@@ -212,14 +219,10 @@ for ((k = 2; k <= SETS; k++)); do
     step "$(basename "$out")" $LAUNCH "$CFGDIFF" sweep "$RUN" -n "$N" --seeds "$seeds" --out-dir "$out" "${COMMON[@]}" \
         --sampler "$METHOD_SAMPLER" --steps "$METHOD_STEPS" --w "$METHOD_W" --guide-with "$(ema_near "$RUN" "$g")"
 done
-# the other guidance methods, each searched over its setting on METHOD_SAMPLER (CFG++ on ddim, and CFG
-# on ddim beside it); their CFG is sweep-2m-sde's rows on the same seeds
-search sweep-apg --apg-eta "$APG_ETA" "$RUN" --sampler "$METHOD_SAMPLER" --steps "$METHOD_STEPS" --w "$METHOD_W" \
+# APG searched on METHOD_SAMPLER (its CFG is sweep-2m-sde's rows on the same seeds); the other methods
+# follow the distilled students
+search sweep-apg "$APG_SEARCH" "$RUN" --sampler "$METHOD_SAMPLER" --steps "$METHOD_STEPS" --w "$METHOD_W" \
     --guidance apg
-sets sweep-cfgpp "$RUN" --sampler ddim --steps "$FAST_STEPS" --w "$CFGPP_W" --guidance cfgpp
-sets sweep-ddim "$RUN" --sampler ddim --steps "$FAST_STEPS" --w "$PAPER_W"
-search sweep-interval --guidance-interval "$INTERVALS" "$RUN" --sampler "$METHOD_SAMPLER" \
-    --steps "$METHOD_STEPS" --w "$METHOD_W"
 # the distilled student: stage 1, then rounds 17 -> 9 -> 5 (8 and 4 steps: 9 and 5 evaluations)
 # (skipped when the last student's final EMA is here: the committed folders keep the students' final EMA
 # files, not the training checkpoints a rerun would resume from)
@@ -230,6 +233,11 @@ fi
 for t in 9 5; do  # each student with its own sampler: ddim on its grid, one evaluation a step
     sets "sweep-student$t" "$WORK/distill/steps-$t" --w "$PAPER_W"
 done
+# CFG++ (ddim only, with CFG on ddim beside it) and the guidance interval on METHOD_SAMPLER
+sets sweep-cfgpp "$RUN" --sampler ddim --steps "$FAST_STEPS" --w "$CFGPP_W" --guidance cfgpp
+sets sweep-ddim "$RUN" --sampler ddim --steps "$FAST_STEPS" --w "$PAPER_W"
+search sweep-interval "--guidance-interval=$INTERVALS" "$RUN" --sampler "$METHOD_SAMPLER" \
+    --steps "$METHOD_STEPS" --w "$METHOD_W"
 
 # Fig. 3: the same seeds 0..15 (four a class, one class a column) at growing w
 mkdir -p "$WORK/grid"
