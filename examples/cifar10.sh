@@ -55,8 +55,8 @@ APG_SEARCH=${APG_SEARCH:---apg-eta=0,1;--apg-eta=0 --apg-momentum=0}
 CFGPP_W=${CFGPP_W:-0.2,0.4,0.6,0.8,1}  # CFG++'s λ searched (its w; ddim only)
 GUIDE_KIMGS=${GUIDE_KIMGS:-10,80}  # autoguidance's guides searched: the run's EMA snapshots nearest these kimg
 DISTILL_KIMG=${DISTILL_KIMG:-40}  # per distillation stage and round
-GRID_SAMPLER=${GRID_SAMPLER:-ancestral}
-GRID_STEPS=${GRID_STEPS:-256}
+GRID_SAMPLER=${GRID_SAMPLER:-dpmpp-2m-sde}  # the Fig. 3 grid's sampler: the rows' best (lowest FID), and
+GRID_STEPS=${GRID_STEPS:-16}                # its T
 GRID_CLASSES=${GRID_CLASSES:-1,3,7,8}  # automobile, cat, horse, ship: the Fig. 3 grid's columns
 GRID_W=${GRID_W:-0,0.3,1,2,4}
 WIDE_SET=${WIDE_SET:---set model.model_channels=64}  # the wider net compared with $PRESET at equal CPU time
