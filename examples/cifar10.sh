@@ -49,8 +49,8 @@ NOISE_W=${NOISE_W:-0.3,1}       # (fast-solver curve) points sampled again from 
 NOISE_SETS=${NOISE_SETS:-5}     # in this many seed sets in all: FID's seed std at N
 INTERVALS=${INTERVALS:--3.4:2.6,-5:5,0:10}  # guidance intervals in λ searched (Kynkäänniemi et al.'s first)
 # APG's settings searched, flag sets split by ";": η at the default momentum and norm cap, then η = 0
-# without momentum (on the λ ∈ [-20, 20] grid the first step's x̂ difference, ‖Δx̂‖ ≈ 6900 against ≤ 4.4 at
-# the steps after, stays in a β = -0.75 momentum buffer for the whole run; docs/results.md)
+# without momentum (Δx̂ = -(σ/α)(ε_c - ε_u), and σ/α = e^10 at the grid's first point λ = -20 against about
+# 9.5 at the next: a β = -0.75 momentum buffer keeps that first update for the whole run; docs/sample.md)
 APG_SEARCH=${APG_SEARCH:---apg-eta=0,1;--apg-eta=0 --apg-momentum=0}
 CFGPP_W=${CFGPP_W:-0.2,0.4,0.6,0.8,1}  # CFG++'s λ searched (its w; ddim only)
 GUIDE_KIMGS=${GUIDE_KIMGS:-10,80}  # autoguidance's guides searched: the run's EMA snapshots nearest these kimg

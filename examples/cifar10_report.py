@@ -251,6 +251,11 @@ def method_line(line: Any) -> bool:
     return line.guidance != "cfg" or bool(line.guidance_interval)
 
 
+def sampler_of(line: Any) -> tuple[Any, ...]:
+    """The sampler part of a line (sampler, its settings, steps, grid): what a method shares with its CFG."""
+    return tuple(line[:4])
+
+
 def folder_lines(pairs: dict[Any, Pair]) -> dict[Any, list[tuple[float, Pair]]]:
     """A folder's rows with an FID, by line, in order of w."""
     lines: dict[Any, list[tuple[float, Pair]]] = {}
@@ -289,8 +294,8 @@ def plot_groups(folders: dict[str, dict[Any, Pair]], guides: dict[str, dict[str,
                 groups["samplers"].append((label, xs, ps))
                 cfg.append((line, (f"{label} (CFG)", xs, ps)))
                 continue
-            method_samplers.add(tuple(line[:4]))
-    groups["methods"][:0] = [c for line, c in cfg if tuple(line[:4]) in method_samplers]
+            method_samplers.add(sampler_of(line))
+    groups["methods"][:0] = [c for line, c in cfg if sampler_of(line) in method_samplers]
     return groups
 
 
@@ -328,11 +333,11 @@ def plot_methods_vs_w(groups: dict[str, list[Curve]], cfg_levels: list[tuple[str
 
 def cfgpp_levels(folders: dict[str, dict[Any, Pair]]) -> list[tuple[str, float]]:
     """CFG's best mean FID on each sampler line that CFG++ is run on: the level CFG++ is read against."""
-    samplers = {tuple(line_of(k)[:4]) for pairs in folders.values() for k in pairs if k.guidance == "cfgpp"}
+    samplers = {sampler_of(line_of(k)) for pairs in folders.values() for k in pairs if k.guidance == "cfgpp"}
     out = []
     for name, pairs in folders.items():
         for line, (key, pair) in best_per_line(pairs).items():
-            if not method_line(line) and tuple(line[:4]) in samplers and (fid := _mean(values(pair, "fid"))) is not None:
+            if not method_line(line) and sampler_of(line) in samplers and (fid := _mean(values(pair, "fid"))) is not None:
                 out.append((f"{name}: {line_label(line)}, CFG at its best w = {key.w:g}", fid))
     return out
 
