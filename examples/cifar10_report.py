@@ -16,8 +16,8 @@ Writes into --out:
   line's points have (the same seeds at every w), its bar from all its own sets: ±1 standard
   deviation where there are three sets or more, the two values' range where two.
 - methods_vs_w.png: the guidance methods against w (autoguidance: the folders made with --guide-with;
-  APG; a guidance interval) beside CFG on the same sampler; under it CFG++ against its own λ, with CFG's
-  best FID on the same sampler as a level line.
+  APG; a guidance interval) beside CFG on the same sampler, then the same zoomed to CFG's FID range; under
+  them CFG++ against its own λ, with CFG's best FID on the same sampler as a level line.
 - fid_vs_nfe.png: each sampler's CFG line at its best w against its NFE per sample, bars as above; a
   legend, no labels printed over the points.
 - fig3.png: the Fig. 3 grid, the previews `grid/w<w>.png` side by side, each panel headed by its w and
@@ -179,10 +179,20 @@ def cost_table(work: Path, folders: dict[str, dict[Any, Pair]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _set1_fid(pair: Pair) -> float:
+    fid = pair[0].get("fid") if pair and pair[0] else None
+    return fid if fid is not None and math.isfinite(fid) else math.inf
+
+
 def best_per_folder(pairs: dict[Any, Pair]) -> tuple[Any, Pair] | None:
-    """A folder's (key, pair) with the lowest mean FID over every line and w: a method at its best setting."""
-    best = best_per_line(pairs).values()
-    return min(best, key=lambda kp: _mean(values(kp[1], "fid"))) if best else None
+    """A folder's best setting, as examples/cifar10.sh's search picks it: the line with the lowest FID on
+    seed set 1 at any w (every line has set 1; only the picked line gets the later sets, so a mean would
+    compare two sets with one), then that line's (key, pair) at its best w by the mean over its sets."""
+    per_line = best_per_line(pairs)
+    if not per_line:
+        return None
+    set1 = {line: min(_set1_fid(pair) for key, pair in pairs.items() if line_of(key) == line) for line in per_line}
+    return per_line[min(per_line, key=lambda line: set1[line])]
 
 
 def methods_table(folders: dict[str, dict[Any, Pair]]) -> str:
@@ -317,13 +327,32 @@ def plot_fid_vs_w(groups: dict[str, list[Curve]], path: Path) -> None:
     plt.close(fig)
 
 
+def zoom_window(curves: list[Curve]) -> tuple[float, float] | None:
+    """The FID range of the CFG curves ("(CFG)" labels) among `curves`, widened to every curve's lowest
+    point, with a margin: the methods that compete with CFG, at a scale where their differences show."""
+    cfg = [y for label, _, pairs in curves if label.endswith("(CFG)") for y in curve(pairs) if y is not None]
+    every = [y for _, _, pairs in curves for y in curve(pairs) if y is not None]
+    if not cfg:
+        return None
+    lo, hi = min(every), max(cfg)
+    margin = 0.05 * (hi - lo) + 1.0
+    return lo - margin, hi + margin
+
+
 def plot_methods_vs_w(groups: dict[str, list[Curve]], cfg_levels: list[tuple[str, float]], path: Path) -> None:
-    """methods_vs_w.png: the guidance methods against w beside CFG on their sampler (top), and CFG++ against
-    its λ with CFG's best on the same sampler as a level line (bottom)."""
+    """methods_vs_w.png: the guidance methods against w beside CFG on their sampler (top; below it the same
+    zoomed to CFG's range), and CFG++ against its λ with CFG's best on the same sampler as a level line
+    (bottom)."""
     plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 9))
-    fig.subplots_adjust(hspace=0.3)
+    fig, (top, zoom, bottom) = plt.subplots(3, 1, figsize=(7, 13.5))
+    fig.subplots_adjust(hspace=0.35)
     _draw(top, groups["methods"], "guidance weight w", "FID against w: the guidance methods")
+    if (window := zoom_window(groups["methods"])) is not None:
+        _draw(zoom, groups["methods"], "guidance weight w",
+              f"zoomed to CFG's range (lines above FID {window[1]:.0f} leave it)")
+        zoom.set_ylim(*window)
+    else:
+        zoom.set_visible(False)
     for i, (label, fid) in enumerate(cfg_levels):
         bottom.axhline(fid, color=f"C{(i + len(groups['cfgpp'])) % COLOURS}", ls="--", lw=1, label=label)
     _draw(bottom, groups["cfgpp"], "CFG++'s λ (its own scale, not w)", "FID against λ: CFG++")

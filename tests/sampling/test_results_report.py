@@ -103,6 +103,23 @@ def test_best_w_is_by_the_mean_of_the_two_sets_not_the_first():
     assert key.w == 1.0 and report.values(pair, "fid") == [6.0, 6.0]
 
 
+
+def test_a_methods_best_setting_is_the_searchs_pick_on_seed_set_1_not_a_mean_over_unequal_sets():
+    spec = importlib.util.spec_from_file_location("cifar10_report", SCRIPT)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+
+    class Key(tuple):
+        w = property(lambda self: self[1])
+
+    # the search ran lines a and b on set 1; a won (5 < 6) and got set 2 (9): its mean, 7, is above b's
+    # single value 6, but b was never measured on set 2, so a stays the pick (at its best w, 1)
+    pairs = {Key(("a", 1.0)): ({"fid": 5.0}, {"fid": 9.0}), Key(("a", 2.0)): ({"fid": 8.0}, {"fid": 10.0}),
+             Key(("b", 1.0)): ({"fid": 6.0}, None)}
+    report.line_of = lambda key: key[0]
+    key, pair = report.best_per_folder(pairs)
+    assert key == ("a", 1.0) and report.values(pair, "fid") == [5.0, 9.0]
+
 def test_error_bars_are_the_std_from_three_sets_and_the_range_of_two():
     spec = importlib.util.spec_from_file_location("cifar10_report", SCRIPT)
     report = importlib.util.module_from_spec(spec)
@@ -206,3 +223,16 @@ def test_each_kind_of_line_lands_in_its_own_plot(tmp_path):
     assert r.returncode == 0 and r.stderr == "", r.stderr
     with Image.open(out / "methods_vs_w.png") as im:
         assert im.format == "PNG" and im.size[1] > im.size[0] / 2  # two panels, one above the other
+
+
+def test_the_zoom_panel_spans_cfgs_curve_and_every_lines_lowest_point():
+    spec = importlib.util.spec_from_file_location("cifar10_report", SCRIPT)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    # CFG from 50 to 64 (one set a point), a method from 43 to 200: the window is [43, 64] widened by
+    # 5% of its 21 FID plus 1 (2.05), so the method's 200 leaves the panel and its 43 stays in it
+    cfg = ("s: line (CFG)", [0.0, 4.0], [({"fid": 50.0},), ({"fid": 64.0},)])
+    method = ("s: line, apg", [1.0, 4.0], [({"fid": 43.0},), ({"fid": 200.0},)])
+    lo, hi = report.zoom_window([cfg, method])
+    assert abs(lo - 40.95) < 1e-9 and abs(hi - 66.05) < 1e-9
+    assert report.zoom_window([method]) is None  # no CFG to scale by: no zoom panel
