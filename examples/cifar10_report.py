@@ -40,7 +40,7 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cfgdiff.files import atomic_write, write_text
 from cfgdiff.sampling.sweep_files import line_label, line_of, read_rows
@@ -74,8 +74,19 @@ def values(pair: Pair, name: str, scale: float = 1.0) -> list[float]:
     return out
 
 
-def _cell(vs: list[float], digits: int = 2) -> str:
-    return " / ".join(f"{v:.{digits}f}" for v in vs) if vs else "n/a"
+def per_set(pair: Pair, name: str, scale: float = 1.0) -> list[float | None]:
+    """The metric on each seed set in order, None where the set has no finite value; the sets after the
+    last one with a value are left off (most rows have no later sets: only a search's pick gets them)."""
+    out = [v * scale if (v := None if row is None else row.get(name)) is not None and math.isfinite(v) else None
+           for row in pair]
+    while out and out[-1] is None:
+        out.pop()
+    return out
+
+
+def _cell(vs: list[float | None], digits: int = 2) -> str:
+    """Values side by side, a set without one (a failed score) as n/a in its place."""
+    return " / ".join("n/a" if v is None else f"{v:.{digits}f}" for v in vs) if vs else "n/a"
 
 
 def _mean(vs: list[float]) -> float | None:
@@ -95,19 +106,23 @@ def _bar(vs: list[float], y: float) -> tuple[float, float]:
 def curve(pairs: list[Pair], name: str = "fid") -> list[float]:
     """A line's points: each the mean over the seed sets that every point of the line has, so that all
     points average the same seeds (common random numbers: the differences along the line are the
-    effect of w, not of which seeds a point happened to get)."""
-    common = [k for k in range(max(len(p) for p in pairs))
-              if all(k < len(p) and p[k] is not None and p[k].get(name) is not None and math.isfinite(p[k][name])
-                     for p in pairs)]
-    return [statistics.fmean(p[k][name] for k in common) for p in pairs]
+    effect of w, not of which seeds a point happened to get). Every point has a finite value on some set
+    (`folder_lines` keeps only those); where the points share no set (a failed score on set 1 of one, set 1
+    only on another), each is the mean of its own."""
+    common = [k for k in range(max(len(p) for p in pairs)) if all(values(p[k:k + 1], name) for p in pairs)]
+    if not common:
+        return [statistics.fmean(values(p, name)) for p in pairs]
+    return [statistics.fmean(values(p[k:k + 1], name)[0] for k in common) for p in pairs]
 
 
-def _agg(vs: list[float]) -> str:
-    """A mean with its seed sets' values, and from three sets on its standard deviation."""
+def _agg(sets: list[float | None]) -> str:
+    """A mean over the seed sets that have a value, from three such sets on with its standard deviation,
+    then every set's value in order (`per_set`)."""
+    vs = [v for v in sets if v is not None]
     if not vs:
         return "n/a"
     sd = f" ± {statistics.stdev(vs):.2f}" if len(vs) >= 3 else ""
-    return f"{statistics.fmean(vs):.2f}{sd} ({_cell(vs)})"
+    return f"{statistics.fmean(vs):.2f}{sd} ({_cell(sets)})"
 
 
 def sweep_table(name: str, pairs: dict[Any, Pair]) -> str:
@@ -119,8 +134,8 @@ def sweep_table(name: str, pairs: dict[Any, Pair]) -> str:
     for key, pair in pairs.items():
         row = pair[0]
         prec, rec = _mean(values(pair, "precision")), _mean(values(pair, "recall"))
-        out.append(f"| {line_label(line_of(key))} | {key.w:g} | {row.get('nfe', 'n/a')} | {_cell(values(pair, 'fid'))} | "
-                   f"{_cell(values(pair, 'kid', 1e3))} | {_cell([prec] if prec is not None else [], 3)} | "
+        out.append(f"| {line_label(line_of(key))} | {key.w:g} | {row.get('nfe', 'n/a')} | {_cell(per_set(pair, 'fid'))} | "
+                   f"{_cell(per_set(pair, 'kid', 1e3))} | {_cell([prec] if prec is not None else [], 3)} | "
                    f"{_cell([rec] if rec is not None else [], 3)} | {row.get('seconds', 'n/a')} |")
     devices = Counter(pair[0].get("device", "not recorded") for pair in pairs.values())
     out.append("\nWall times (s, set 1) measured on: " + "; ".join(f"{d} ({k} row{'s' * (k != 1)})"
@@ -140,10 +155,10 @@ def best_per_line(pairs: dict[Any, Pair]) -> dict[Any, tuple[Any, Pair]]:
 
 
 def _summary_line(name: str, key: Any, pair: Pair) -> str:
-    fid, kid = values(pair, "fid"), values(pair, "kid", 1e3)
     prec, rec = _mean(values(pair, "precision")), _mean(values(pair, "recall"))
-    return (f"| {name} | {line_label(line_of(key))} | {key.w:g} | {pair[0].get('nfe', 'n/a')} | {len(fid)} | "
-            f"{_agg(fid)} | {_agg(kid)} | {_cell([prec] if prec is not None else [], 3)} | "
+    return (f"| {name} | {line_label(line_of(key))} | {key.w:g} | {pair[0].get('nfe', 'n/a')} | "
+            f"{len(values(pair, 'fid'))} | {_agg(per_set(pair, 'fid'))} | {_agg(per_set(pair, 'kid', 1e3))} | "
+            f"{_cell([prec] if prec is not None else [], 3)} | "
             f"{_cell([rec] if rec is not None else [], 3)} | {pair[0].get('seconds', 'n/a')} |")
 
 
@@ -180,8 +195,8 @@ def cost_table(work: Path, folders: dict[str, dict[Any, Pair]]) -> str:
 
 
 def _set1_fid(pair: Pair) -> float:
-    fid = pair[0].get("fid") if pair and pair[0] else None
-    return fid if fid is not None and math.isfinite(fid) else math.inf
+    """FID on seed set 1, or infinity where it has none (a failed score never wins a search)."""
+    return next(iter(values(pair[:1], "fid")), math.inf)
 
 
 def best_per_folder(pairs: dict[Any, Pair]) -> tuple[Any, Pair] | None:
@@ -253,7 +268,14 @@ def _errorbar(ax: Any, xs: list[float], pairs: list[Pair], label: str, line: boo
                 color=f"C{i % COLOURS}", ms=4, capsize=3, label=label)
 
 
-Curve = tuple[str, list[float], list[Pair]]  # a plot's line: its legend label, x values, each point's pairs
+class Curve(NamedTuple):
+    """A plot's line: its legend label, x values, each point's pairs; `cfg` marks plain CFG over the whole
+    λ range, the curve the methods are read against (and zoom_window scales by)."""
+
+    label: str
+    xs: list[float]
+    pairs: list[Pair]
+    cfg: bool = False
 
 
 def method_line(line: Any) -> bool:
@@ -267,7 +289,8 @@ def sampler_of(line: Any) -> tuple[Any, ...]:
 
 
 def folder_lines(pairs: dict[Any, Pair]) -> dict[Any, list[tuple[float, Pair]]]:
-    """A folder's rows with an FID, by line, in order of w."""
+    """A folder's rows with an FID on some seed set, by line, in order of w: a row whose scores failed on
+    every set is left out of the figures (the tables show it as n/a)."""
     lines: dict[Any, list[tuple[float, Pair]]] = {}
     for key, pair in pairs.items():
         if values(pair, "fid"):
@@ -294,15 +317,15 @@ def plot_groups(folders: dict[str, dict[Any, Pair]], guides: dict[str, dict[str,
         for line, points in folder_lines(pairs).items():
             label, xs, ps = f"{name}: {line_label(line)}", [w for w, _ in points], [p for _, p in points]
             if name in guides:
-                groups["methods"].append((f"{label}, {guide_label(guides[name])}", xs, ps))
+                groups["methods"].append(Curve(f"{label}, {guide_label(guides[name])}", xs, ps))
             elif line.guidance == "cfgpp":
-                groups["cfgpp"].append((label, xs, ps))
+                groups["cfgpp"].append(Curve(label, xs, ps))
                 continue
             elif method_line(line):
-                groups["methods"].append((label, xs, ps))
+                groups["methods"].append(Curve(label, xs, ps))
             else:
-                groups["samplers"].append((label, xs, ps))
-                cfg.append((line, (f"{label} (CFG)", xs, ps)))
+                groups["samplers"].append(Curve(label, xs, ps, cfg=True))
+                cfg.append((line, Curve(f"{label} (CFG)", xs, ps, cfg=True)))
                 continue
             method_samplers.add(sampler_of(line))
     groups["methods"][:0] = [c for line, c in cfg if sampler_of(line) in method_samplers]
@@ -310,8 +333,8 @@ def plot_groups(folders: dict[str, dict[Any, Pair]], guides: dict[str, dict[str,
 
 
 def _draw(ax: Any, curves: list[Curve], xlabel: str, title: str) -> None:
-    for label, xs, pairs in curves:
-        _errorbar(ax, xs, pairs, label)
+    for c in curves:
+        _errorbar(ax, c.xs, c.pairs, c.label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(BAR_LABEL)
     ax.set_title(title)
@@ -328,10 +351,10 @@ def plot_fid_vs_w(groups: dict[str, list[Curve]], path: Path) -> None:
 
 
 def zoom_window(curves: list[Curve]) -> tuple[float, float] | None:
-    """The FID range of the CFG curves ("(CFG)" labels) among `curves`, widened to every curve's lowest
+    """The FID range of the CFG curves (`Curve.cfg`) among `curves`, widened to every curve's lowest
     point, with a margin: the methods that compete with CFG, at a scale where their differences show."""
-    cfg = [y for label, _, pairs in curves if label.endswith("(CFG)") for y in curve(pairs) if y is not None]
-    every = [y for _, _, pairs in curves for y in curve(pairs) if y is not None]
+    cfg = [y for c in curves if c.cfg for y in curve(c.pairs)]
+    every = [y for c in curves for y in curve(c.pairs)]
     if not cfg:
         return None
     lo, hi = min(every), max(cfg)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,10 @@ def test_a_curve_averages_only_the_seed_sets_all_its_points_have():
     # both points on sets 1 and 2 (set 3 missing at w = 0, NaN counts as missing): the mean of sets 1, 2
     pairs = [({"fid": 30.0}, {"fid": 34.0}, {"fid": float("nan")}), ({"fid": 10.0}, {"fid": 12.0}, {"fid": 14.0})]
     assert report.curve(pairs) == [32.0, 11.0]
+    # points on disjoint sets (set 1 failed on one: NaN, None, absent or no row) share none: each is the
+    # mean of its own
+    for failed in ({"fid": float("nan")}, {"fid": None}, {}, None):
+        assert report.curve([({"fid": 30.0},), (failed, {"fid": 12.0}, {"fid": 14.0})]) == [30.0, 13.0]
 
 
 def test_fig3_puts_the_grid_previews_side_by_side_in_order_of_w(tmp_path):
@@ -205,7 +210,7 @@ def test_each_kind_of_line_lands_in_its_own_plot(tmp_path):
     guides = {n: g for n in folders if (g := report.folder_guide(work / n)) is not None}
     assert guides == {"sweep-autoguidance-80": {"kimg": 80.0}}
     groups = report.plot_groups(folders, guides)
-    labels = {k: [label for label, _, _ in v] for k, v in groups.items()}
+    labels = {k: [c.label for c in v] for k, v in groups.items()}
     assert labels["samplers"] == ["sweep-2m-sde: dpmpp-2m-sde, T=16", "sweep-ddim: ddim, T=20",
                                   "sweep-paper: ancestral, T=256"]
     assert labels["methods"] == [  # CFG on the methods' sampler first; ddim's CFG goes with CFG++, not here
@@ -214,7 +219,10 @@ def test_each_kind_of_line_lands_in_its_own_plot(tmp_path):
         "sweep-autoguidance-80: dpmpp-2m-sde, T=16, autoguidance, guide: the 80-kimg EMA",
         "sweep-interval: dpmpp-2m-sde, T=16, λ∈[-3.4, 2.6]"]
     assert labels["cfgpp"] == ["sweep-cfgpp: ddim, T=20, cfgpp"]
-    assert [xs for _, xs, _ in groups["samplers"]] == [[0.0, 1.0], [0.0, 2.0], [1.0]]
+    assert [c.xs for c in groups["samplers"]] == [[0.0, 1.0], [0.0, 2.0], [1.0]]
+    # CFG is marked by a flag, not read off its label: the samplers and the CFG beside the methods only
+    assert [c.cfg for c in groups["samplers"]] == [True] * 3
+    assert [c.cfg for c in groups["methods"]] == [True, False, False, False]
     # CFG's level on CFG++'s sampler: ddim's best w by the mean of its two sets, (70 + 74) / 2 = 72
     assert report.cfgpp_levels(folders) == [("sweep-ddim: ddim, T=20, CFG at its best w = 2", 72.0)]
     out = tmp_path / "report"
@@ -231,8 +239,68 @@ def test_the_zoom_panel_spans_cfgs_curve_and_every_lines_lowest_point():
     spec.loader.exec_module(report)
     # CFG from 50 to 64 (one set a point), a method from 43 to 200: the window is [43, 64] widened by
     # 5% of its 21 FID plus 1 (2.05), so the method's 200 leaves the panel and its 43 stays in it
-    cfg = ("s: line (CFG)", [0.0, 4.0], [({"fid": 50.0},), ({"fid": 64.0},)])
-    method = ("s: line, apg", [1.0, 4.0], [({"fid": 43.0},), ({"fid": 200.0},)])
+    cfg = report.Curve("s: line", [0.0, 4.0], [({"fid": 50.0},), ({"fid": 64.0},)], cfg=True)
+    method = report.Curve("s: line, apg (CFG)", [1.0, 4.0], [({"fid": 43.0},), ({"fid": 200.0},)])
     lo, hi = report.zoom_window([cfg, method])
     assert abs(lo - 40.95) < 1e-9 and abs(hi - 66.05) < 1e-9
-    assert report.zoom_window([method]) is None  # no CFG to scale by: no zoom panel
+    assert report.zoom_window([method]) is None  # no CFG to scale by (whatever the label says): no zoom panel
+
+
+
+FAILED_SCORES = ({"fid": float("nan"), "kid": float("nan"), "precision": float("nan"), "recall": float("nan")},
+                 {"fid": None, "kid": None, "precision": None, "recall": None}, "absent")
+
+
+def test_a_failed_score_in_any_row_leaves_the_report_whole(tmp_path):
+    """The class: a row whose scores failed (NaN, null or absent, as a sweep interrupted between sampling and
+    scoring or a diverged sampler leaves them). Generated over every row of every sweep file of the fixture
+    (samplers, seed sets, every guidance method, CFG++), one at a time, cycling through the three kinds: the
+    report writes every table and figure, and the row reads n/a."""
+    work, run = _work(tmp_path / "base")
+
+    def method(sampler, steps, w, fid, **kw):
+        return {**_row(sampler, steps, w, fid, 0.01), **kw}
+
+    _sweep(work / "sweep-apg", [method("dpmpp-2m-sde", 16, 1, 46.0, guidance="apg", guidance_settings={"eta": 1.0}),
+                                method("dpmpp-2m-sde", 16, 2, 44.0, guidance="apg", guidance_settings={"eta": 1.0})])
+    _sweep(work / "sweep-interval", [method("dpmpp-2m-sde", 16, 2, 45.0, guidance_interval=[-3.4, 2.6])])
+    _sweep(work / "sweep-cfgpp", [method("ddim", 20, 0.4, 65.0, guidance="cfgpp"),
+                                  method("ddim", 20, 0.8, 60.0, guidance="cfgpp")])
+    _sweep(work / "sweep-ddim", [_row("ddim", 20, 0, 90.0, 0.05), _row("ddim", 20, 2, 70.0, 0.04)])
+    report = _load_report()
+    files = sorted(work.glob("*/sweep.jsonl"))
+    cases = [(f, i) for f in files for i in range(len(f.read_text().splitlines()))]
+    assert len(cases) == 19  # every row of the fixture, so that a new fixture row is generated too
+    for n, (file, i) in enumerate(cases):
+        case = tmp_path / f"case{n}"
+        shutil.copytree(work, case / "work")
+        target = case / "work" / file.parent.name / "sweep.jsonl"
+        rows = [json.loads(line) for line in target.read_text().splitlines()]
+        kind = FAILED_SCORES[n % len(FAILED_SCORES)]
+        rows[i] = {k: v for k, v in rows[i].items() if k not in FAILED_SCORES[0]} if kind == "absent" else {**rows[i], **kind}
+        target.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        out = case / "report"
+        assert report.main([str(case / "work"), str(run), "--out", str(out)]) == 0, (file, i, kind)
+        for name in ("fid_vs_w.png", "methods_vs_w.png", "fid_vs_nfe.png"):
+            with Image.open(out / name) as im:
+                assert im.format == "PNG", (file, i, name)
+        # the failed row's line in its folder's table: its set's FID and KID read n/a in that set's place
+        # (or, the last set, are left off), and the other sets keep their own values in theirs
+        folder, _, k = file.parent.name.partition("-seeds")
+        k = int(k or 1)
+        section = (out / "tables.md").read_text().split(f"### {folder}\n")[1].split("###")[0]
+        cells = [line.split(" | ") for line in section.splitlines() if line.startswith("| ")]
+        [line] = [c for c in cells if c[1] == f"{rows[i]['w']:g}"]
+        for cell in line[3:5]:
+            sets = cell.split(" / ") + ["n/a"] * 5
+            assert sets[k - 1] == "n/a" and all(v == "n/a" or float(v) >= 0 for v in sets), (file, i, cell)
+        fids = [json.loads(r)["fid"] for f in sorted((work / folder).parent.glob(folder + "*/sweep.jsonl"))
+                if f.parent.name in (folder, *(f"{folder}-seeds{j}" for j in range(2, 9)))
+                for r in f.read_text().splitlines() if json.loads(r)["w"] == rows[i]["w"]]
+        assert len([v for v in line[3].split(" / ") if v != "n/a"]) == len(fids) - 1, (file, i, line[3])
+        # and where the summaries pick that row, its mean is over the other sets, listed with n/a in its place
+        tables = (out / "tables.md").read_text().split("### Each line at its best w")[1].split("### Cost")[0]
+        for c in (line.split(" | ") for line in tables.splitlines() if line.startswith(f"| {folder} | ")):
+            if c[2] == f"{rows[i]['w']:g}" and c[5] != "n/a":
+                sets = c[5].split("(")[1].rstrip(")").split(" / ") + ["n/a"] * 5
+                assert sets[k - 1] == "n/a" and int(c[4]) == len(fids) - 1, (file, i, c)
