@@ -220,17 +220,24 @@ def methods_table(folders: dict[str, dict[Any, Pair]]) -> str:
 
 def noise_table(folders: dict[str, dict[Any, Pair]]) -> str:
     """The rows on three or more seed sets: FID's mean and sample standard deviation over the sets, the
-    seed noise at this N that every other row's difference is read against."""
+    seed noise at this N that every other row's difference is read against (and KID's, precision's and
+    recall's, for the claims read off those)."""
     out = ["### Seed spread: rows on three or more disjoint seed sets\n",
-           "| sweep | line | w | sets | FID mean | FID std | FID range | KID ×10³ mean | KID ×10³ std |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| sweep | line | w | sets | FID mean | FID std | FID range | KID ×10³ mean | KID ×10³ std | precision std "
+           "| recall std |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def std(vs: list[float], digits: int) -> str:
+        return f"{statistics.stdev(vs):.{digits}f}" if len(vs) >= 3 else "n/a"
+
     for name, pairs in folders.items():
         for key, pair in pairs.items():
             fid, kid = values(pair, "fid"), values(pair, "kid", 1e3)
             if len(fid) >= 3:
-                kid_cells = f"{statistics.fmean(kid):.2f} | {statistics.stdev(kid):.2f}" if len(kid) >= 3 else "n/a | n/a"
+                kid_cells = f"{statistics.fmean(kid):.2f} | {std(kid, 2)}" if len(kid) >= 3 else "n/a | n/a"
                 out.append(f"| {name} | {line_label(line_of(key))} | {key.w:g} | {len(fid)} | {statistics.fmean(fid):.2f} | "
-                           f"{statistics.stdev(fid):.2f} | {max(fid) - min(fid):.2f} | {kid_cells} |")
+                           f"{statistics.stdev(fid):.2f} | {max(fid) - min(fid):.2f} | {kid_cells} | "
+                           f"{std(values(pair, 'precision'), 3)} | {std(values(pair, 'recall'), 3)} |")
     return "\n".join(out) + "\n"
 
 
