@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -64,11 +65,35 @@ def file_size_limit(limit: int) -> Callable[[], None]:
     return apply
 
 
+class Round(NamedTuple):
+    """One launch of a kill test (`run_until`): the exit code (negative: killed by a signal), stderr, and
+    the signal sent. Where a kill lands depends on the machine's speed, so every kill test reads a round
+    through these two, and only through them: a round that `finished` ends the plan (its later kill points
+    are past), and any other must have been `interrupted_cleanly`."""
+
+    code: int
+    err: str
+    sig: int
+
+    @property
+    def finished(self) -> bool:
+        """The command ran to its end before the signal reached it (a fast machine, or a late kill point)."""
+        return self.code == 0
+
+    def assert_interrupted_cleanly(self) -> None:
+        """SIGINT/SIGTERM: exit 128 + signal with one `cfgdiff: error:` line that says to rerun the same
+        command; SIGKILL: killed by it."""
+        if self.sig == signal.SIGKILL:
+            assert self.code == -signal.SIGKILL, self.err
+            return
+        errors = [ln for ln in self.err.splitlines() if ln.startswith("cfgdiff: error:")]
+        assert self.code == 128 + self.sig and len(errors) == 1 and "rerun the same command" in errors[0], self.err
+
+
 def run_until(args: list[str], cwd: Path, env: dict[str, str], ready: Callable[[], bool], delay: float,
-              sig: int = signal.SIGKILL, timeout: float = 120) -> tuple[int, str]:
+              sig: int = signal.SIGKILL, timeout: float = 120) -> Round:
     """Start `cfgdiff args` (or `python args[1:]` when args[0] is "python"), wait until `ready()` (or
-    the process ends), sleep `delay`, send `sig`; the exit code (negative: killed by a signal) and
-    stderr. stderr goes to a file so a kill keeps it."""
+    the process ends), sleep `delay`, send `sig`; the `Round`. stderr goes to a file so a kill keeps it."""
     argv = [sys.executable, *args[1:]] if args[0] == "python" else [sys.executable, "-m", "cfgdiff", *args]
     err_path = Path(tempfile.mkstemp(prefix="cfgdiff-faults-err-")[1])
     with open(err_path, "w") as err:
@@ -89,7 +114,7 @@ def run_until(args: list[str], cwd: Path, env: dict[str, str], ready: Callable[[
                 proc.wait()
     text = err_path.read_text()
     err_path.unlink()
-    return code, text
+    return Round(code, text, sig)
 
 
 def copy_run(base: Path, dest: Path) -> Path:

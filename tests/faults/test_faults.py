@@ -29,15 +29,6 @@ from faults_support import cfgdiff, env_for, run_until, workspace
 pytestmark = pytest.mark.faults
 
 
-def _interrupted_cleanly(code: int, err: str, sig: int) -> None:
-    """SIGINT/SIGTERM: exit 130/143 and one `cfgdiff: error:` line; SIGKILL: killed (or already done)."""
-    if sig == signal.SIGKILL:
-        assert code in (-signal.SIGKILL, 0), err
-        return
-    errors = [ln for ln in err.splitlines() if ln.startswith("cfgdiff: error:")]
-    assert code == 128 + sig and len(errors) == 1 and "rerun the same command" in errors[0], err
-
-
 # ---- prepare ----------------------------------------------------------------------------------------------------
 def test_prepare_killed_anywhere_resumes_to_the_same_dataset(tmp_path):
     base = workspace()
@@ -57,15 +48,15 @@ def test_prepare_killed_anywhere_resumes_to_the_same_dataset(tmp_path):
             (2, signal.SIGTERM, rng.uniform(0, 0.2))]
     saved = 0
     for k, sig, delay in plan:
-        code, err = run_until(args, tmp_path, env_for(base), lambda: len(parts()) >= k, delay, sig)
+        r = run_until(args, tmp_path, env_for(base), lambda: len(parts()) >= k, delay, sig)
         # every saved part reused: checked where this run got past its start (it wrote a part, or finished);
         # parts saved earlier can make the kill point true at launch, and a kill during the imports
         # leaves nothing to read (the machine's speed decides which)
-        if saved and (len(parts()) > saved or code == 0):
-            assert f"resuming: {saved * per_part} of {n} images already done" in err
-        if code == 0:  # finished before the signal: nothing more to check in this round
+        if saved and (len(parts()) > saved or r.finished):
+            assert f"resuming: {saved * per_part} of {n} images already done" in r.err
+        if r.finished:
             break
-        _interrupted_cleanly(code, err, sig)
+        r.assert_interrupted_cleanly()
         assert not out.exists()  # the dataset appears only complete
         for p in parts():  # every saved part is whole
             with np.load(p, allow_pickle=False) as z:
@@ -109,13 +100,13 @@ def test_train_killed_anywhere_resumes_to_bit_identical_weights(tmp_path):
             (3, signal.SIGTERM, rng.uniform(0, 0.3))]
     saved = 0
     for k, sig, delay in plan:
-        code, err = run_until(args, tmp_path, env_for(base), lambda: len(steps()) >= k, delay, sig)
-        if code == 0:  # finished before the signal (a fast machine): the rerun resumes from its last checkpoint
+        r = run_until(args, tmp_path, env_for(base), lambda: len(steps()) >= k, delay, sig)
+        if r.finished:  # the rerun resumes from its last checkpoint
             saved = max(steps())
             break
-        _interrupted_cleanly(code, err, sig)
+        r.assert_interrupted_cleanly()
         if sig == signal.SIGTERM:  # a clean stop checkpoints the step it completed
-            last = [ln for ln in err.splitlines() if ln.startswith("cfgdiff: error:")][0]
+            last = [ln for ln in r.err.splitlines() if ln.startswith("cfgdiff: error:")][0]
             assert last.startswith("cfgdiff: error: interrupted after step ")
             assert int(last.split("after step ")[1].split()[0]) == max(steps())
         for kind in ("checkpoint", "ema"):  # every file at a final name is whole
@@ -162,9 +153,9 @@ def test_sample_cli_stopped_by_sigint_then_rerun_gives_identical_samples(tmp_pat
     r = cfgdiff([*args, "--out", "ref.npz"], tmp_path, env_for(base))
     assert r.returncode == 0, r.stderr
     delay = np.random.default_rng(13).uniform(1.0, 3.0)
-    code, err = run_until([*args, "--out", "s.npz"], tmp_path, env_for(base), lambda: True, delay, signal.SIGINT)
-    if code != 0:
-        _interrupted_cleanly(code, err, signal.SIGINT)
+    r = run_until([*args, "--out", "s.npz"], tmp_path, env_for(base), lambda: True, delay, signal.SIGINT)
+    if not r.finished:
+        r.assert_interrupted_cleanly()
         assert not (tmp_path / "s.npz").exists()
         r = cfgdiff([*args, "--out", "s.npz"], tmp_path, env_for(base))
         assert r.returncode == 0, r.stderr
@@ -191,11 +182,11 @@ def test_sample_killed_anywhere_resumes_to_identical_samples(tmp_path):
     rng = np.random.default_rng(11)
     saved: dict[str, int] = {}
     for k, delay in [(0, rng.uniform(1.0, 2.5)), (2, rng.uniform(0, 0.3)), (4, rng.uniform(0, 0.3))]:
-        code, err = run_until([*args, "s.npz"], tmp_path, env, lambda: len(parts()) >= k, delay)
-        if code == 0 or out.exists():  # finished, or the kill landed after the output was complete
-            assert code in (0, -signal.SIGKILL), err
+        r = run_until([*args, "s.npz"], tmp_path, env, lambda: len(parts()) >= k, delay)
+        if not r.finished:
+            r.assert_interrupted_cleanly()
+        if r.finished or out.exists():  # finished, or the kill landed after the output was complete
             break
-        assert code == -signal.SIGKILL, err
         for p in parts():
             with np.load(p, allow_pickle=False) as z:
                 assert z["arr_0"].shape == (8, 16, 16, 3) and z["seeds"].tolist() == list(range(int(p.stem[5:]), int(p.stem[5:]) + 8))
@@ -230,15 +221,15 @@ def test_sweep_killed_anywhere_resumes_to_the_same_table(tmp_path):
     rng = np.random.default_rng(3)
     saved, done = 0, False
     for k, sig, delay in [(1, signal.SIGKILL, rng.uniform(0, 0.5))]:
-        code, err = run_until([*args, "--out-dir", "sw"], tmp_path, env_for(base), lambda: rows() >= k, delay, sig)
-        assert err.count("done earlier, skipped") == saved  # every saved row reused
-        if code == 0:
+        r = run_until([*args, "--out-dir", "sw"], tmp_path, env_for(base), lambda: rows() >= k, delay, sig)
+        assert r.err.count("done earlier, skipped") == saved  # every saved row reused
+        if r.finished:
             done = True
             break
-        _interrupted_cleanly(code, err, sig)
-        printed = err.count(": fid=")  # rows the killed run reported (each is written before it is reported)
+        r.assert_interrupted_cleanly()
+        printed = r.err.count(": fid=")  # rows the killed run reported (each is written before it is reported)
         assert rows() >= printed and rows() >= k and rows() >= saved
-        assert [r["w"] for r in _rows(table)] == [0.0, 1.0, 3.0][: rows()]  # whole rows, in grid order
+        assert [row["w"] for row in _rows(table)] == [0.0, 1.0, 3.0][: rows()]  # whole rows, in grid order
         saved = rows()
     if not done:
         r = cfgdiff([*args, "--out-dir", "sw"], tmp_path, env_for(base))
@@ -256,11 +247,11 @@ def test_score_save_stats_killed_anywhere_then_rerun_writes_the_same_statistics(
     stats, results = tmp_path / "st.npz", tmp_path / "st.json"
     rng = np.random.default_rng(5)
     for delay in rng.uniform(0.5, 4.0, 1):
-        code, err = run_until([*args, "--save-stats", "st.npz", "--results", "st.json"], tmp_path, env_for(base),
-                              lambda: True, delay)
-        if code == 0:
+        r = run_until([*args, "--save-stats", "st.npz", "--results", "st.json"], tmp_path, env_for(base),
+                      lambda: True, delay)
+        if r.finished:
             break
-        assert code == -signal.SIGKILL, err
+        r.assert_interrupted_cleanly()
         assert not results.exists() and not stats.exists()  # written last, and only whole
     r = cfgdiff([*args, "--save-stats", "st.npz", "--results", "st.json"], tmp_path, env_for(base))
     assert r.returncode == 0, r.stderr
