@@ -64,24 +64,20 @@ def paired_rows(folder: Path) -> dict[Any, Pair]:
     return {key: (row, *(o.get(key) for o in others)) for key, row in sorted(first.items())}
 
 
-def values(pair: Pair, name: str, scale: float = 1.0) -> list[float]:
-    """The metric on each seed set where it exists and is finite."""
-    out = []
-    for row in pair:
-        v = None if row is None else row.get(name)
-        if v is not None and math.isfinite(v):
-            out.append(v * scale)
-    return out
-
-
 def per_set(pair: Pair, name: str, scale: float = 1.0) -> list[float | None]:
-    """The metric on each seed set in order, None where the set has no finite value; the sets after the
-    last one with a value are left off (most rows have no later sets: only a search's pick gets them)."""
+    """The metric on each seed set in order, None where the set has no finite value (no row, no key, null,
+    NaN); the sets after the last one with a value are left off (most rows have no later sets: only a
+    search's pick gets them)."""
     out = [v * scale if (v := None if row is None else row.get(name)) is not None and math.isfinite(v) else None
            for row in pair]
     while out and out[-1] is None:
         out.pop()
     return out
+
+
+def values(pair: Pair, name: str, scale: float = 1.0) -> list[float]:
+    """The metric on the seed sets that have it (`per_set` without the gaps)."""
+    return [v for v in per_set(pair, name, scale) if v is not None]
 
 
 def _cell(vs: list[float | None], digits: int = 2) -> str:
@@ -109,10 +105,11 @@ def curve(pairs: list[Pair], name: str = "fid") -> list[float]:
     effect of w, not of which seeds a point happened to get). Every point has a finite value on some set
     (`folder_lines` keeps only those); where the points share no set (a failed score on set 1 of one, set 1
     only on another), each is the mean of its own."""
-    common = [k for k in range(max(len(p) for p in pairs)) if all(values(p[k:k + 1], name) for p in pairs)]
+    sets = [per_set(p, name) for p in pairs]
+    common = [k for k in range(max(map(len, sets))) if all(k < len(vs) and vs[k] is not None for vs in sets)]
     if not common:
-        return [statistics.fmean(values(p, name)) for p in pairs]
-    return [statistics.fmean(values(p[k:k + 1], name)[0] for k in common) for p in pairs]
+        return [statistics.fmean(v for v in vs if v is not None) for vs in sets]
+    return [statistics.fmean(vs[k] for k in common) for vs in sets]
 
 
 def _agg(sets: list[float | None]) -> str:
